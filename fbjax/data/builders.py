@@ -1,0 +1,79 @@
+"""Finds the tfds builders in the repository's `datasets/` folder.
+
+The builders live in `datasets/<name>/<name>_dataset_builder.py`, tfds
+style. They are imported by path under the package name `fbjax_datasets`,
+never as a top-level `datasets` package, so that the Hugging Face package of
+that name can be installed beside fbjax without either shadowing the other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pathlib
+import sys
+import types
+
+import tensorflow_datasets as tfds
+
+ROOT = pathlib.Path(__file__).resolve().parents[2] / "datasets"
+PACKAGE = "fbjax_datasets"
+
+
+def available() -> list[str]:
+  return sorted(p.parent.name for p in ROOT.glob("*/*_dataset_builder.py")
+                if p.name == f"{p.parent.name}_dataset_builder.py")
+
+
+def _ensure_package(name: str, path: pathlib.Path) -> None:
+  if name in sys.modules:
+    return
+  pkg = types.ModuleType(name)
+  pkg.__path__ = [str(path)]  # a namespace-like package rooted at `path`
+  pkg.__package__ = name
+  pkg.__spec__ = importlib.util.spec_from_loader(name, loader=None, is_package=True)
+  pkg.__spec__.submodule_search_locations = [str(path)]
+  sys.modules[name] = pkg
+
+
+def builder_module(name: str) -> types.ModuleType:
+  """Imports (once) and returns the module of the builder `name`."""
+  folder = ROOT / name
+  if not (folder / f"{name}_dataset_builder.py").exists():
+    raise KeyError(f"no builder {name!r} under {ROOT}; available: {available()}")
+  _ensure_package(PACKAGE, ROOT)
+  _ensure_package(f"{PACKAGE}.{name}", folder)
+  return importlib.import_module(f"{PACKAGE}.{name}.{name}_dataset_builder")
+
+
+def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
+  return builder_module(name).Builder
+
+
+def builder(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
+            manual_dir: str | os.PathLike | None = None) -> tfds.core.DatasetBuilder:
+  """A builder instance writing to / reading from `data_dir`."""
+  cls = builder_class(name)
+  kwargs = {"data_dir": os.fspath(data_dir)}
+  if config:
+    kwargs["config"] = config
+  b = cls(**kwargs)
+  return b
+
+
+def prepare(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
+            manual_dir: str | os.PathLike | None = None) -> tfds.core.DatasetBuilder:
+  """Builds the data set if it is not built yet and returns the builder."""
+  b = builder(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
+  dl_config = tfds.download.DownloadConfig(
+      manual_dir=None if manual_dir is None else os.fspath(manual_dir))
+  b.download_and_prepare(file_format="array_record", download_config=dl_config)
+  return b
+
+
+def data_source(name: str, split: str, *, data_dir: str | os.PathLike,
+                config: str | None = None, manual_dir: str | os.PathLike | None = None):
+  """Builds if needed, then returns `tfds.data_source`-style random access for a split."""
+  b = prepare(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
+  return b.as_data_source(split=split)

@@ -1,0 +1,87 @@
+"""The data model every builder yields (DESIGN.md, "Data model").
+
+Unknowns are explicit: -1 for labels, NaN for measurements, an all-zero mask
+with its `has_*` flag False for a missing mask or clean image. Masks are
+stored with values {0, 1}. Images are PNG-encoded here because tfds cannot
+encode numpy arrays without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from fbjax.data import io, labels
+
+MASKS = ("head_mask", "skull_mask", "brain_mask")
+MEASUREMENTS = ("pixel_spacing_mm", "hc_mm", "bpd_mm", "ofd_mm", "ga_weeks",
+                "atrial_width_mm", "tcd_mm")
+
+
+def _image():
+  return tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png")
+
+
+def features() -> tfds.features.FeaturesDict:
+  spec = {
+      "id": tfds.features.Text(),
+      "group": tfds.features.Text(),
+      "image": _image(),
+      "clean": _image(),
+      "has_clean": np.bool_,
+      "plane": tfds.features.ClassLabel(names=labels.PLANES),
+      "abnormal": tfds.features.ClassLabel(names=labels.ABNORMAL),
+      "condition": tfds.features.ClassLabel(names=labels.CONDITIONS),
+  }
+  for m in MASKS:
+    spec[m] = _image()
+    spec[f"has_{m}"] = np.bool_
+  for m in MEASUREMENTS:
+    spec[m] = np.float32
+  return tfds.features.FeaturesDict(spec)
+
+
+def _png(arr: np.ndarray) -> bytes:
+  arr = np.asarray(arr)
+  if arr.ndim == 3 and arr.shape[2] == 1:
+    arr = arr[..., 0]
+  if arr.ndim != 2 or arr.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 HxW image, got {arr.dtype} {arr.shape}")
+  return io.encode_png(arr)
+
+
+def example(*, id: str, group: str, image: np.ndarray,  # noqa: A002
+            clean: np.ndarray | None = None,
+            head_mask: np.ndarray | None = None,
+            skull_mask: np.ndarray | None = None,
+            brain_mask: np.ndarray | None = None,
+            plane: int = labels.UNKNOWN, abnormal: int = labels.UNKNOWN,
+            condition: int = labels.UNKNOWN, **measurements: float) -> dict:
+  """One example in the shared data model; anything not given is 'unknown'.
+
+  `image` and `clean` are uint8 HxW; masks are any HxW array, nonzero = inside.
+  Measurements are keyword arguments named as in `MEASUREMENTS`.
+  """
+  unknown = set(measurements) - set(MEASUREMENTS)
+  if unknown:
+    raise KeyError(f"unknown measurement(s) {sorted(unknown)}; known: {MEASUREMENTS}")
+  image = np.asarray(image)
+  zeros = np.zeros(image.shape[:2], np.uint8)
+  ex = {"id": id, "group": group, "image": _png(image),
+        "plane": int(plane), "abnormal": int(abnormal), "condition": int(condition)}
+  ex["has_clean"] = clean is not None
+  ex["clean"] = _png(zeros if clean is None else clean)
+  given = {"head_mask": head_mask, "skull_mask": skull_mask, "brain_mask": brain_mask}
+  for name, mask in given.items():
+    ex[f"has_{name}"] = mask is not None
+    if mask is None:
+      mask = zeros
+    elif mask.shape[:2] != image.shape[:2]:
+      raise ValueError(f"{id}: {name} shape {mask.shape} != image shape {image.shape}")
+    ex[name] = _png((np.asarray(mask) > 0).astype(np.uint8))
+  for m in MEASUREMENTS:
+    v = measurements.get(m)
+    ex[m] = np.float32(math.nan if v is None else v)
+  return ex

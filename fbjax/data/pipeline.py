@@ -1,0 +1,112 @@
+"""Input pipeline: `tfds.data_source` -> grain -> numpy batches.
+
+    source = builders.data_source("fetal_brain_synth", "train", data_dir=d, config="small")
+    ds = pipeline.make_dataset(source, size=(128, 128), batch_size=32, seed=0,
+                               train=True, num_epochs=None)
+    it = iter(ds)
+    batch = next(it)            # dict of numpy arrays, leading dim = batch size
+    state = it.get_state()      # saveable (JSON-able) iterator state
+    it.set_state(state)         # resumes exactly where it was
+
+Order and augmentation are deterministic functions of (seed, epoch, index):
+the shuffle is reseeded every epoch, and each element's augmentation draws
+from a generator seeded by its position in the stream. Under multi-process
+training each process reads the disjoint slice `process_index::process_count`
+and batches `batch_size // process_count` examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import grain
+import numpy as np
+
+from fbjax.data import augment as augment_lib
+from fbjax.data import preprocess
+from fbjax.data.features import MASKS, MEASUREMENTS
+
+LABELS = ("plane", "abnormal", "condition")
+FLAGS = ("has_clean", *(f"has_{m}" for m in MASKS))
+# What a batch carries by default (strings like `id` stay on the host side).
+DEFAULT_KEYS = ("image", "clean", *MASKS, *FLAGS, *LABELS, *MEASUREMENTS)
+
+
+def decode(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_KEYS) -> dict:
+  """One tfds example -> fixed-size numpy arrays (float image, uint8 masks).
+
+  The image is letterboxed into `size`; `pixel_spacing_mm` becomes the
+  spacing on the network grid and `scale` records the resize factor.
+  """
+  img = np.asarray(ex["image"])[..., 0]
+  out: dict = {}
+  image, g = preprocess.letterbox(img, size)
+  out["image"] = image.astype(np.float32) / np.float32(255.0)
+  if "clean" in keys:
+    clean, _ = preprocess.letterbox(np.asarray(ex["clean"])[..., 0], size, geometry=g)
+    out["clean"] = clean.astype(np.float32) / np.float32(255.0)
+  for m in MASKS:
+    if m in keys:
+      out[m], _ = preprocess.letterbox(np.asarray(ex[m])[..., 0], size, nearest=True, geometry=g)
+  for k in keys:
+    if k in FLAGS:
+      out[k] = np.bool_(ex[k])
+    elif k in LABELS:
+      out[k] = np.int32(ex[k])
+    elif k in MEASUREMENTS:
+      out[k] = np.float32(ex[k])
+    elif k in ("id", "group"):
+      v = ex[k]
+      out[k] = v.decode() if isinstance(v, bytes) else str(v)
+  if "pixel_spacing_mm" in out:
+    out["pixel_spacing_mm"] = np.float32(g.spacing_on_grid(out["pixel_spacing_mm"]))
+  out["scale"] = np.float32(g.scale)
+  return out
+
+
+def make_dataset(source, *, size: tuple[int, int], batch_size: int, seed: int,
+                 train: bool, num_epochs: int | None = 1,
+                 keys: Sequence[str] = DEFAULT_KEYS,
+                 augment: Callable[[np.random.Generator, dict], dict] | None = None,
+                 process_index: int = 0, process_count: int = 1,
+                 drop_remainder: bool | None = None, worker_count: int = 0,
+                 read_threads: int = 4) -> grain.IterDataset:
+  """A grain `IterDataset` of numpy batches over a random-access `source`.
+
+  Args:
+    source: anything with `__len__` and `__getitem__` (e.g. `tfds.data_source`).
+    size: (H, W) of the network grid.
+    batch_size: the global batch size (divided among processes).
+    seed: seeds the shuffle and the augmentation.
+    train: shuffle, augment, and drop the last partial batch.
+    num_epochs: None repeats forever.
+    augment: (rng, example) -> example; defaults to `augment.augment` when training.
+    worker_count: grain worker processes (0 = in-process threads only).
+  """
+  if batch_size % process_count:
+    raise ValueError(f"batch_size {batch_size} is not divisible by {process_count} processes")
+  if len(source) == 0:
+    raise ValueError("the data source is empty")
+  ds = grain.MapDataset.source(source)
+  if process_count > 1:
+    ds = ds[process_index::process_count]
+  if train:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
+  size = tuple(size)
+  keys = tuple(keys)
+  ds = ds.map(lambda ex: decode(ex, size, keys))
+  if train:
+    aug = augment or augment_lib.augment
+    ds = ds.random_map(lambda ex, rng: aug(rng, ex), seed=seed + 1)
+  drop = train if drop_remainder is None else drop_remainder
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64))
+  ds = ds.batch(batch_size // process_count, drop_remainder=drop)
+  if worker_count > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return ds
+
+
+def stack(examples: Sequence[dict]) -> dict:
+  """Host-side batching of decoded examples (for tools that bypass grain)."""
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}

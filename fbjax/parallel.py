@@ -170,3 +170,17 @@ def compile_once(fn, *args, out_shardings=None):
   lowered = jax.jit(fn, out_shardings=out_shardings).lower(*args)
   opts = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
   return lowered.compile(compiler_options=opts)
+
+
+def main_process_first(fn, name: str = "main_process_first"):
+  """Runs `fn()` on process 0, then on the others (e.g. building a data set once).
+
+  Every process must call this the same number of times (it is a barrier).
+  """
+  if jax.process_count() == 1:
+    return fn()
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  out = fn() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices(name)
+  return out if jax.process_index() == 0 else fn()

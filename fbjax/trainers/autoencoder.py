@@ -101,8 +101,10 @@ def train_and_evaluate(config, workdir: str):
   # ---------------------------------------------------------------------------
   size = tuple(config.data.size)
   keys = ("image",) if config.target == "image" else ("image", config.target)
-  train_source = sources.get_source(config.data, config.data.train_split)
-  val_source = sources.get_source(config.data, config.data.val_split)
+  # Process 0 builds the data set if needed; the others then open it.
+  train_source, val_source = parallel.main_process_first(lambda: (
+      sources.get_source(config.data, config.data.train_split),
+      sources.get_source(config.data, config.data.val_split)))
   steps_per_epoch = len(train_source) // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"{len(train_source)} training examples < batch size {config.batch_size}")

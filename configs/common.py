@@ -14,6 +14,8 @@ import ast
 
 import ml_collections
 
+from fbjax.enhance import modules as enhance_modules
+
 # Where each data set's builder finds its files and which builder config / splits to use.
 DATASETS = {
     "fetal_brain_synth": dict(config="small", train_split="train", val_split="validation"),
@@ -85,8 +87,9 @@ def base(arg) -> ml_collections.ConfigDict:
   c.num_images = 8              # reconstructions logged per evaluation
   c.wandb = ml_collections.ConfigDict(dict(
       mode="offline", project="fbjax", entity="", group="", name="", tags=(), notes=""))
-  # Enhancement applied to the input batch on device (fbjax.enhance); "none" = off.
-  c.enhance = ml_collections.ConfigDict(dict(chain="none"))
+  # Enhancement of the input batch on device (fbjax.enhance.modules): chain "none" = off,
+  # e.g. --config.enhance.chain=srad --config.enhance.srad.iterations=20.
+  c.enhance = enhance_modules.default_config("none")
   if arg.get("runlocal"):
     c.log_every = 5
     c.checkpoint_every = 20

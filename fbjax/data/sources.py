@@ -102,6 +102,7 @@ def get_source(data, split: str):
     return toy_source(split, n, tuple(data.get("source_size", data.size)), data.get("seed", 0))
   if name not in builders.available():
     raise KeyError(f"unknown data set {name!r}; available: {[TOY, *builders.available()]}")
+  # Images stay PNG bytes until `pipeline.decode`, which skips absent masks.
   return builders.data_source(name, split, data_dir=data.get("data_dir") or default_data_dir(),
                               config=data.get("config") or None,
-                              manual_dir=data.get("manual_dir") or None)
+                              manual_dir=data.get("manual_dir") or None, decode_images=False)

@@ -57,20 +57,21 @@ def make_optimizer(opt, schedule) -> optax.GradientTransformation:
   return core
 
 
-def make_enhance(cfg):
-  """The on-device enhancement of the input batch, `(B, H, W) -> (B, H, W)`.
+def make_enhance(cfg, sample):
+  """The enhancement applied on device to each input batch, `(B, H, W) -> (B, H, W)`.
 
-  Chain "none" is the identity; any other chain is built by
-  `fbjax.enhance.modules.make_enhance(config.enhance)`.
+  `config.enhance` selects a chain of `fbjax.enhance.modules` ("none" = identity).
+  Its variables (if any stage has some) are fixed here: for the autoencoder,
+  enhancement is preprocessing, not something to learn jointly with the
+  reconstruction (which would drift towards the identity).
   """
-  if cfg.get("chain", "none") in ("none", ""):
+  if cfg.get("chain", "none") == "none":
     return lambda images: images
-  try:
-    from fbjax.enhance.modules import make_enhance as make  # noqa: PLC0415
-  except ImportError as e:
-    raise ImportError(f"config.enhance.chain={cfg.chain!r} needs "
-                      "fbjax.enhance.modules.make_enhance, which is not available") from e
-  return make(cfg)
+  from fbjax.enhance import modules as enhance_lib  # noqa: PLC0415
+
+  module = enhance_lib.make_enhance(cfg)
+  variables = module.init(jax.random.key(0), sample)
+  return lambda images: module.apply(variables, images)
 
 
 def per_example_mse(recon, target):
@@ -131,7 +132,7 @@ def train_and_evaluate(config, workdir: str):
   channels = config.model.channels
   schedule = make_schedule(config.optimizer, total_steps, steps_per_epoch)
   tx = make_optimizer(config.optimizer, schedule)
-  enhance = make_enhance(config.enhance)
+  enhance = make_enhance(config.enhance, jnp.zeros((1, *size), jnp.float32))
 
   def init(rng):
     x = jnp.zeros((1, *size, channels), jnp.float32)

@@ -29,12 +29,12 @@ def available() -> list[str]:
 def _ensure_package(name: str, path: pathlib.Path) -> None:
   if name in sys.modules:
     return
-  pkg = types.ModuleType(name)
-  pkg.__path__ = [str(path)]  # a namespace-like package rooted at `path`
-  pkg.__package__ = name
-  pkg.__spec__ = importlib.util.spec_from_loader(name, loader=None, is_package=True)
-  pkg.__spec__.submodule_search_locations = [str(path)]
-  sys.modules[name] = pkg
+  # A file-based spec (the `__init__.py` need not exist; it is never executed)
+  # so that `importlib.resources` maps the package to its real folder: tfds
+  # locates a builder's README.md, CITATIONS.bib and checksums through it.
+  spec = importlib.util.spec_from_file_location(
+      name, path / "__init__.py", submodule_search_locations=[str(path)])
+  sys.modules[name] = importlib.util.module_from_spec(spec)
 
 
 def builder_module(name: str) -> types.ModuleType:

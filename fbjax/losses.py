@@ -1,0 +1,67 @@
+"""Training losses: pure jnp functions, one value per example (and channel).
+
+A data set may lack a mask (HC18 has a head but no skull or brain mask), so
+the segmentation loss takes a `present` (B, C) flag and averages only over
+(example, channel) pairs that have a target. `masked_mean` returns the
+(sum, count) pair as well, so it can be summed across devices before the
+division.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def sigmoid_bce(logits, targets):
+  """Binary cross-entropy with logits, mean over pixels: (B, H, W, C) -> (B, C)."""
+  logits = logits.astype(jnp.float32)
+  t = targets.astype(jnp.float32)
+  # log(1 + exp(-|x|)) + max(x, 0) - x t: stable for large |x|.
+  per_px = jnp.maximum(logits, 0.0) - logits * t + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  return per_px.mean(axis=(1, 2))
+
+
+def soft_dice_loss(logits, targets, smooth: float = 1.0):
+  """1 - soft Dice of sigmoid(logits) per example and channel: -> (B, C).
+
+  `smooth` (in pixels) keeps the loss defined for empty targets, where it
+  drives the prediction towards empty.
+  """
+  p = jax.nn.sigmoid(logits.astype(jnp.float32))
+  t = targets.astype(jnp.float32)
+  inter = (p * t).sum(axis=(1, 2))
+  total = p.sum(axis=(1, 2)) + t.sum(axis=(1, 2))
+  return 1.0 - (2.0 * inter + smooth) / (total + smooth)
+
+
+def masked_mean(values, present):
+  """(mean, sum, count) of `values` where `present`; mean is 0 when nothing is."""
+  w = present.astype(jnp.float32)
+  s = (values * w).sum()
+  n = w.sum()
+  return s / jnp.maximum(n, 1.0), s, n
+
+
+def segmentation_loss(logits, targets, present, *, dice_weight: float = 1.0,
+                      bce_weight: float = 1.0, smooth: float = 1.0):
+  """Dice + BCE per (example, channel), averaged where a target is present.
+
+  Args:
+    logits: (B, H, W, C).
+    targets: (B, H, W, C) in {0, 1}.
+    present: (B, C) bool, False where the example has no mask for a channel.
+  Returns:
+    (loss, aux) where aux holds per-(example, channel) `dice_loss`, `bce`
+    and `loss` (B, C), and the (sum, count) of the masked mean.
+  """
+  if logits.shape != targets.shape:
+    raise ValueError(f"logits {logits.shape} and targets {targets.shape} differ")
+  if present.shape != (logits.shape[0], logits.shape[-1]):
+    raise ValueError(f"present {present.shape} must be (batch, channels) "
+                     f"= {(logits.shape[0], logits.shape[-1])}")
+  d = soft_dice_loss(logits, targets, smooth)
+  b = sigmoid_bce(logits, targets)
+  per = dice_weight * d + bce_weight * b
+  loss, s, n = masked_mean(per, present)
+  return loss, {"dice_loss": d, "bce": b, "loss": per, "sum": s, "count": n}

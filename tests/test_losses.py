@@ -1,0 +1,61 @@
+"""Segmentation losses against optax and hand-computed references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fbjax import losses
+
+
+def _data(seed=0, shape=(3, 8, 10, 2)):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.normal(0, 3, shape), jnp.float32),
+          jnp.asarray(rng.random(shape) > 0.6, jnp.float32))
+
+
+def test_bce_matches_optax():
+  logits, t = _data()
+  want = optax.sigmoid_binary_cross_entropy(logits, t).mean(axis=(1, 2))
+  np.testing.assert_allclose(losses.sigmoid_bce(logits, t), want, rtol=1e-5, atol=1e-6)
+  big = jnp.full((1, 2, 2, 1), 200.0)
+  assert np.isfinite(losses.sigmoid_bce(big, jnp.zeros_like(big))).all()
+
+
+def test_soft_dice_by_hand():
+  logits, t = _data(1)
+  p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+  tt = np.asarray(t, np.float64)
+  want = 1 - (2 * (p * tt).sum((1, 2)) + 1) / (p.sum((1, 2)) + tt.sum((1, 2)) + 1)
+  np.testing.assert_allclose(losses.soft_dice_loss(logits, t), want, rtol=1e-5)
+
+
+def test_perfect_prediction_is_near_zero():
+  _, t = _data(2)
+  logits = (t * 2 - 1) * 30.0
+  per = losses.segmentation_loss(logits, t, jnp.ones((3, 2), bool))[1]["loss"]
+  assert float(per.max()) < 1e-3
+
+
+def test_absent_masks_are_ignored_in_value_and_gradient():
+  logits, t = _data(3)
+  present = jnp.array([[True, False], [True, True], [False, False]])
+  loss, aux = losses.segmentation_loss(logits, t, present)
+  per = np.asarray(aux["loss"])
+  assert float(loss) == pytest.approx(per[np.asarray(present)].mean(), rel=1e-6)
+  assert float(aux["count"]) == 3.0
+  g = jax.grad(lambda x: losses.segmentation_loss(x, t, present)[0])(logits)
+  g = np.asarray(g)
+  assert np.all(g[0, ..., 1] == 0) and np.all(g[2] == 0)
+  assert np.any(g[1] != 0)
+  none = losses.segmentation_loss(logits, t, jnp.zeros((3, 2), bool))[0]
+  assert float(none) == 0.0
+
+
+def test_shape_errors():
+  logits, t = _data()
+  with pytest.raises(ValueError, match="present"):
+    losses.segmentation_loss(logits, t, jnp.ones((3,), bool))
+  with pytest.raises(ValueError, match="differ"):
+    losses.segmentation_loss(logits, t[..., :1], jnp.ones((3, 2), bool))

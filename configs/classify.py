@@ -9,6 +9,7 @@ Arguments (the part of `--config` after the colon, comma separated):
   data=mix        both, with the per-source weights of `config.sources.*.weight`
   variant=finetune  (default) the encoder is trained with the heads
   variant=frozen    the encoder is kept as initialised; only the heads learn
+  size=N          the network grid N x N (default 128; demo 64)
   init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
                   and, trained on normal images only, it gives the anomaly score
   demo            phantom `small` at 64 px, CI-sized model: ~2 minutes on 2 CPU cores
@@ -67,7 +68,7 @@ def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, variant="finetune", runlocal=False, demo=False, data="phantom",
-                         init_from="")
+                         init_from="", size=0)
   if arg.variant not in VARIANTS:
     raise KeyError(f"unknown variant {arg.variant!r}; expected one of {VARIANTS}")
   if arg.data not in ("phantom", "real", "mix"):
@@ -119,6 +120,7 @@ def get_config(arg=None):
   # (`ae_workdir`; "" = `init_from`), calibrated on normal validation images.
   c.anomaly = dict(ae_workdir="", specificity=0.95, score="mahalanobis", shrinkage=-1.0,
                    max_fit_images=2000)
+  c.decision_specificity = 0.95  # abnormal-head threshold, on normal validation images
   c.num_images = 8
 
   if arg.variant == "frozen":
@@ -161,8 +163,10 @@ def get_config(arg=None):
     c.model.hidden = 16
     c.batch_size = 8
     c.num_epochs = 2
+  if arg.size:
+    c.image_size = (int(arg.size), int(arg.size))
   for s in c.sources.values():
-    s.size = tuple(c.image_size)
+    s.size = tuple(c.image_size)   # the trainer reads every source at `image_size`
   return c
 
 

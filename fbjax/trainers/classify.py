@@ -26,6 +26,7 @@ checkpoint and tracking mechanics), with:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 
@@ -105,6 +106,7 @@ def source_blocks(config, *, train: bool) -> dict:
 
 
 def get_source(block, split: str, *, masked: bool = True):
+  """A source's split; labels outside its `tasks` masked (sizes come from `image_size`)."""
   src = sources.get_source(block, split)
   return TaskMask(src, tuple(block.tasks)) if masked else src
 
@@ -367,6 +369,24 @@ def fit_anomaly(config, *, log=tracking.log) -> anomaly.AnomalyModel | None:
   return model
 
 
+def write_decision(workdir: str, y: np.ndarray, p: np.ndarray, specificity: float) -> dict:
+  """`decision.json`: the abnormal-probability threshold at `specificity` on normal val images."""
+  neg = p[y == 0]
+  if not neg.size:
+    tracking.log("no normal validation image: the abnormal decision threshold stays 0.5")
+    return {}
+  t = metrics.threshold_at_specificity(neg, specificity)
+  sens, spec = metrics.sensitivity_specificity(y, p, t)
+  d = {"abnormal_threshold": t, "specificity_target": specificity,
+       "validation_sensitivity": sens, "validation_specificity": spec,
+       "validation_normals": int(neg.size), "validation_abnormals": int(np.sum(y == 1))}
+  with open(f"{workdir}/decision.json", "w") as f:
+    json.dump(d, f, indent=1)
+  tracking.log(f"abnormal decision threshold {t:.4f}: validation sensitivity {sens:.3f}, "
+               f"specificity {spec:.3f}")
+  return d
+
+
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
@@ -404,10 +424,6 @@ def train_and_evaluate(config, workdir: str):
   # Input pipeline.
   # ---------------------------------------------------------------------------
   size = tuple(config.image_size)
-  for name, block in {**source_blocks(config, train=True),
-                      **source_blocks(config, train=False)}.items():
-    if tuple(block.size) != size:
-      raise ValueError(f"sources.{name}.size {tuple(block.size)} != image_size {size}")
   mix, srcs = parallel.main_process_first(lambda: train_source(config))
   eval_blocks = source_blocks(config, train=False)
   val_sources = parallel.main_process_first(lambda: {
@@ -552,8 +568,11 @@ def train_and_evaluate(config, workdir: str):
 
   evaluate_batch = jax.jit(eval_fn, out_shardings=rep)
 
+  pooled: dict[str, list] = {}   # abnormal head on every validation source, last evaluation
+
   def evaluate(step) -> dict:
     row = {}
+    pooled.clear()
     for name in val_sources:
       got: dict[str, list] = {}
       images = None
@@ -576,6 +595,9 @@ def train_and_evaluate(config, workdir: str):
                     f"{pre}/ece": s["ece"]})
         writer.confusion_matrix(step, f"{pre}/confusion", np.asarray(s["confusion_matrix"]),
                                 class_names(config, t))
+        if t == "abnormal":
+          pooled.setdefault("y", []).append(y)
+          pooled.setdefault("p", []).append(p[:, 1])
         if t == "abnormal" and len(np.unique(y[y >= 0])) == 2:
           row[f"{pre}/auroc"] = s["auroc"]
           row[f"{pre}/sens_at_95spec"] = metrics.sensitivity_at_specificity(y, p[:, 1], 0.95)
@@ -644,6 +666,9 @@ def train_and_evaluate(config, workdir: str):
         if ckpt_due:
           ckpt_lib.save(mngr, step, state, train_iter, force=True)
     mngr.wait_until_finished()
+    if is_main and pooled:
+      write_decision(workdir, np.concatenate(pooled["y"]), np.concatenate(pooled["p"]),
+                     float(config.get("decision_specificity", 0.95)))
 
     # -------------------------------------------------------------------------
     # Anomaly score (once, after training; rerun it with `fit_anomaly` if needed).

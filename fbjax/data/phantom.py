@@ -215,7 +215,7 @@ def make_fetus(seed: int, cycle: int, slot: int, condition: str) -> Fetus:
       atrial_width_mm=aw, tcd_mm=tcd, cisterna_magna_mm=cm,
       csp_width_mm=float(rng.uniform(2.5, 5.0)), csp_length_mm=float(rng.uniform(7.0, 12.0)),
       choroid_mm=float(rng.uniform(4.5, 6.5)),
-      brain_db=float(rng.uniform(-21.0, -16.0)), skull_db=float(rng.uniform(10.0, 16.0)),
+      brain_db=float(rng.uniform(-12.0, -7.0)), skull_db=float(rng.uniform(20.0, 26.0)),
       cyst=cyst, defect_mm=float(rng.uniform(7.0, 15.0)), sac_mm=float(rng.uniform(8.0, 16.0)),
       falx_kept=bool(rng.random() < 0.6))
 
@@ -271,8 +271,10 @@ def _brain(fe: Fetus, plane: int, u, v, ai, bi, texture, edge):
   brain = fe.brain_db + 2.0 * texture
   db = brain.astype(np.float32)
   sas = 0.9 + 0.03 * ai
-  _paint(db, 1.0 - _cover(_ellipse_d(u, v, 0, 0, ai - sas, bi - sas), edge), FLUID_DB + 8)
-  falx_db = fe.brain_db + 11.0
+  d_surf = _ellipse_d(u, v, 0, 0, ai - sas, bi - sas)
+  _paint(db, 1.0 - _cover(d_surf, edge), FLUID_DB + 8)
+  _paint(db, _cover(np.abs(d_surf + 0.4) - 0.35, edge), fe.brain_db + 9.0)  # brain surface
+  falx_db = fe.brain_db + 20.0
   hydr = cond == "hydranencephaly"
   if hydr:  # hemispheres replaced by fluid; thalami / posterior fossa spared
     _paint(db, _cover(_ellipse_d(u, v, 0, 0, ai - 0.6, bi - 0.6), edge), FLUID_DB)
@@ -288,10 +290,10 @@ def _brain(fe: Fetus, plane: int, u, v, ai, bi, texture, edge):
   csp_u = 0.34 * ai
   has_csp = cond not in ("absent_csp", "hydranencephaly")
   if not hydr or fe.falx_kept:
-    _paint(db, _cover(np.abs(v) - 0.4, edge) * (np.abs(u) < 0.92 * ai), falx_db)
+    _paint(db, _cover(np.abs(v) - 0.55, edge) * (np.abs(u) < 0.92 * ai), falx_db)
   if has_csp:
     hl, hw = 0.5 * fe.csp_length_mm, 0.5 * fe.csp_width_mm
-    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, hl, hw + 0.7), edge), fe.brain_db + 7.0)
+    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, hl, hw + 0.7), edge), fe.brain_db + 13.0)
     _paint(db, _cover(_box_d(u, v, csp_u, 0.0, hl - 0.4, hw), edge), FLUID_DB)
   if plane in (TT, TC):
     th_a, th_b = 0.2 * ai, 0.15 * bi
@@ -304,7 +306,7 @@ def _brain(fe: Fetus, plane: int, u, v, ai, bi, texture, edge):
       for sgn in (-1.0, 1.0):
         d = np.abs(_ellipse_d(u, v, 0.05 * ai, 0.0, 0.42 * ai, 0.78 * bi)) - 0.5
         _paint(db, _cover(d, edge) * (sgn * v > 0) * (np.abs(u - 0.05 * ai) < 0.22 * ai),
-               fe.brain_db + 8.0)
+               fe.brain_db + 12.0)
   if plane == TV and not hydr:
     _ventricles(fe, db, u, v, ai, bi, csp_u, has_csp, edge)
   if plane == TC:
@@ -333,7 +335,7 @@ def _ventricles(fe, db, u, v, ai, bi, csp_u, has_csp, edge):
     cu, cv, ang = -0.42 * ai, sgn * 0.4 * bi, sgn * 0.35
     # lateral ventricle wall running forward from the atrium
     d = np.abs(v - sgn * (0.4 * bi + 0.5 * w)) - 0.35
-    _paint(db, _cover(d, edge) * (u > cu) * (u < 0.2 * ai), fe.brain_db + 9.0)
+    _paint(db, _cover(d, edge) * (u > cu) * (u < 0.2 * ai), fe.brain_db + 14.0)
     _paint(db, _cover(_ellipse_d(u, v, cu, cv, at_len, 0.5 * w, ang), edge), FLUID_DB)
     # choroid plexus: about 5-7 mm wide; fills a normal atrium and dangles
     # against the dependent wall of a dilated one
@@ -342,7 +344,7 @@ def _ventricles(fe, db, u, v, ai, bi, csp_u, has_csp, edge):
     c, s = math.cos(ang), math.sin(ang)
     pu, pv = cu - s * off * sgn, cv + c * off * sgn
     _paint(db, _cover(_ellipse_d(u, v, pu, pv, 0.8 * at_len, 0.5 * cw, ang), edge),
-           fe.brain_db + 12.0)
+           fe.brain_db + 18.0)
 
 
 def _posterior_fossa(fe, db, u, v, ai, bi, edge):
@@ -384,11 +386,13 @@ class Scene:
   tgc: tuple[float, float, float]
   reverb_db: float
   overlays: bool
+  looks: int              # display-domain compounding of independent speckle looks
 
 
+LOOKS = (2, 3)                # compounded looks per image
 FOV_MM = (80.0, 240.0)        # image width: 0.1-0.3 mm per pixel on an 800-px grid
 AXIAL_SIGMA_SAMPLES = 0.9     # PSF sigma in polar samples
-LATERAL_SIGMA_SAMPLES = 1.1
+LATERAL_SIGMA_SAMPLES = 1.6
 
 
 def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
@@ -419,7 +423,8 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   r_mid = radius + 0.5 * depth
   # PSF: Gaussian sigmas (axial, lateral at mid-depth), matched to the grain of
   # HC18 images resampled to the same pixel spacing (benchmarks/phantom.py).
-  psf = (rng.uniform(0.38, 0.55), rng.uniform(1.0, 1.6))
+  dr_db = float(rng.integers(48, 66))
+  psf = (rng.uniform(0.48, 0.68), rng.uniform(1.3, 2.0))
   # The polar grid resolves the PSF whatever the display size: sampling in mm
   # is set by the PSF, and coarser displays average it down (see _render).
   n_r = int(math.ceil(depth / (psf[0] / AXIAL_SIGMA_SAMPLES))) + 1
@@ -427,10 +432,11 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   probe = bmode.Probe(apex_x, apex_z, radius, depth, half, n_r, n_t)
   return Scene(plane=plane, a_mm=a, b_mm=b, skull_mm=t, center_mm=(xc, zc), angle=ang,
                flip=flip, spacing_mm=spacing, probe=probe, wall_mm=wall, psf_mm=psf,
-               top_db=rng.uniform(16.0, 26.0), dr_db=float(rng.integers(48, 66)),
+               top_db=dr_db * rng.uniform(0.55, 0.68), dr_db=dr_db,
                tgc=(rng.uniform(-4, 4), rng.uniform(0, 2.5), rng.uniform(0, 2 * math.pi)),
                reverb_db=rng.uniform(-12.0, -4.0),
-               overlays=bool(rng.random() < 0.5) if overlays is None else bool(overlays))
+               overlays=bool(rng.random() < 0.5) if overlays is None else bool(overlays),
+               looks=int(rng.integers(LOOKS[0], LOOKS[1] + 1)))
 
 
 def _head_frame(sc: Scene, x, z):
@@ -445,7 +451,7 @@ def _smooth_noise(rng, shape, cells=(5, 7)):
   return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def _backscatter(rng, fe: Fetus, sc: Scene):
+def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   """Backscatter (dB) and attenuation (dB/mm, two-way, re. tissue) on the polar grid."""
   pr = sc.probe
   r, th = pr.polar_grid()
@@ -457,8 +463,17 @@ def _backscatter(rng, fe: Fetus, sc: Scene):
   a, b, t = sc.a_mm, sc.b_mm, sc.skull_mm
   edge = max(pr.dr_mm, (pr.radius_mm + 0.5 * pr.depth_mm) * pr.dtheta)
   d_out = _ellipse_d(u, v, 0.0, 0.0, a, b)
-  # maternal tissue, amniotic fluid pockets and a fluid halo around the head
-  db = 3.0 * _smooth_noise(rng, shape)
+  # maternal tissue (two scales of texture and a few bright interfaces such
+  # as the uterine wall), amniotic fluid pockets, a fluid halo around the head
+  db = 3.0 * _smooth_noise(rng, shape) + 2.0 * _smooth_noise(rng, shape, (12, 16))
+  db += np.float32(rng.uniform(-3.0, 1.0))
+  x, z = pr.polar_xz()
+  fov = sc.spacing_mm * size
+  for _ in range(int(rng.integers(1, 4))):
+    cx, cz = rng.uniform(-0.5, 1.5) * fov, rng.uniform(-0.5, 1.5) * fov
+    rad = math.hypot(cx - rng.uniform(0, fov), cz - rng.uniform(0, fov))
+    d = np.abs(np.sqrt((x - np.float32(cx)) ** 2 + (z - np.float32(cz)) ** 2) - np.float32(rad))
+    _paint(db, _cover(d - rng.uniform(0.4, 1.0), edge), np.float32(rng.uniform(5.0, 10.0)))
   pockets = _smooth_noise(rng, shape, (4, 5))
   _paint(db, np.clip(2.0 * (pockets - 0.9), 0, 1), FLUID_DB)
   halo = rng.uniform(1.5, 10.0) * (1.0 + 0.7 * _smooth_noise(rng, shape, (3, 4)))
@@ -497,7 +512,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene):
   nx, nz = ca * nu - sa * nv, sa * nu + ca * nv
   tt = np.broadcast_to(th, shape).reshape(-1)[idx]
   cosi = np.abs(nx * np.sin(tt) + nz * np.cos(tt)) / (np.sqrt(nx * nx + nz * nz) + 1e-9)
-  skull_db = fe.skull_db + 10.0 * np.log10(0.12 + 0.88 * cosi * cosi)
+  skull_db = fe.skull_db + 10.0 * np.log10(0.05 + 0.95 * cosi * cosi)
   _paint(hdb, skull, skull_db)
   db.reshape(-1)[idx] = hdb
   # attenuation relative to the TGC's soft tissue: bone shadows, fluid enhances
@@ -505,7 +520,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene):
   sk = np.zeros(shape[0] * shape[1], np.float32)
   sk[idx] = skull
   sk = sk.reshape(shape)
-  att += np.float32(rng.uniform(2.0, 4.0)) * sk
+  att += np.float32(rng.uniform(1.0, 2.0)) * sk
   return db, att, sk
 
 
@@ -515,7 +530,7 @@ def _defect(u, v, a, b, width_mm):
 
 
 def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetus, sc: Scene,
-            homogeneous: bool = False):
+            size: int, homogeneous: bool = False):
   pr = sc.probe
   dr = pr.dr_mm
   if homogeneous:
@@ -523,7 +538,7 @@ def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetu
     gain_db = np.zeros_like(db)
     sk = db
   else:
-    db, att, sk = _backscatter(rng, fe, sc)
+    db, att, sk = _backscatter(rng, fe, sc, size)
     r, _ = pr.polar_grid()
     depth = (r - np.float32(pr.radius_mm)) / np.float32(pr.depth_mm)
     g1, g2, ph = sc.tgc
@@ -534,17 +549,26 @@ def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetu
   # incoherent additive clutter: near-field reverberation, haze under the
   # near skull wall, electronic noise (added in the echo domain, so the
   # echo stays circular Gaussian and the clean image stays exact)
-  clutter = np.full_like(back, np.float32(10 ** ((sc.top_db - sc.dr_db - 4) / 10)))
+  clutter = np.zeros_like(back)
   if not homogeneous:
+    clutter += np.float32(10 ** ((sc.top_db - sc.dr_db - 4) / 10))
     r, _ = pr.polar_grid()
     d = r - np.float32(pr.radius_mm)
     rev = 10 ** (sc.reverb_db / 10) * np.exp(-d / np.float32(0.35 * sc.wall_mm + 2.0))
     band = 1.0 + 0.8 * np.cos(2 * math.pi * d / np.float32(0.5 * sc.wall_mm + 1.0)) ** 2
     clutter = clutter + (rev * band).astype(np.float32)
-    after = np.cumsum(sk > 0.5, axis=0) > 0
-    first = np.argmax(after, axis=0)[None, :]
-    past = np.arange(pr.n_r)[:, None] - first
-    haze = np.where(after, np.exp(-past * dr / 6.0), 0.0).astype(np.float32)
+    # haze starts half-way through the near skull wall, located to a fraction
+    # of a sample (a whole-sample onset would stripe the image beam by beam)
+    through = np.cumsum(sk, axis=0) * np.float32(dr)       # mm of bone crossed
+    half = np.float32(0.5 * sc.skull_mm)
+    k = np.argmax(through >= half, axis=0)
+    hit = through[-1] >= half
+    cols = np.arange(pr.n_t)
+    prev = through[np.maximum(k - 1, 0), cols]
+    step = np.maximum(through[k, cols] - prev, 1e-6)
+    onset = (k - 1 + np.clip((half - prev) / step, 0.0, 1.0)) * dr
+    past = np.arange(pr.n_r, dtype=np.float32)[:, None] * np.float32(dr) - onset[None, :]
+    haze = np.where(hit[None, :] & (past > 0), np.exp(-past / 6.0), 0.0).astype(np.float32)
     clutter += haze * np.float32(10 ** ((fe.brain_db + 4.0) / 10))
   # attenuation acts on each scatterer's echo, before the PSF sums them
   back = back * gain + clutter
@@ -552,7 +576,9 @@ def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetu
   r_mid = pr.radius_mm + 0.5 * pr.depth_mm
   st = sc.psf_mm[1] / (r_mid * pr.dtheta)
   power, mean = bmode.echo(speckle_rng, back, sr, st)
-  return power, mean
+  others = [bmode.echo(speckle_rng, back, sr, st, with_mean=False)[0]
+            for _ in range(sc.looks - 1)]
+  return [power, *others], mean
 
 
 def _masks(sc: Scene, fe: Fetus, size: int):
@@ -675,15 +701,21 @@ def _setup(seed, index, size, plane, condition, overlays):
 def _simulate(seed, index, *, size, plane, condition, overlays, speckle: int = 0) -> dict:
   """`simulate`, with a choice of speckle realisation (`speckle`; 0 is simulate's)."""
   p, fe, sc, rng = _setup(seed, index, size, plane, condition, overlays)
-  power, mean = _render(rng, _rng(seed, _SPECKLE, index, speckle), fe, sc)
+  powers, mean = _render(rng, _rng(seed, _SPECKLE, index, speckle), fe, sc, size)
   maps = sc.probe.scan_maps(size, sc.spacing_mm)
   # display values, and their expectation; both then go through the same
   # linear anti-aliasing and scan conversion, which preserve expectations
-  y = bmode.antialias(bmode.display(power, sc.top_db, sc.dr_db), sc.probe, sc.spacing_mm)
+  # compounding: the displayed value is the mean of the looks' log-compressed
+  # values (each look is fully developed speckle; the mean has the same
+  # expectation and a sqrt(looks) smaller spread, like spatial compounding)
+  y = bmode.display(powers[0], sc.top_db, sc.dr_db)
+  for look in powers[1:]:
+    y += bmode.display(look, sc.top_db, sc.dr_db)
+  y = bmode.antialias(y * np.float32(1.0 / len(powers)), sc.probe, sc.spacing_mm)
   e = bmode.antialias(bmode.expected_display(mean, sc.top_db, sc.dr_db), sc.probe,
                       sc.spacing_mm)
-  image = bmode.to_uint8(bmode.scan_convert(y, maps))
-  clean = bmode.to_uint8(bmode.scan_convert(e, maps))
+  both = bmode.scan_convert(np.dstack([y, e]), maps)   # one 2-channel remap
+  image, clean = bmode.to_uint8(both[..., 0]), bmode.to_uint8(both[..., 1])
   head, skull, brain = _masks(sc, fe, size)
   nan = float("nan")
   pl = sc.plane
@@ -711,5 +743,6 @@ def envelope(seed: int, index: int, *, size: int = 256, homogeneous: bool = True
   Returns (envelope, expected power E|z|^2), both (n_r, n_t) float32.
   """
   _, fe, sc, rng = _setup(seed, index, size, None, None, None)
-  power, mean = _render(rng, _rng(seed, _SPECKLE, index, 0), fe, sc, homogeneous=homogeneous)
-  return np.sqrt(power), mean
+  powers, mean = _render(rng, _rng(seed, _SPECKLE, index, 0), fe, sc, size,
+                        homogeneous=homogeneous)
+  return np.sqrt(powers[0]), mean

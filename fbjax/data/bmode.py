@@ -117,28 +117,34 @@ def psf_blur(x: np.ndarray, sigma_r: float, sigma_t: float,
 
 
 def echo(rng: np.random.Generator, backscatter: np.ndarray, sigma_r: float,
-         sigma_t: float, with_mean: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-  """Complex echo of scatterers with intensity `backscatter`, convolved with the PSF.
+         sigma_t: float, looks: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
+  """Complex echoes of scatterers with intensity `backscatter`, convolved with the PSF.
 
-  Returns (|z|^2, I) where I = E|z|^2 = backscatter conv |h|^2. The PSF h is
-  a Gaussian normalised to unit energy (sum h^2 = 1), so a homogeneous region
-  of backscatter B gives E|z|^2 = B. With `with_mean=False`, I is not computed.
+  Returns ([|z|^2 of each of `looks` independent scatterer draws], I), where
+  I = E|z|^2 = backscatter conv |h|^2. The PSF h is a Gaussian normalised to
+  unit energy (sum h^2 = 1), so a homogeneous region of backscatter B gives
+  E|z|^2 = B.
   """
-  amp = np.sqrt(backscatter.astype(np.float32))
-  w = gaussian(rng, (*backscatter.shape, 2))
-  w *= amp[..., None]
-  # no scatterers beyond the grid (zero padding): a reflected border would
-  # reuse scatterers, and the echo there would no longer have variance I
-  z = psf_blur(w, sigma_r, sigma_t, border=cv2.BORDER_CONSTANT)
+  back = backscatter.astype(np.float32)
   # A Gaussian kernel g (sum 1) has energy sum g^2 ~ 1 / (4 pi sr st) for wide
-  # kernels; normalise with the exact energy of the discrete kernels used.
-  gain = 1.0 / math.sqrt(_kernel_energy(sigma_r) * _kernel_energy(sigma_t))
-  z *= np.float32(gain * math.sqrt(0.5))     # each quadrature carries half the power
-  power = z[..., 0] * z[..., 0] + z[..., 1] * z[..., 1]
-  if not with_mean:
-    return power, None
+  # kernels; normalise with the exact energy of the discrete kernels used, and
+  # give each quadrature half the power.
+  norm = 0.5 / (_kernel_energy(sigma_r) * _kernel_energy(sigma_t))
+  amp = np.sqrt(back * np.float32(norm))
+  powers = []
+  for _ in range(looks):
+    w = gaussian(rng, (2, *back.shape))
+    w *= amp
+    # no scatterers beyond the grid (zero padding): a reflected border would
+    # reuse scatterers, and the echo there would no longer have variance I
+    re = psf_blur(w[0], sigma_r, sigma_t, border=cv2.BORDER_CONSTANT)
+    im = psf_blur(w[1], sigma_r, sigma_t, border=cv2.BORDER_CONSTANT)
+    re *= re
+    im *= im
+    re += im
+    powers.append(re)
   # E|z|^2 = sum_k B(x-k) h(k)^2: blur B with the squared (normalised) kernel.
-  return power, _sq_kernel_blur(backscatter.astype(np.float32), sigma_r, sigma_t)
+  return powers, _sq_kernel_blur(back, sigma_r, sigma_t)
 
 
 @functools.lru_cache(maxsize=1)

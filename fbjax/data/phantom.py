@@ -42,10 +42,13 @@ fetus with a condition only yields images in which the condition is seen):
 
 Image formation is in `fbjax.data.bmode` (scatterers x PSF, Rayleigh
 envelope, attenuation and TGC, shadowing, reverberation, log compression,
-convex sector). Pixel spacing: the field of view is drawn so that the head's
-OFD fills 45-72 % of the image width, as in HC18 (where the same fraction
-has median 0.61); on HC18's 800-pixel-wide grid this is 0.1-0.3 mm per
-pixel, on a `size`-pixel grid `pixel_spacing_mm` = FOV / size.
+convex sector); 2-3 independent speckle looks are averaged after log
+compression (compounding). `clean` is the expected displayed value.
+
+Pixel spacing: the field of view (FOV, the image width) is drawn so that the
+head's OFD fills 45-72 % of it, as in HC18 (where the same fraction has
+median 0.61), and kept within 80-240 mm: 0.1-0.3 mm per pixel on HC18's
+800-pixel-wide grid. On a `size`-pixel image `pixel_spacing_mm` = FOV / size.
 """
 
 from __future__ import annotations
@@ -215,7 +218,7 @@ def make_fetus(seed: int, cycle: int, slot: int, condition: str) -> Fetus:
       atrial_width_mm=aw, tcd_mm=tcd, cisterna_magna_mm=cm,
       csp_width_mm=float(rng.uniform(2.5, 5.0)), csp_length_mm=float(rng.uniform(7.0, 12.0)),
       choroid_mm=float(rng.uniform(4.5, 6.5)),
-      brain_db=float(rng.uniform(-12.0, -7.0)), skull_db=float(rng.uniform(20.0, 26.0)),
+      brain_db=float(rng.uniform(-10.0, -5.0)), skull_db=float(rng.uniform(17.0, 23.0)),
       cyst=cyst, defect_mm=float(rng.uniform(7.0, 15.0)), sac_mm=float(rng.uniform(8.0, 16.0)),
       falx_kept=bool(rng.random() < 0.6))
 
@@ -354,11 +357,12 @@ def _posterior_fossa(fe, db, u, v, ai, bi, edge):
                                0.45 * t + 1.0), edge), FLUID_DB)
   r_v, r_h = 0.2 * t, 0.28 * t
   u_v = u_pv + r_v
+  # hemispheres: echogenic rim, hypoechoic core; vermis: bright, in the midline
   for sgn in (-1.0, 1.0):
     d = _ellipse_d(u, v, u_v + 0.06 * t, sgn * (0.5 * t - r_h), r_h, r_h)
-    _paint(db, _cover(d, edge), fe.brain_db + 5.0)
-    _paint(db, _cover(d + 0.8, edge), fe.brain_db + 1.0)
-  _paint(db, _cover(_ellipse_d(u, v, u_v, 0.0, r_v, 0.12 * t), edge), fe.brain_db + 9.0)
+    _paint(db, _cover(d, edge), fe.brain_db + 14.0)
+    _paint(db, _cover(d + 1.0, edge), fe.brain_db + 3.0)
+  _paint(db, _cover(_ellipse_d(u, v, u_v, 0.0, r_v, 0.12 * t), edge), fe.brain_db + 15.0)
   # cerebral peduncles in front of the cerebellum
   _paint(db, _cover(_ellipse_d(u, v, u_v + r_v + 0.13 * t, 0.0, 0.12 * t, 0.2 * t), edge),
          fe.brain_db - 4.0)
@@ -423,7 +427,7 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   r_mid = radius + 0.5 * depth
   # PSF: Gaussian sigmas (axial, lateral at mid-depth), matched to the grain of
   # HC18 images resampled to the same pixel spacing (benchmarks/phantom.py).
-  dr_db = float(rng.integers(48, 66))
+  dr_db = float(rng.integers(40, 57))
   psf = (rng.uniform(0.48, 0.68), rng.uniform(1.3, 2.0))
   # The polar grid resolves the PSF whatever the display size: sampling in mm
   # is set by the PSF, and coarser displays average it down (see _render).
@@ -473,7 +477,8 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
     cx, cz = rng.uniform(-0.5, 1.5) * fov, rng.uniform(-0.5, 1.5) * fov
     rad = math.hypot(cx - rng.uniform(0, fov), cz - rng.uniform(0, fov))
     d = np.abs(np.sqrt((x - np.float32(cx)) ** 2 + (z - np.float32(cz)) ** 2) - np.float32(rad))
-    _paint(db, _cover(d - rng.uniform(0.4, 1.0), edge), np.float32(rng.uniform(5.0, 10.0)))
+    part = np.clip(_smooth_noise(rng, shape, (3, 3)), 0.0, 1.0)   # arcs, not whole circles
+    _paint(db, _cover(d - rng.uniform(0.4, 1.0), edge) * part, np.float32(rng.uniform(4.0, 8.0)))
   pockets = _smooth_noise(rng, shape, (4, 5))
   _paint(db, np.clip(2.0 * (pockets - 0.9), 0, 1), FLUID_DB)
   halo = rng.uniform(1.5, 10.0) * (1.0 + 0.7 * _smooth_noise(rng, shape, (3, 4)))
@@ -575,10 +580,7 @@ def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetu
   sr = sc.psf_mm[0] / dr
   r_mid = pr.radius_mm + 0.5 * pr.depth_mm
   st = sc.psf_mm[1] / (r_mid * pr.dtheta)
-  power, mean = bmode.echo(speckle_rng, back, sr, st)
-  others = [bmode.echo(speckle_rng, back, sr, st, with_mean=False)[0]
-            for _ in range(sc.looks - 1)]
-  return [power, *others], mean
+  return bmode.echo(speckle_rng, back, sr, st, looks=sc.looks)
 
 
 def _masks(sc: Scene, fe: Fetus, size: int):

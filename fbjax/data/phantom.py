@@ -61,8 +61,9 @@ import cv2
 import numpy as np
 
 from fbjax.data import bmode, labels
+from fbjax.data import phantom_anatomy as anatomy
+from fbjax.data.phantom_anatomy import FLUID_DB, OTHER, TC, TT, TV, cover, defect, ellipse_d, paint
 
-TT, TC, TV, OTHER = range(4)
 COND = {name: i for i, name in enumerate(labels.CONDITIONS)}
 
 CONDITION_PLANES = {
@@ -230,145 +231,6 @@ def semi_axes(hc_mm: float, ci: float) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------
-# Geometry helpers on (u, v) head coordinates in mm (u: front-back, v: left-right)
-
-
-def _cover(d, w):
-  """Soft coverage of a region with signed distance d (mm, < 0 inside), edge width w."""
-  return np.clip(0.5 - d / w, 0.0, 1.0)
-
-
-def _ellipse_d(u, v, cu, cv, A, B, ang=0.0):
-  """Approximate signed distance (mm) to an ellipse (first-order: F / |grad F|)."""
-  du, dv = u - cu, v - cv
-  if ang:
-    c, s = math.cos(ang), math.sin(ang)
-    du, dv = c * du + s * dv, -s * du + c * dv
-  pu, pv = du / (A * A), dv / (B * B)
-  f = du * pu + dv * pv - 1.0
-  return f / (2.0 * np.sqrt(pu * pu + pv * pv) + 1e-6)
-
-
-def _box_d(u, v, cu, cv, hl, hw, ang=0.0):
-  """Signed (Chebyshev) distance to a rectangle of half-sizes hl (along u) and hw."""
-  du, dv = u - cu, v - cv
-  if ang:
-    c, s = math.cos(ang), math.sin(ang)
-    du, dv = c * du + s * dv, -s * du + c * dv
-  return np.maximum(np.abs(du) - hl, np.abs(dv) - hw)
-
-
-def _paint(img, cov, value):
-  img += cov * (value - img)
-
-
-# ---------------------------------------------------------------------------
-# Anatomy: backscatter (dB re. maternal soft tissue) inside and around the head
-
-FLUID_DB = -40.0
-
-
-def _brain(fe: Fetus, plane: int, u, v, ai, bi, texture, edge):
-  """dB map of the intracranial content at head coordinates (u, v) (1-D arrays)."""
-  cond = fe.condition
-  brain = fe.brain_db + 2.0 * texture
-  db = brain.astype(np.float32)
-  sas = 0.9 + 0.03 * ai
-  d_surf = _ellipse_d(u, v, 0, 0, ai - sas, bi - sas)
-  _paint(db, 1.0 - _cover(d_surf, edge), FLUID_DB + 8)
-  _paint(db, _cover(np.abs(d_surf + 0.4) - 0.35, edge), fe.brain_db + 9.0)  # brain surface
-  falx_db = fe.brain_db + 20.0
-  hydr = cond == "hydranencephaly"
-  if hydr:  # hemispheres replaced by fluid; thalami / posterior fossa spared
-    _paint(db, _cover(_ellipse_d(u, v, 0, 0, ai - 0.6, bi - 0.6), edge), FLUID_DB)
-  if plane == OTHER:  # parietal section: falx and a few sulci
-    _paint(db, _cover(np.abs(v) - 0.45, edge) * (np.abs(u) < 0.93 * ai), falx_db)
-    for sgn in (-1.0, 1.0):
-      for k, off in enumerate((0.45, 0.7)):
-        d = np.abs(_ellipse_d(u, v, 0.1 * ai, 0.0, 0.55 * ai, off * bi)) - 0.35
-        _paint(db, _cover(d, edge) * (sgn * v > 0) * (np.abs(u) < (0.5 - 0.1 * k) * ai),
-               fe.brain_db + 6.0)
-    return db
-  # midline falx (interrupted by the CSP, and by the thalami in TT/TC)
-  csp_u = 0.34 * ai
-  has_csp = cond not in ("absent_csp", "hydranencephaly")
-  if not hydr or fe.falx_kept:
-    _paint(db, _cover(np.abs(v) - 0.55, edge) * (np.abs(u) < 0.92 * ai), falx_db)
-  if has_csp:
-    hl, hw = 0.5 * fe.csp_length_mm, 0.5 * fe.csp_width_mm
-    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, hl, hw + 0.7), edge), fe.brain_db + 13.0)
-    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, hl - 0.4, hw), edge), FLUID_DB)
-  if plane in (TT, TC):
-    th_a, th_b = 0.2 * ai, 0.15 * bi
-    th_u = -0.02 * ai if plane == TT else 0.05 * ai
-    for sgn in (-1.0, 1.0):
-      _paint(db, _cover(_ellipse_d(u, v, th_u, sgn * (th_b + 0.6), th_a, th_b), edge),
-             fe.brain_db - 3.0)
-    _paint(db, _cover(_box_d(u, v, th_u, 0.0, th_a * 0.9, 0.5), edge), FLUID_DB + 5)
-    if plane == TT and not hydr:  # Sylvian fissures / insula
-      for sgn in (-1.0, 1.0):
-        d = np.abs(_ellipse_d(u, v, 0.05 * ai, 0.0, 0.42 * ai, 0.78 * bi)) - 0.5
-        _paint(db, _cover(d, edge) * (sgn * v > 0) * (np.abs(u - 0.05 * ai) < 0.22 * ai),
-               fe.brain_db + 12.0)
-  if plane == TV and not hydr:
-    _ventricles(fe, db, u, v, ai, bi, csp_u, has_csp, edge)
-  if plane == TC:
-    _posterior_fossa(fe, db, u, v, ai, bi, edge)
-  if cond == "arachnoid_cyst":
-    cu, cv, rad = fe.cyst[0] * ai, fe.cyst[1] * bi, fe.cyst[2]
-    d = _ellipse_d(u, v, cu, cv, rad, 0.85 * rad)
-    _paint(db, _cover(d - 0.6, edge), fe.brain_db + 6.0)
-    _paint(db, _cover(d, edge), FLUID_DB)
-  return db
-
-
-def _ventricles(fe, db, u, v, ai, bi, csp_u, has_csp, edge):
-  vm = max(0.0, fe.atrial_width_mm - 8.0)  # dilated ventricles: larger horns and bodies
-  hw = 0.5 * fe.csp_width_mm
-  fh_l, fh_w = 0.1 * ai + 0.3 * vm, 1.2 + 0.25 * vm
-  if has_csp:
-    for sgn in (-1.0, 1.0):
-      _paint(db, _cover(_box_d(u, v, csp_u + 0.03 * ai, sgn * (hw + 1.6 + fh_w),
-                               fh_l, fh_w, sgn * 0.3), edge), FLUID_DB)
-  else:  # fused frontal horns across the midline
-    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, fh_l, hw + 1.5 + fh_w), edge), FLUID_DB)
-  w = fe.atrial_width_mm
-  at_len = 0.2 * ai + 0.6 * vm
-  for sgn in (-1.0, 1.0):
-    cu, cv, ang = -0.42 * ai, sgn * 0.4 * bi, sgn * 0.35
-    # lateral ventricle wall running forward from the atrium
-    d = np.abs(v - sgn * (0.4 * bi + 0.5 * w)) - 0.35
-    _paint(db, _cover(d, edge) * (u > cu) * (u < 0.2 * ai), fe.brain_db + 14.0)
-    _paint(db, _cover(_ellipse_d(u, v, cu, cv, at_len, 0.5 * w, ang), edge), FLUID_DB)
-    # choroid plexus: about 5-7 mm wide; fills a normal atrium and dangles
-    # against the dependent wall of a dilated one
-    cw = min(0.8 * w, fe.choroid_mm)
-    off = 0.5 * (w - cw) - 0.2
-    c, s = math.cos(ang), math.sin(ang)
-    pu, pv = cu - s * off * sgn, cv + c * off * sgn
-    _paint(db, _cover(_ellipse_d(u, v, pu, pv, 0.8 * at_len, 0.5 * cw, ang), edge),
-           fe.brain_db + 18.0)
-
-
-def _posterior_fossa(fe, db, u, v, ai, bi, edge):
-  t, cm = fe.tcd_mm, fe.cisterna_magna_mm
-  u_pv = -ai + cm                   # posterior edge of the vermis
-  _paint(db, _cover(_ellipse_d(u, v, -ai + 0.5 * cm - 1.5, 0.0, 0.5 * cm + 2.5,
-                               0.45 * t + 1.0), edge), FLUID_DB)
-  r_v, r_h = 0.2 * t, 0.28 * t
-  u_v = u_pv + r_v
-  # hemispheres: echogenic rim, hypoechoic core; vermis: bright, in the midline
-  for sgn in (-1.0, 1.0):
-    d = _ellipse_d(u, v, u_v + 0.06 * t, sgn * (0.5 * t - r_h), r_h, r_h)
-    _paint(db, _cover(d, edge), fe.brain_db + 14.0)
-    _paint(db, _cover(d + 1.0, edge), fe.brain_db + 3.0)
-  _paint(db, _cover(_ellipse_d(u, v, u_v, 0.0, r_v, 0.12 * t), edge), fe.brain_db + 15.0)
-  # cerebral peduncles in front of the cerebellum
-  _paint(db, _cover(_ellipse_d(u, v, u_v + r_v + 0.13 * t, 0.0, 0.12 * t, 0.2 * t), edge),
-         fe.brain_db - 4.0)
-
-
-# ---------------------------------------------------------------------------
 # The scene: one acquisition of one plane of a fetus
 
 
@@ -466,7 +328,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   v = np.float32(v0) + r * np.cos(th + np.float32(sc.angle))
   a, b, t = sc.a_mm, sc.b_mm, sc.skull_mm
   edge = max(pr.dr_mm, (pr.radius_mm + 0.5 * pr.depth_mm) * pr.dtheta)
-  d_out = _ellipse_d(u, v, 0.0, 0.0, a, b)
+  d_out = ellipse_d(u, v, 0.0, 0.0, a, b)
   # maternal tissue (two scales of texture and a few bright interfaces such
   # as the uterine wall), amniotic fluid pockets, a fluid halo around the head
   db = 3.0 * _smooth_noise(rng, shape) + 2.0 * _smooth_noise(rng, shape, (12, 16))
@@ -478,11 +340,11 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
     rad = math.hypot(cx - rng.uniform(0, fov), cz - rng.uniform(0, fov))
     d = np.abs(np.sqrt((x - np.float32(cx)) ** 2 + (z - np.float32(cz)) ** 2) - np.float32(rad))
     part = np.clip(_smooth_noise(rng, shape, (3, 3)), 0.0, 1.0)   # arcs, not whole circles
-    _paint(db, _cover(d - rng.uniform(0.4, 1.0), edge) * part, np.float32(rng.uniform(4.0, 8.0)))
+    paint(db, cover(d - rng.uniform(0.4, 1.0), edge) * part, np.float32(rng.uniform(4.0, 8.0)))
   pockets = _smooth_noise(rng, shape, (4, 5))
-  _paint(db, np.clip(2.0 * (pockets - 0.9), 0, 1), FLUID_DB)
+  paint(db, np.clip(2.0 * (pockets - 0.9), 0, 1), FLUID_DB)
   halo = rng.uniform(1.5, 10.0) * (1.0 + 0.7 * _smooth_noise(rng, shape, (3, 4)))
-  _paint(db, _cover(d_out - halo, 2.0), FLUID_DB)
+  paint(db, cover(d_out - halo, 2.0), FLUID_DB)
   # abdominal wall: skin, fat, fascia, muscle; slightly tilted layers
   w = sc.wall_mm
   tilt = np.float32(rng.uniform(-4.0, 4.0)) * th
@@ -491,26 +353,25 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   knots = np.array([0, 0.6, 1.0, 0.35 * w, 0.4 * w, 0.55 * w, 0.62 * w, w - 0.8, w, w + 1.5])
   vals = np.array([8, 8, -6, -6, 6, -2, 4, 2, 8, 0], np.float32) + rng.normal(0, 1.5, 10)
   wall = np.interp(depth, knots, vals).astype(np.float32)
-  _paint(db[:rows], (depth < w + 1.5).astype(np.float32), wall)
+  paint(db[:rows], (depth < w + 1.5).astype(np.float32), wall)
   # the head
   sac = sc.skull_mm + fe.sac_mm * 2.2 if fe.condition == "encephalocele" else 1.0
   idx = np.flatnonzero(d_out < sac)
   hu, hv = u.reshape(-1)[idx], v.reshape(-1)[idx]
   hdb = db.reshape(-1)[idx]
   ai, bi = a - t, b - t
-  d_in = _ellipse_d(hu, hv, 0.0, 0.0, ai, bi)
+  d_in = ellipse_d(hu, hv, 0.0, 0.0, ai, bi)
   d_o = d_out.reshape(-1)[idx]
   texture = _smooth_noise(rng, shape, (6, 8)).reshape(-1)[idx]
-  skull = np.clip(_cover(d_o, edge) - _cover(d_in, edge), 0.0, 1.0)
+  skull = np.clip(cover(d_o, edge) - cover(d_in, edge), 0.0, 1.0)
   if fe.condition == "encephalocele":
-    defect = _defect(hu, hv, a, b, fe.defect_mm)
-    skull *= 1.0 - defect
-    d_sac = _ellipse_d(hu, hv, -(a + 0.55 * fe.sac_mm), 0.0, fe.sac_mm, 0.9 * fe.sac_mm)
-    _paint(hdb, _cover(d_sac, edge), fe.brain_db + 8.0)        # skin-covered sac
-    _paint(hdb, _cover(d_sac + 0.8, edge), FLUID_DB + 3.0)
-    neck = _cover(_ellipse_d(hu, hv, -a, 0.0, 0.45 * fe.sac_mm + t, 0.5 * fe.defect_mm), edge)
-    _paint(hdb, neck * _cover(d_sac + 0.8, edge), fe.brain_db)  # herniated brain
-  _paint(hdb, _cover(d_in, edge), _brain(fe, sc.plane, hu, hv, ai, bi, texture, edge))
+    skull *= 1.0 - defect(hu, hv, a, b, fe.defect_mm)
+    d_sac = ellipse_d(hu, hv, -(a + 0.55 * fe.sac_mm), 0.0, fe.sac_mm, 0.9 * fe.sac_mm)
+    paint(hdb, cover(d_sac, edge), fe.brain_db + 8.0)        # skin-covered sac
+    paint(hdb, cover(d_sac + 0.8, edge), FLUID_DB + 3.0)
+    neck = cover(ellipse_d(hu, hv, -a, 0.0, 0.45 * fe.sac_mm + t, 0.5 * fe.defect_mm), edge)
+    paint(hdb, neck * cover(d_sac + 0.8, edge), fe.brain_db)  # herniated brain
+  paint(hdb, cover(d_in, edge), anatomy.brain(fe, sc.plane, hu, hv, ai, bi, texture, edge))
   # skull: brightest at normal incidence to the beam
   ca, sa = math.cos(sc.angle), math.sin(sc.angle)
   nu, nv = sc.flip * hu / (a * a), hv / (b * b)
@@ -518,7 +379,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   tt = np.broadcast_to(th, shape).reshape(-1)[idx]
   cosi = np.abs(nx * np.sin(tt) + nz * np.cos(tt)) / (np.sqrt(nx * nx + nz * nz) + 1e-9)
   skull_db = fe.skull_db + 10.0 * np.log10(0.05 + 0.95 * cosi * cosi)
-  _paint(hdb, skull, skull_db)
+  paint(hdb, skull, skull_db)
   db.reshape(-1)[idx] = hdb
   # attenuation relative to the TGC's soft tissue: bone shadows, fluid enhances
   att = np.where(db < FLUID_DB + 10.0, np.float32(-0.06), np.float32(0.0))
@@ -527,11 +388,6 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   sk = sk.reshape(shape)
   att += np.float32(rng.uniform(1.0, 2.0)) * sk
   return db, att, sk
-
-
-def _defect(u, v, a, b, width_mm):
-  """Coverage of the occipital skull gap (around u = -a) of about `width_mm`."""
-  return _cover(np.abs(v) - 0.5 * width_mm, 1.0) * (u < 0)
 
 
 def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetus, sc: Scene,
@@ -591,7 +447,7 @@ def _masks(sc: Scene, fe: Fetus, size: int):
   brain = (u / (a - t)) ** 2 + (v / (b - t)) ** 2 <= 1.0
   skull = head & ~brain
   if fe.condition == "encephalocele":
-    skull &= _defect(u, v, a, b, fe.defect_mm) < 0.5
+    skull &= defect(u, v, a, b, fe.defect_mm) < 0.5
   return head.astype(np.uint8), skull.astype(np.uint8), brain.astype(np.uint8)
 
 

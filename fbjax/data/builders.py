@@ -29,12 +29,12 @@ def available() -> list[str]:
 def _ensure_package(name: str, path: pathlib.Path) -> None:
   if name in sys.modules:
     return
-  pkg = types.ModuleType(name)
-  pkg.__path__ = [str(path)]  # a namespace-like package rooted at `path`
-  pkg.__package__ = name
-  pkg.__spec__ = importlib.util.spec_from_loader(name, loader=None, is_package=True)
-  pkg.__spec__.submodule_search_locations = [str(path)]
-  sys.modules[name] = pkg
+  # A file-based spec (the `__init__.py` need not exist; it is never executed)
+  # so that `importlib.resources` maps the package to its real folder: tfds
+  # locates a builder's README.md, CITATIONS.bib and checksums through it.
+  spec = importlib.util.spec_from_file_location(
+      name, path / "__init__.py", submodule_search_locations=[str(path)])
+  sys.modules[name] = importlib.util.module_from_spec(spec)
 
 
 def builder_module(name: str) -> types.ModuleType:
@@ -62,18 +62,51 @@ def builder(name: str, *, data_dir: str | os.PathLike, config: str | None = None
   return b
 
 
+def _manual_root(name: str, manual_dir: str | os.PathLike) -> pathlib.Path:
+  """The folder a builder reads: `<manual_dir>/<name>` if it exists, else `manual_dir`."""
+  base = pathlib.Path(manual_dir)
+  return (base / name if (base / name).is_dir() else base).resolve()
+
+
 def prepare(name: str, *, data_dir: str | os.PathLike, config: str | None = None,
             manual_dir: str | os.PathLike | None = None) -> tfds.core.DatasetBuilder:
-  """Builds the data set if it is not built yet and returns the builder."""
+  """Builds the data set if it is not built yet and returns the builder.
+
+  Builders of real data record the manual folder they read (metadata
+  `manual_dir`). If `data_dir` already holds a build from another folder, this
+  raises instead of silently returning the other copy's data: use another
+  `data_dir` (one per copy) or delete the old build.
+  """
   b = builder(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
+  if manual_dir is not None and b.is_prepared():
+    built_from = (b.info.metadata or {}).get("manual_dir")
+    wanted = str(_manual_root(name, manual_dir))
+    if built_from is not None and built_from != wanted:
+      raise ValueError(
+          f"{b.data_path} holds {name} built from {built_from}, but manual_dir points at "
+          f"{wanted}; give a separate data_dir for each copy of the data (or delete "
+          f"{b.data_path} to rebuild)")
   dl_config = tfds.download.DownloadConfig(
       manual_dir=None if manual_dir is None else os.fspath(manual_dir))
   b.download_and_prepare(file_format="array_record", download_config=dl_config)
   return b
 
 
+# Features that are images; `data_source(..., decode_images=False)` leaves them encoded.
+IMAGE_FEATURES = ("image", "clean", "head_mask", "skull_mask", "brain_mask")
+
+
 def data_source(name: str, split: str, *, data_dir: str | os.PathLike,
-                config: str | None = None, manual_dir: str | os.PathLike | None = None):
-  """Builds if needed, then returns `tfds.data_source`-style random access for a split."""
+                config: str | None = None, manual_dir: str | os.PathLike | None = None,
+                decode_images: bool = True):
+  """Builds if needed, then returns `tfds.data_source`-style random access for a split.
+
+  With `decode_images=False` the image features come as PNG bytes;
+  `pipeline.decode` decodes them and skips masks flagged absent, which is
+  several times less work per example than decoding every image feature.
+  """
   b = prepare(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
-  return b.as_data_source(split=split)
+  if decode_images:
+    return b.as_data_source(split=split)
+  decoders = {k: tfds.decode.SkipDecoding() for k in IMAGE_FEATURES if k in b.info.features}
+  return b.as_data_source(split=split, decoders=decoders)

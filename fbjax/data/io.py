@@ -110,12 +110,16 @@ def float_to_uint8(img: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(np.asarray(img, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def encode_png(arr: np.ndarray) -> bytes:
-  """uint8/uint16 HxW, HxWx1 or HxWx3 (BGR) array -> PNG bytes (deterministic)."""
+def encode_png(arr: np.ndarray, params: tuple[int, ...] | None = None) -> bytes:
+  """uint8/uint16 HxW, HxWx1 or HxWx3 (BGR) array -> PNG bytes (deterministic).
+
+  `params` are OpenCV `IMWRITE_PNG_*` flags (default: compression level 3).
+  """
   arr = np.asarray(arr)
   if arr.dtype not in (np.uint8, np.uint16):
     raise ValueError(f"encode_png wants uint8 or uint16, got {arr.dtype}")
-  ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+  flags = [cv2.IMWRITE_PNG_COMPRESSION, 3] if params is None else list(params)
+  ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), flags)
   if not ok:
     raise ValueError(f"cv2.imencode failed for an array of shape {arr.shape}")
   return buf.tobytes()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import cv2
 import grain
 import numpy as np
 
@@ -32,22 +33,46 @@ FLAGS = ("has_clean", *(f"has_{m}" for m in MASKS))
 DEFAULT_KEYS = ("image", "clean", *MASKS, *FLAGS, *LABELS, *MEASUREMENTS)
 
 
+def _grey(value) -> np.ndarray:
+  """A tfds image feature as HxW: a decoded (H, W, 1) array or encoded PNG bytes.
+
+  Sources made with `tfds.decode.SkipDecoding()` for the image features (see
+  `fbjax.data.sources`) hand over the PNG bytes; decoding them here lets
+  `decode` skip absent masks, which cuts the decoding work per example.
+  """
+  if isinstance(value, (bytes, np.bytes_)):
+    arr = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+      raise ValueError("cannot decode an image feature (corrupt PNG in the data set)")
+    return arr if arr.ndim == 2 else arr[..., 0]
+  arr = np.asarray(value)
+  return arr[..., 0] if arr.ndim == 3 else arr
+
+
 def decode(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_KEYS) -> dict:
   """One tfds example -> fixed-size numpy arrays (float image, uint8 masks).
 
   The image is letterboxed into `size`; `pixel_spacing_mm` becomes the
-  spacing on the network grid and `scale` records the resize factor.
+  spacing on the network grid and `scale` records the resize factor. Image
+  features may be decoded arrays or PNG bytes; a mask or clean image whose
+  `has_*` flag is False is all zeros and is not decoded.
   """
-  img = np.asarray(ex["image"])[..., 0]
+  img = _grey(ex["image"])
   out: dict = {}
   image, g = preprocess.letterbox(img, size)
   out["image"] = image.astype(np.float32) / np.float32(255.0)
-  if "clean" in keys:
-    clean, _ = preprocess.letterbox(np.asarray(ex["clean"])[..., 0], size, geometry=g)
-    out["clean"] = clean.astype(np.float32) / np.float32(255.0)
-  for m in MASKS:
-    if m in keys:
-      out[m], _ = preprocess.letterbox(np.asarray(ex[m])[..., 0], size, nearest=True, geometry=g)
+  zeros = None
+  for k in ("clean", *MASKS):
+    if k not in keys:
+      continue
+    if not bool(ex.get(f"has_{k}", True)):
+      zeros = np.zeros(g.out_hw, np.uint8) if zeros is None else zeros
+      out[k] = zeros.astype(np.float32) if k == "clean" else zeros.copy()
+    elif k == "clean":
+      clean, _ = preprocess.letterbox(_grey(ex["clean"]), size, geometry=g)
+      out["clean"] = clean.astype(np.float32) / np.float32(255.0)
+    else:
+      out[k], _ = preprocess.letterbox(_grey(ex[k]), size, nearest=True, geometry=g)
   for k in keys:
     if k in FLAGS:
       out[k] = np.bool_(ex[k])

@@ -228,12 +228,41 @@ def fit_direct(pts) -> Ellipse | None:
   return ellipse_from_conic(_denormalise_conic(coef, m, s))
 
 
+def _direct_conics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Batched `_direct_conic`: (I, k, 2) point sets -> (I, 6) conics and an ok flag."""
+  x, y = samples[..., 0], samples[..., 1]
+  d1 = np.stack([x * x, x * y, y * y], axis=-1)
+  d2 = np.stack([x, y, np.ones_like(x)], axis=-1)
+  s1 = np.einsum("nki,nkj->nij", d1, d1)
+  s2 = np.einsum("nki,nkj->nij", d1, d2)
+  s3 = np.einsum("nki,nkj->nij", d2, d2)
+  ok = np.abs(np.linalg.det(s3)) > 1e-12
+  s3[~ok] = np.eye(3)
+  t = -np.linalg.solve(s3, np.swapaxes(s2, 1, 2))
+  m = s1 + s2 @ t
+  m = np.stack([m[:, 2] / 2.0, -m[:, 1], m[:, 0] / 2.0], axis=1)
+  ok &= np.isfinite(m).all(axis=(1, 2))
+  m[~ok] = np.eye(3)
+  _, vec = np.linalg.eig(m)
+  vec = np.real(vec)                                        # (I, 3, 3), columns
+  cond = 4.0 * vec[:, 0] * vec[:, 2] - vec[:, 1] ** 2       # (I, 3)
+  k = np.argmax(cond > 0, axis=1)
+  ok &= (cond > 0).any(axis=1)
+  a1 = np.take_along_axis(vec, k[:, None, None].repeat(3, 1), axis=2)[..., 0]
+  return np.concatenate([a1, np.einsum("nij,nj->ni", t, a1)], axis=1), ok
+
+
 def fit_ransac(pts, *, threshold: float = 1.0, iterations: int = 200, sample_size: int = 6,
-               seed: int = 0, min_inlier_fraction: float = 0.3) -> Ellipse | None:
+               seed: int = 0, min_inlier_fraction: float = 0.3,
+               max_score_points: int = 256) -> Ellipse | None:
   """RANSAC over direct fits, scored by inliers within `threshold` px (Sampson).
 
-  The consensus set is refitted by direct least squares. Deterministic for a
-  given seed. Returns the plain direct fit when too few points agree.
+  All `iterations` hypotheses are drawn from and scored on an evenly spaced
+  subset of at most ~`max_score_points` points, at once (vectorised); the
+  winner's inliers among all points are refitted.
+  The consensus set is refitted by direct least squares, then the inliers of
+  that fit are refitted once more. Deterministic for a given seed. Falls back
+  to the plain direct fit when too few points agree.
   """
   pts = np.asarray(pts, np.float64).reshape(-1, 2)
   n = len(pts)
@@ -242,22 +271,17 @@ def fit_ransac(pts, *, threshold: float = 1.0, iterations: int = 200, sample_siz
   if n <= 2 * sample_size:
     return fit_direct(pts)
   u, m, s = _normalise(pts)
+  sub = u[::max(1, n // max_score_points)]  # hypotheses drawn and scored on a subset
   rng = np.random.default_rng(seed)
-  best, best_count = None, -1
-  thr = threshold / s
-  for _ in range(iterations):
-    idx = rng.choice(n, sample_size, replace=False)
-    coef = _direct_conic(u[idx])
-    if coef is None:
-      continue
-    inl = sampson_distance(coef, u) < thr
-    count = int(inl.sum())
-    if count > best_count:
-      best, best_count = inl, count
-  if best is None or best_count < max(5, min_inlier_fraction * n):
+  idx = np.argpartition(rng.random((iterations, len(sub))), sample_size, axis=1)
+  coefs, ok = _direct_conics(sub[idx[:, :sample_size]])
+  d = sampson_distance(coefs.T[:, :, None], sub[None])      # (I, len(sub))
+  counts = np.where(ok, (d < threshold / s).sum(axis=1), -1)
+  best = int(np.argmax(counts))
+  if counts[best] < max(5, min_inlier_fraction * len(sub)):
     return fit_direct(pts)
-  # One refit on the consensus set, then a final inlier pass against it.
-  e = fit_direct(pts[best])
+  inl = sampson_distance(coefs[best], u) < threshold / s
+  e = fit_direct(pts[inl])
   if e is None:
     return None
   inl = sampson_distance(e.conic(), pts) < threshold

@@ -1,0 +1,1 @@
+"""Enhancement: filters (pure jnp), linen wrappers, image-quality metrics."""

@@ -1,0 +1,57 @@
+"""Writes `dummy_data/`: a tiny synthetic FETAL_PLANES_DB in the Zenodo layout.
+
+    python datasets/fetal_planes_db/make_dummy_data.py
+
+The CSV reproduces the original's quirks: ";" separators, the header column
+`Train ` with a trailing space, and a space at the end of every line. Images
+mix 8-bit grey and 3-channel PNGs of different sizes; two rows are not brain
+images ("Fetal abdomen" / "Maternal cervix", Brain_plane "Not A Brain").
+Deterministic; the files are small.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import cv2
+import numpy as np
+
+OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
+HEADER = "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train "
+# patient, image index, of n, Plane, Brain_plane, Train, (w, h), channels
+ROWS = [
+    (1, 1, 3, "Fetal abdomen", "Not A Brain", 1, (64, 40), 1),
+    (1, 2, 3, "Fetal brain", "Trans-thalamic", 1, (64, 40), 1),
+    (1, 3, 3, "Fetal brain", "Trans-cerebellum", 1, (64, 40), 3),
+    (2, 1, 2, "Fetal brain", "Trans-ventricular", 1, (72, 50), 3),
+    (2, 2, 2, "Fetal brain", "Other", 1, (72, 50), 1),
+    (3, 1, 1, "Fetal brain", "Trans-thalamic", 1, (60, 42), 1),
+    (4, 1, 1, "Fetal brain", "Trans-cerebellum", 1, (60, 42), 3),
+    (5, 1, 2, "Fetal brain", "Trans-ventricular", 1, (64, 40), 1),
+    (5, 2, 2, "Maternal cervix", "Not A Brain", 1, (64, 40), 1),
+    (6, 1, 1, "Fetal brain", "Trans-thalamic", 1, (64, 40), 1),
+    (7, 1, 2, "Fetal brain", "Trans-thalamic", 0, (64, 40), 1),
+    (7, 2, 2, "Fetal brain", "Trans-ventricular", 0, (64, 40), 3),
+    (8, 1, 1, "Fetal brain", "Trans-cerebellum", 0, (72, 50), 1),
+]
+
+
+def name(patient: int, i: int, n: int) -> str:
+  return f"Patient{patient:05d}_Plane3_{i}_of_{n}"
+
+
+def main() -> None:
+  rng = np.random.default_rng(2020)
+  (OUT / "Images").mkdir(parents=True, exist_ok=True)
+  lines = [HEADER]
+  for patient, i, n, plane, brain_plane, train, (w, h), channels in ROWS:
+    grey = rng.integers(0, 256, (h, w)).astype(np.uint8)
+    img = grey if channels == 1 else cv2.merge([grey] * channels)
+    cv2.imwrite(str(OUT / "Images" / f"{name(patient, i, n)}.png"), img)
+    lines.append(f"{name(patient, i, n)};{patient};{plane};{brain_plane};Op. 1;Voluson E6;"
+                 f"{train} ")
+  (OUT / "FETAL_PLANES_DB_data.csv").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+  main()

@@ -34,6 +34,7 @@ from fbjax import biometry, losses, parallel, segment_eval, segment_post, tracki
 from fbjax import checkpoint as ckpt_lib
 from fbjax.data import pipeline, sources
 from fbjax.data.mix import MixSource
+from fbjax.enhance import modules as enhance_lib
 from fbjax.models import unet
 from fbjax.trainers.autoencoder import make_optimizer, make_schedule
 
@@ -84,8 +85,6 @@ def make_model(config):
   """The U-Net, with `config.enhance`'s chain in front unless it is "none"."""
   enhance = None
   if config.enhance.get("chain", "none") not in ("none", ""):
-    from fbjax.enhance import modules as enhance_lib  # noqa: PLC0415
-
     enhance = enhance_lib.make_enhance(config.enhance)
   return unet.Model(**config.model, enhance=enhance)
 

@@ -36,8 +36,8 @@ DEFAULT_KEYS = ("image", "clean", *MASKS, *FLAGS, *LABELS, *MEASUREMENTS)
 def _grey(value) -> np.ndarray:
   """A tfds image feature as HxW: a decoded (H, W, 1) array or encoded PNG bytes.
 
-  Sources made with `tfds.decode.SkipDecoding()` for the image features (see
-  `fbjax.data.sources`) hand over the PNG bytes; decoding them here lets
+  Sources whose image features are left encoded (`builders.data_source(...,
+  decode_images=False)`) hand over the PNG bytes; decoding them here lets
   `decode` skip absent masks, which cuts the decoding work per example.
   """
   if isinstance(value, (bytes, np.bytes_)):
@@ -49,30 +49,17 @@ def _grey(value) -> np.ndarray:
   return arr[..., 0] if arr.ndim == 3 else arr
 
 
-def decode(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_KEYS) -> dict:
-  """One tfds example -> fixed-size numpy arrays (float image, uint8 masks).
+def decode_uint8(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_KEYS) -> dict:
+  """The deterministic part of `decode`: letterboxed uint8 images, scalars converted.
 
-  The image is letterboxed into `size`; `pixel_spacing_mm` becomes the
-  spacing on the network grid and `scale` records the resize factor. Image
-  features may be decoded arrays or PNG bytes; a mask or clean image whose
-  `has_*` flag is False is all zeros and is not decoded.
+  A mask or clean image whose `has_*` flag is False is left out (not decoded);
+  `finish` puts zeros in its place.
   """
-  img = _grey(ex["image"])
-  out: dict = {}
-  image, g = preprocess.letterbox(img, size)
-  out["image"] = image.astype(np.float32) / np.float32(255.0)
-  zeros = None
+  image, g = preprocess.letterbox(_grey(ex["image"]), size)
+  out: dict = {"image": image}
   for k in ("clean", *MASKS):
-    if k not in keys:
-      continue
-    if not bool(ex.get(f"has_{k}", True)):
-      zeros = np.zeros(g.out_hw, np.uint8) if zeros is None else zeros
-      out[k] = zeros.astype(np.float32) if k == "clean" else zeros.copy()
-    elif k == "clean":
-      clean, _ = preprocess.letterbox(_grey(ex["clean"]), size, geometry=g)
-      out["clean"] = clean.astype(np.float32) / np.float32(255.0)
-    else:
-      out[k], _ = preprocess.letterbox(_grey(ex[k]), size, nearest=True, geometry=g)
+    if k in keys and bool(ex.get(f"has_{k}", True)):
+      out[k], _ = preprocess.letterbox(_grey(ex[k]), size, nearest=k != "clean", geometry=g)
   for k in keys:
     if k in FLAGS:
       out[k] = np.bool_(ex[k])
@@ -89,13 +76,65 @@ def decode(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_KEYS) 
   return out
 
 
+def finish(d: dict, keys: Sequence[str] = DEFAULT_KEYS) -> dict:
+  """`decode_uint8` output -> the batch layout: float images in [0, 1], zeros for absent."""
+  out = dict(d)
+  hw = d["image"].shape
+  out["image"] = d["image"].astype(np.float32) / np.float32(255.0)
+  if "clean" in keys:
+    out["clean"] = (d["clean"].astype(np.float32) / np.float32(255.0) if "clean" in d
+                    else np.zeros(hw, np.float32))
+  for m in MASKS:
+    if m in keys and m not in d:
+      out[m] = np.zeros(hw, np.uint8)
+  return out
+
+
+def decode(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_KEYS) -> dict:
+  """One tfds example -> fixed-size numpy arrays (float image, uint8 masks).
+
+  The image is letterboxed into `size`; `pixel_spacing_mm` becomes the
+  spacing on the network grid and `scale` records the resize factor. Image
+  features may be decoded arrays or PNG bytes; a mask or clean image whose
+  `has_*` flag is False is all zeros and is not decoded.
+  """
+  return finish(decode_uint8(ex, size, keys), keys)
+
+
+class DecodedCache:
+  """Random access to `decode_uint8(source[i])`, kept in memory after the first read.
+
+  Holds about H*W bytes per example and per present mask (uint8 on the
+  network grid): e.g. ~128 KiB per HC18 example at 256x256. Cached arrays are
+  read-only, so a transform that writes in place fails instead of corrupting
+  later epochs.
+  """
+
+  def __init__(self, source, size: tuple[int, int], keys: Sequence[str]):
+    self._source, self._size, self._keys = source, tuple(size), tuple(keys)
+    self._items: dict[int, dict] = {}
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i: int) -> dict:
+    d = self._items.get(i)
+    if d is None:
+      d = decode_uint8(self._source[i], self._size, self._keys)
+      for v in d.values():
+        if isinstance(v, np.ndarray):
+          v.setflags(write=False)
+      self._items[i] = d
+    return d
+
+
 def make_dataset(source, *, size: tuple[int, int], batch_size: int, seed: int,
                  train: bool, num_epochs: int | None = 1,
                  keys: Sequence[str] = DEFAULT_KEYS,
                  augment: Callable[[np.random.Generator, dict], dict] | None = None,
                  process_index: int = 0, process_count: int = 1,
                  drop_remainder: bool | None = None, worker_count: int = 0,
-                 read_threads: int = 4) -> grain.IterDataset:
+                 read_threads: int = 4, cache: bool = False) -> grain.IterDataset:
   """A grain `IterDataset` of numpy batches over a random-access `source`.
 
   Args:
@@ -107,20 +146,30 @@ def make_dataset(source, *, size: tuple[int, int], batch_size: int, seed: int,
     num_epochs: None repeats forever.
     augment: (rng, example) -> example; defaults to `augment.augment` when training.
     worker_count: grain worker processes (0 = in-process threads only).
+    read_threads: threads reading and decoding examples.
+    cache: keep each decoded, resized example (uint8, before augmentation) in
+      memory, so epochs after the first skip image decoding and resizing (see
+      `DecodedCache` for the memory it takes; each grain worker holds its own).
   """
   if batch_size % process_count:
     raise ValueError(f"batch_size {batch_size} is not divisible by {process_count} processes")
   if len(source) == 0:
     raise ValueError("the data source is empty")
-  ds = grain.MapDataset.source(source)
+  size = tuple(size)
+  keys = tuple(keys)
+  if cache:
+    ds = grain.MapDataset.source(DecodedCache(source, size, keys))
+  else:
+    ds = grain.MapDataset.source(source)
   if process_count > 1:
     ds = ds[process_index::process_count]
   if train:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
-  size = tuple(size)
-  keys = tuple(keys)
-  ds = ds.map(lambda ex: decode(ex, size, keys))
+  if cache:
+    ds = ds.map(lambda d: finish(d, keys))
+  else:
+    ds = ds.map(lambda ex: decode(ex, size, keys))
   if train:
     aug = augment or augment_lib.augment
     ds = ds.random_map(lambda ex, rng: aug(rng, ex), seed=seed + 1)

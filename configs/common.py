@@ -1,0 +1,98 @@
+"""Pieces every fbjax config shares: argument parsing, data, tracking, checkpoints.
+
+Task configs build on these and set their own model and schedule:
+
+    def get_config(arg=None):
+      arg = common.parse_arg(arg, variant="default", runlocal=False, data="fetal_brain_synth")
+      config = common.base(arg)
+      ...
+"""
+
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+from fbjax.enhance import modules as enhance_modules
+
+# Where each data set's builder finds its files and which builder config / splits to use.
+DATASETS = {
+    "fetal_brain_synth": dict(config="small", train_split="train", val_split="validation"),
+    "fetal_brain_abnormalities": dict(config=None, train_split="train",
+                                      val_split="validation"),
+    "fetal_planes_db": dict(config=None, train_split="train", val_split="validation"),
+    "hc18": dict(config=None, train_split="train", val_split="validation"),
+    "toy": dict(config=None, train_split="train", val_split="validation"),
+}
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses "variant=seed,runlocal,data=hc18" against `defaults` (big_vision style).
+
+  A bare word `x` means `x=True`; values are Python literals where they parse
+  as one, strings otherwise. An unknown key is an error.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise KeyError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+    if not _:
+      out[key] = True
+      continue
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return ml_collections.ConfigDict(out)
+
+
+def data(name: str, *, size=(224, 224), **overrides) -> ml_collections.ConfigDict:
+  """The `config.data` block for data set `name` (see fbjax/data/sources.py).
+
+  `name` may carry the builder config after a colon: "fetal_brain_synth:tiny".
+  """
+  name, _, builder_config = name.partition(":")
+  if name not in DATASETS:
+    raise KeyError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
+  d = dict(DATASETS[name])
+  if builder_config:
+    d["config"] = builder_config
+  block = ml_collections.ConfigDict(dict(
+      name=name, config=d["config"] or "", data_dir="", manual_dir="",
+      train_split=d["train_split"], val_split=d["val_split"],
+      size=tuple(size), augment=True, worker_count=0, read_threads=4,
+      num_examples=64,   # the toy source only
+      seed=0))
+  block.update(overrides)
+  return block
+
+
+def base(arg) -> ml_collections.ConfigDict:
+  """Fields every trainer reads; task configs fill in model and optimizer."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 32             # global, over all devices and processes
+  c.num_epochs = 30
+  c.total_steps = 0             # > 0 overrides num_epochs
+  c.num_devices = 0             # 0 = every device (fewer: single-process experiments)
+  c.log_every = 50              # steps
+  c.eval_every = 0              # steps; 0 = once per epoch
+  c.eval_batch_size = 64
+  c.checkpoint_every = 1000     # steps (and always at the end)
+  c.keep_checkpoints = 3
+  c.async_checkpoint = True
+  c.num_images = 8              # reconstructions logged per evaluation
+  c.wandb = ml_collections.ConfigDict(dict(
+      mode="offline", project="fbjax", entity="", group="", name="", tags=(), notes=""))
+  # Enhancement of the input batch on device (fbjax.enhance.modules): chain "none" = off,
+  # e.g. --config.enhance.chain=srad --config.enhance.srad.iterations=20.
+  c.enhance = enhance_modules.default_config("none")
+  if arg.get("runlocal"):
+    c.log_every = 5
+    c.checkpoint_every = 20
+    c.eval_batch_size = 16
+    c.num_images = 4
+  return c

@@ -1,0 +1,108 @@
+"""Config -> random-access data source: the one place that maps `config.data` to data.
+
+    source = sources.get_source(config.data, "train")
+    ds = pipeline.make_dataset(source, size=config.data.size, ...)
+
+`config.data` fields: `name` (a builder under `datasets/`, or "toy" for a
+small in-memory set that needs no building), `config` (the builder config,
+e.g. "tiny"/"small"/"full" for the phantom), `data_dir` (where built data
+lives; default `default_data_dir()`), `manual_dir` (raw files for builders of
+real data), `size` (the network grid (H, W), used by the pipeline).
+
+The "toy" source is a list of examples in the decoded tfds feature layout
+(what `tfds.data_source` returns: images (H, W, 1) uint8, labels int,
+measurements float): bright elliptical rings in speckle, deterministic from
+(seed, index). It exists for tests and smoke runs, not for measuring anything.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+
+import numpy as np
+
+from fbjax.data import builders, labels
+from fbjax.data.features import MASKS, MEASUREMENTS
+
+TOY = "toy"
+TOY_SPLITS = {"train": 0, "validation": 1, "test": 2, "unlabelled": 3}
+
+
+def default_data_dir() -> str:
+  """`$FBJAX_DATA_DIR`, else `<user cache>/fbjax/tensorflow_datasets` (never the source tree)."""
+  env = os.environ.get("FBJAX_DATA_DIR")
+  if env:
+    return env
+  cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(pathlib.Path.home(), ".cache")
+  return os.path.join(cache, "fbjax", "tensorflow_datasets")
+
+
+class ListSource:
+  """Random access over a list of examples (the `tfds.data_source` protocol)."""
+
+  def __init__(self, examples: list[dict]):
+    self._examples = list(examples)
+
+  def __len__(self) -> int:
+    return len(self._examples)
+
+  def __getitem__(self, i):
+    return self._examples[i]
+
+  def __repr__(self) -> str:
+    return f"ListSource({len(self)} examples)"
+
+
+def toy_example(rng: np.random.Generator, index: int, size: tuple[int, int]) -> dict:
+  """One decoded example: an elliptical bright ring (skull) in multiplicative speckle."""
+  h, w = size
+  yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+  cy, cx = h * rng.uniform(0.4, 0.6), w * rng.uniform(0.4, 0.6)
+  a, b = w * rng.uniform(0.25, 0.4), h * rng.uniform(0.2, 0.33)
+  th = rng.uniform(0, math.pi)
+  xr = (xx - cx) * math.cos(th) + (yy - cy) * math.sin(th)
+  yr = -(xx - cx) * math.sin(th) + (yy - cy) * math.cos(th)
+  r = np.sqrt((xr / a) ** 2 + (yr / b) ** 2)
+  head = (r <= 1.0).astype(np.uint8)
+  skull = ((r > 0.9) & (r <= 1.0)).astype(np.uint8)
+  brain = (r <= 0.9).astype(np.uint8)
+  clean = 0.15 + 0.25 * brain + 0.6 * skull
+  speckle = rng.rayleigh(1.0, size=(h, w)).astype(np.float32) / math.sqrt(math.pi / 2)
+  image = np.clip(clean * speckle, 0, 1)
+  to_u8 = lambda x: np.round(255 * x).astype(np.uint8)[..., None]
+  spacing = float(rng.uniform(0.1, 0.3))
+  ex = {"id": f"toy_{index:05d}", "group": f"toy_{index:05d}", "image": to_u8(image),
+        "clean": to_u8(clean), "has_clean": True,
+        "plane": int(rng.integers(0, len(labels.PLANES))), "abnormal": 0, "condition": 0}
+  for name, m in zip(MASKS, (head, skull, brain), strict=True):
+    ex[name] = m[..., None]
+    ex[f"has_{name}"] = True
+  for m in MEASUREMENTS:
+    ex[m] = np.float32(np.nan)
+  ex["pixel_spacing_mm"] = np.float32(spacing)
+  return ex
+
+
+def toy_source(split: str, num_examples: int = 64, size=(64, 64), seed: int = 0) -> ListSource:
+  if split not in TOY_SPLITS:
+    raise KeyError(f"unknown split {split!r} of the toy data; known: {sorted(TOY_SPLITS)}")
+  rng = np.random.default_rng([seed, TOY_SPLITS[split]])
+  return ListSource([toy_example(rng, i, tuple(size)) for i in range(num_examples)])
+
+
+def get_source(data, split: str):
+  """A random-access source for `split` of the data set described by `data`."""
+  name = data.name
+  if name == TOY:
+    n = data.get("num_examples", 64)
+    if split != "train":
+      n = max(8, n // 4)
+    return toy_source(split, n, tuple(data.get("source_size", data.size)), data.get("seed", 0))
+  if name not in builders.available():
+    raise KeyError(f"unknown data set {name!r}; available: {[TOY, *builders.available()]}")
+  # Images stay PNG bytes until `pipeline.decode`, which skips absent masks.
+  return builders.data_source(name, split, data_dir=data.get("data_dir") or default_data_dir(),
+                              config=data.get("config") or None,
+                              manual_dir=data.get("manual_dir") or None, decode_images=False)

@@ -1,0 +1,209 @@
+"""The fetal head phantom: determinism, biometry and anomaly truth, speckle statistics."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from fbjax.data import bmode, labels, phantom
+
+KEYS = {"id", "group", "image", "clean", "head_mask", "skull_mask", "brain_mask", "plane",
+        "condition", "abnormal", "ga_weeks", "pixel_spacing_mm", "hc_mm", "bpd_mm", "ofd_mm",
+        "atrial_width_mm", "tcd_mm"}
+
+
+@pytest.fixture(scope="module")
+def cycle256():
+  """One full plan cycle (every condition) at 256 px."""
+  return [phantom.simulate(7, i, size=256) for i in range(phantom.CYCLE)]
+
+
+def fitted_axes_mm(sim: dict) -> tuple[float, float]:
+  cnts, _ = cv2.findContours(sim["head_mask"], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+  (_, _), (w, h), _ = cv2.fitEllipse(max(cnts, key=len))
+  s = sim["pixel_spacing_mm"]
+  return max(w, h) * s, min(w, h) * s
+
+
+def test_output_keys_types_and_ranges(cycle256):
+  for sim in cycle256:
+    assert set(sim) == KEYS
+    for k in ("image", "clean", "head_mask", "skull_mask", "brain_mask"):
+      assert sim[k].shape == (256, 256) and sim[k].dtype == np.uint8, k
+    for k in ("head_mask", "skull_mask", "brain_mask"):
+      assert set(np.unique(sim[k])) <= {0, 1}
+    assert 18.0 <= sim["ga_weeks"] <= 24.0
+    assert 0.74 - 1e-6 <= sim["bpd_mm"] / sim["ofd_mm"] <= 0.83 + 1e-6
+    # 0.1-0.3 mm per pixel on HC18's 800-px grid
+    assert 0.1 <= sim["pixel_spacing_mm"] * 256 / 800 <= 0.3
+    assert sim["abnormal"] == int(sim["condition"] != 0)
+    # masks: head = skull + brain (the skull may have a defect: encephalocele)
+    head, skull, brain = (sim[k].astype(bool) for k in ("head_mask", "skull_mask", "brain_mask"))
+    assert not (skull & brain).any()
+    assert ((skull | brain) <= head).all()
+    if labels.CONDITIONS[sim["condition"]] != "encephalocele":
+      assert ((skull | brain) == head).all()
+    # the head lies entirely inside the image, and inside a black-cornered sector
+    assert not head[0].any() and not head[-1].any() and not head[:, 0].any()
+    assert not head[:, -1].any()
+  conds = {labels.CONDITIONS[s["condition"]] for s in cycle256}
+  assert conds == set(labels.PHANTOM_CONDITIONS)
+
+
+def test_deterministic_from_seed_and_index():
+  a = phantom.simulate(3, 11, size=96)
+  b = phantom.simulate(3, 11, size=96)
+  for k in ("image", "clean", "head_mask"):
+    np.testing.assert_array_equal(a[k], b[k])
+  assert a["hc_mm"] == b["hc_mm"] and a["id"] == b["id"]
+  c = phantom.simulate(4, 11, size=96)
+  assert not np.array_equal(a["image"], c["image"])
+  d = phantom.simulate(3, 12, size=96)
+  assert not np.array_equal(a["image"], d["image"])
+
+
+def test_biometry_truth_matches_the_fitted_head_mask(cycle256):
+  for sim in cycle256:
+    ofd, bpd = fitted_axes_mm(sim)
+    hc = phantom.ramanujan_mm(ofd / 2, bpd / 2)
+    assert abs(hc / sim["hc_mm"] - 1) < 0.015, sim["id"]
+    assert abs(ofd / sim["ofd_mm"] - 1) < 0.02, sim["id"]
+    assert abs(bpd / sim["bpd_mm"] - 1) < 0.02, sim["id"]
+
+
+def test_ramanujan_and_growth_references():
+  assert phantom.ramanujan_mm(5.0, 5.0) == pytest.approx(2 * math.pi * 5.0)
+  # a = 2, b = 1: the exact perimeter is 9.688448220547675 (complete elliptic integral)
+  assert phantom.ramanujan_mm(2.0, 1.0) == pytest.approx(9.688448220547675, rel=1e-4)
+  # Hadlock HC by GA as quoted in DESIGN.md: ~151 mm at 18 w, ~177 at 20, ~201 at 22
+  for ga, hc in ((18, 151), (20, 177), (22, 201)):
+    assert phantom.hadlock_hc_mm(ga) == pytest.approx(hc, abs=1.0)
+  # microcephaly cut-off = mean - 3 SD, SD 6.9-8.3 mm over 18-24 weeks
+  for ga in (18.0, 21.0, 24.0):
+    sd = phantom.hc_sd_mm(ga)
+    assert 6.5 < sd < 8.5
+    assert phantom.microcephaly_cutoff_mm(ga) == pytest.approx(phantom.hadlock_hc_mm(ga) - 3 * sd)
+
+
+def _draw(condition: str, plane: str, n: int, size: int = 64):
+  return [phantom.simulate(5, i, size=size, plane=plane, condition=condition, overlays=False)
+          for i in range(n)]
+
+
+@pytest.mark.parametrize("condition,lo,hi", [
+    ("normal", 0.0, 10.0), ("mild_ventriculomegaly", 10.0, 12.0),
+    ("moderate_ventriculomegaly", 12.0, 15.0), ("severe_ventriculomegaly", 15.0, 40.0)])
+def test_atrial_width_truth(condition, lo, hi):
+  widths = [s["atrial_width_mm"] for s in _draw(condition, "TV", 25)]
+  assert all(lo <= w < hi if condition == "normal" else lo < w < hi for w in widths), widths
+  if condition == "normal":  # 6.6 +- 1.4 mm
+    assert 5.8 < np.mean(widths) < 7.4
+
+
+def test_atrial_width_and_tcd_only_where_measured():
+  tt = _draw("normal", "TT", 3)
+  tc = _draw("normal", "TC", 10)
+  assert all(math.isnan(s["atrial_width_mm"]) and math.isnan(s["tcd_mm"]) for s in tt)
+  assert all(math.isnan(s["atrial_width_mm"]) for s in tc)
+  # normal TCD ~ GA in mm
+  assert all(abs(s["tcd_mm"] - s["ga_weeks"]) <= 2.0 for s in tc)
+  small = _draw("cerebellar_hypoplasia", "TC", 10)
+  assert all(s["tcd_mm"] <= s["ga_weeks"] - 3.5 for s in small)
+
+
+def test_microcephaly_below_cutoff_and_normal_above():
+  for plane in ("TT", "TC", "TV"):
+    for s in _draw("microcephaly", plane, 12):
+      assert s["hc_mm"] < phantom.microcephaly_cutoff_mm(s["ga_weeks"]), s["id"]
+  for s in _draw("normal", "TT", 30):
+    assert s["hc_mm"] > phantom.microcephaly_cutoff_mm(s["ga_weeks"]), s["id"]
+
+
+def test_plan_every_cycle_holds_every_condition_and_groups_share_a_fetus():
+  t = phantom.plan_table(9, 5 * phantom.CYCLE)
+  for c in range(5):
+    block = t["condition"][c * phantom.CYCLE:(c + 1) * phantom.CYCLE]
+    assert set(block.tolist()) == set(range(len(labels.PHANTOM_CONDITIONS)))
+  # images of one group: same fetus (condition, GA), different planes for normals
+  sims = [phantom.simulate(9, i, size=48) for i in range(phantom.CYCLE)]
+  by_group: dict = {}
+  for s in sims:
+    by_group.setdefault(s["group"], []).append(s)
+  assert len(by_group) == 14
+  for group in by_group.values():
+    assert len({s["condition"] for s in group}) == 1
+    assert len({round(s["ga_weeks"], 9) for s in group}) == 1
+    cond = labels.CONDITIONS[group[0]["condition"]]
+    for s in group:
+      assert s["plane"] in phantom.CONDITION_PLANES[cond]
+
+
+def test_overrides_and_bad_input():
+  s = phantom.simulate(0, 0, size=48, plane="trans-ventricular",
+                       condition="severe_ventriculomegaly")
+  assert s["plane"] == labels.plane_index("TV")
+  assert labels.CONDITIONS[s["condition"]] == "severe_ventriculomegaly"
+  with pytest.raises(ValueError, match="not shown in the trans-cerebellar plane"):
+    phantom.simulate(0, 0, plane="TC", condition="mild_ventriculomegaly")
+  with pytest.raises(ValueError, match="has no condition 'porencephaly'"):
+    phantom.simulate(0, 0, condition="porencephaly")
+  with pytest.raises(ValueError, match="size must be >= 32"):
+    phantom.simulate(0, 0, size=16)
+  with pytest.raises(ValueError, match="index must be >= 0"):
+    phantom.simulate(0, -1)
+
+
+def test_overlays_are_not_in_clean():
+  a = phantom.simulate(2, 4, size=128, overlays=True)
+  b = phantom.simulate(2, 4, size=128, overlays=False)
+  np.testing.assert_array_equal(a["clean"], b["clean"])
+  diff = a["image"] != b["image"]
+  assert 0 < diff.mean() < 0.1
+
+
+def test_speckle_envelope_is_rayleigh_in_homogeneous_tissue():
+  for index in (0, 1, 2):
+    env, mean = phantom.envelope(1, index, size=128, homogeneous=True)
+    assert np.allclose(mean, 1.0, atol=1e-3)
+    ratio = env.mean() / env.std()
+    assert ratio == pytest.approx(bmode.RAYLEIGH_MEAN_OVER_STD, abs=0.15), ratio
+    # Rayleigh: E|z|^2 = mean power, and |z|^2 / mean ~ Exp(1) (median ln 2)
+    assert np.mean(env ** 2) == pytest.approx(1.0, abs=0.1)
+    assert np.median(env ** 2) == pytest.approx(math.log(2), abs=0.07)
+
+
+def test_speckle_is_fully_developed_throughout_the_anatomy():
+  env, mean = phantom.envelope(1, 3, size=128, homogeneous=False)
+  n = env / np.sqrt(mean)
+  assert n.mean() / n.std() == pytest.approx(bmode.RAYLEIGH_MEAN_OVER_STD, abs=0.05)
+
+
+def test_expected_display_matches_monte_carlo():
+  rng = np.random.default_rng(0)
+  power = rng.exponential(1.0, 400_000).astype(np.float32)
+  for top, dr in ((0.0, 50.0), (20.0, 60.0), (-30.0, 48.0), (45.0, 55.0)):
+    mc = bmode.display(power, top, dr).mean()
+    ex = float(bmode.expected_display(np.ones(1, np.float32), top, dr)[0])
+    assert ex == pytest.approx(mc, abs=0.15), (top, dr)
+  # far from clipping the log-Rayleigh bias is Euler's gamma: -2.507 dB (the
+  # 0.1 % of samples clipped at 0 add about 0.02 grey levels)
+  ex = float(bmode.expected_display(np.ones(1, np.float32), 30.0, 60.0)[0])
+  assert ex == pytest.approx(255 * (30 - 10 * np.euler_gamma / math.log(10)) / 60, abs=0.05)
+
+
+def test_clean_is_the_expectation_of_the_image():
+  """Averaging speckle realisations of one scene converges to `clean` (no offset)."""
+  k = 24
+  runs = [phantom._simulate(6, 2, size=96, plane=None, condition=None, overlays=False,
+                            speckle=j) for j in range(k)]
+  clean = runs[0]["clean"].astype(np.float64)
+  avg = np.mean([r["image"] for r in runs], axis=0)
+  inside = clean > 0
+  bias = (avg - clean)[inside].mean()
+  assert abs(bias) < 0.6, bias
+  # the average is k times less noisy than one image (to within the clipping)
+  one = np.abs(runs[0]["image"] - clean)[inside].mean()
+  assert np.abs(avg - clean)[inside].mean() < 0.35 * one

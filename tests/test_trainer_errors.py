@@ -1,0 +1,59 @@
+"""The trainer stops with clear messages: NaN loss, incompatible checkpoint, config typos."""
+
+import math
+
+import pytest
+
+from configs import autoencoder as ae_config
+from fbjax import checkpoint, tracking
+from fbjax.trainers import autoencoder as trainer
+from tests.trainer_util import run, tiny_config
+
+
+def test_nan_loss_stops_naming_the_step(tmp_path):
+  # An infinite learning rate turns the params into inf/NaN in step 1, so the
+  # loss of step 2 is the first non-finite one.
+  config = tiny_config(total_steps=4, checkpoint_every=1, log_every=4)
+  config.optimizer.lr = math.inf
+  with pytest.raises(tracking.NonFiniteLossError, match=r"loss is nan at step 2;"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  # The check runs before each save, so no checkpoint holds the non-finite params.
+  assert (tmp_path / "checkpoints" / "1").is_dir()
+  assert not (tmp_path / "checkpoints" / "2").exists()
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
+  trainer.train_and_evaluate(tiny_config(total_steps=1), str(tmp_path))
+  other = tiny_config(total_steps=2)
+  other.model.widths = (4, 8, 24)
+  with pytest.raises(checkpoint.IncompatibleCheckpointError) as e:
+    trainer.train_and_evaluate(other, str(tmp_path))
+  msg = str(e.value)
+  assert "does not fit the configured model" in msg and "step 1" in msg
+  assert "['params']['encoder']['conv2']['kernel']: checkpoint (3, 3, 8, 16)" in msg
+  assert "configured (3, 3, 8, 24)" in msg and "--workdir" in msg
+
+
+def test_fingerprint_compare_lists_missing_and_extra():
+  a = {"x": [[2], "float32"], "y": [[3], "float32"]}
+  b = {"x": [[2], "float32"], "z": [[3], "float32"]}
+  assert checkpoint.compare(a, b) == ["y: in the checkpoint [3], not in the configured model",
+                                      "z: in the configured model [3], not in the checkpoint"]
+  assert checkpoint.compare(a, a) == []
+
+
+def test_config_typo_rejected_on_the_command_line(tmp_path):
+  proc = run(["-m", "launch.train", "--config", "configs/autoencoder.py:runlocal",
+              "--workdir", str(tmp_path), "--config.optimizer.lrr=0.1"], check=False)
+  assert proc.returncode != 0
+  assert "lrr" in proc.stderr and 'Did you mean "lr"' in proc.stderr
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_config_argument_typo_rejected():
+  with pytest.raises(KeyError, match="unknown config argument 'varient'"):
+    ae_config.get_config("varient=seed")
+  with pytest.raises(KeyError, match="unknown variant"):
+    ae_config.get_config("variant=sead")
+  with pytest.raises(KeyError, match="unknown data set"):
+    ae_config.get_config("data=fetal_brian_synth")

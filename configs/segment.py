@@ -44,6 +44,7 @@ def get_config(arg=None):
   c.variant = arg.variant
   c.data = common.data("hc18", size=size)
   c.phantom = common.data("fetal_brain_synth:small", size=size)
+  c.data.cache = True           # decoded, resized examples kept in memory (small data sets)
   c.train_on = MIXES[arg.data]
   c.train_weights = (0.5, 0.5) if arg.data == "mix" else ()
   c.eval_on = ("data", "phantom")

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from fbjax import biometry, metrics, segment_post
-from fbjax.data import preprocess
+from fbjax.data import pipeline, preprocess
 
 CHANNELS = ("head", "skull", "brain")
 
@@ -52,9 +52,9 @@ def _text(v) -> str:
   return str(v)
 
 
-def _grey(arr) -> np.ndarray:
-  a = np.asarray(arr)
-  return a[..., 0] if a.ndim == 3 else a
+def _grey(value) -> np.ndarray:
+  """An image feature (decoded (H, W, 1) array or PNG bytes) as HxW."""
+  return pipeline._grey(value)  # noqa: SLF001 (the one decoder of image features)
 
 
 def grid_input(ex: dict, size: tuple[int, int]) -> tuple[np.ndarray, preprocess.Geometry]:

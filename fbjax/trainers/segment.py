@@ -136,7 +136,10 @@ def train_and_evaluate(config, workdir: str):
   # Input pipeline.
   # ---------------------------------------------------------------------------
   size = tuple(config.data.size)
-  tsource = train_source(config)
+  # Process 0 builds the data sets if needed; the others then open them.
+  tsource, val_sources = parallel.main_process_first(lambda: (
+      train_source(config),
+      {n: get_source(config, n, config[n].val_split) for n in config.eval_on}))
   tracking.log(f"training on {config.train_on}: {tsource!r}" if isinstance(tsource, MixSource)
                else f"training on {config.train_on}: {len(tsource)} examples")
   steps_per_epoch = len(tsource) // config.batch_size
@@ -147,16 +150,17 @@ def train_and_evaluate(config, workdir: str):
       tsource, size=size, batch_size=config.batch_size, seed=config.seed, train=True,
       num_epochs=None, keys=KEYS, augment=None if config.data.augment else (lambda r, e: e),
       process_index=jax.process_index(), process_count=jax.process_count(),
-      worker_count=config.data.worker_count, read_threads=config.data.read_threads)
+      worker_count=config.data.worker_count, read_threads=config.data.read_threads,
+      cache=config.data.get("cache", False))
   train_iter = iter(train_ds)
-  val_sources = {n: get_source(config, n, config[n].val_split) for n in config.eval_on}
 
   def val_batches(name):
     src = val_sources[name]
     ds = pipeline.make_dataset(
         src, size=size, batch_size=config.eval_batch_size, seed=config.seed, train=False,
         num_epochs=1, keys=KEYS, process_index=jax.process_index(),
-        process_count=jax.process_count(), read_threads=config.data.read_threads)
+        process_count=jax.process_count(), read_threads=config.data.read_threads,
+        cache=config.data.get("cache", False))
     n = parallel.num_eval_batches(len(src), config.eval_batch_size)
     return parallel.padded_batches(iter(ds), n, config.eval_batch_size // jax.process_count())
 

@@ -1,8 +1,10 @@
 """Segmentation trainer, config and evaluation CLI on the in-memory toy data."""
 
+import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -71,17 +73,53 @@ def test_runlocal_trains_and_evaluates(trained, tmp_path):
   assert np.isfinite(summary["seg_dice_head"]["mean"])
 
 
+def _hc18_folder(dst, keep):
+  """A copy of the HC18 dummy data holding only the training images in `keep`."""
+  src = os.path.join(ROOT, "datasets", "hc18", "dummy_data")
+  shutil.copytree(src, dst)
+  csv_path = os.path.join(dst, "training_set_pixel_size_and_HC.csv")
+  with open(csv_path) as f:
+    header, *rows = f.read().splitlines()
+  rows = [r for r in rows if r.split(",")[0] in keep]
+  with open(csv_path, "w") as f:
+    f.write("\n".join([header, *rows]) + "\n")
+  for name in os.listdir(os.path.join(dst, "training_set")):
+    if name.replace("_Annotation", "") not in keep:
+      os.remove(os.path.join(dst, "training_set", name))
+  return rows
+
+
 @pytest.mark.slow
-def test_evaluate_cli(trained, tmp_path):
-  _, workdir = trained
+def test_evaluate_cli_on_another_hc18_folder(trained, tmp_path, monkeypatch):
+  # A trained workdir evaluated on two folders in the HC18 layout, one after
+  # the other, with the same data cache: each is built and measured in full.
+  c, workdir = trained
+  monkeypatch.setenv("FBJAX_DATA_DIR", str(tmp_path / "tfds"))
+  every = sorted(n for n in os.listdir(os.path.join(ROOT, "datasets/hc18/dummy_data/training_set"))
+                 if not n.endswith("_Annotation.png"))
+  a = _hc18_folder(tmp_path / "a", set(every))
+  # Same groups (so both splits stay non-empty), one image fewer.
+  b_names = [n for n in every if n != "001_2HC.png"]
+  b = _hc18_folder(tmp_path / "b", set(b_names))
+  c = c.copy_and_resolve_references()
+  c.data.name, c.data.config, c.data.manual_dir = "hc18", "", str(tmp_path / "a")
+  rows, _ = segment.evaluate_workdir(c, workdir, split="train+validation",
+                                     methods=("plain",), num_overlays=0)
+  assert len(rows) == len(a) == len(every)
   out = tmp_path / "cli"
   env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
   r = subprocess.run(
       [sys.executable, "-m", "launch.evaluate", "--config", "configs/segment.py:runlocal",
-       "--workdir", workdir, "--data", "data", "--split", "test", "--out", str(out),
-       "--num_overlays", "1", "--limit", "5", "--methods", "plain,robust"],
+       "--workdir", workdir, "--config.data.name=hc18", "--config.data.config=",
+       f"--config.data.manual_dir={tmp_path / 'b'}", "--split", "train+validation",
+       "--out", str(out), "--num_overlays", "1", "--methods", "plain,robust"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   js = json.loads((out / "summary.json").read_text())
-  assert js["num_images"] == 5 and js["data"]["split"] == "test"
+  assert js["num_images"] == len(b) == len(every) - 1
+  assert js["data"]["manual_dir"] == str(tmp_path / "b")
+  with open(out / "per_image.csv") as f:
+    ids = sorted(row["id"] for row in csv.DictReader(f))
+  assert ids == sorted(f"training_set/{n}" for n in b_names)
+  assert len(list((out / "overlays").glob("*.png"))) == 1
   assert math.isfinite(js["seg_dice_head"]["mean"])

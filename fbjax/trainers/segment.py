@@ -118,6 +118,7 @@ def grid_hc_errors(probs, spacing, hc_mm, method: str) -> list[float]:
 
 def train_and_evaluate(config, workdir: str):
   """Trains the segmentation model described by `config`, resuming from `workdir`."""
+  workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   t_start = time.perf_counter()
   is_main = jax.process_index() == 0
 
@@ -350,6 +351,7 @@ def evaluate_workdir(config, workdir: str, *, data: str = "data", split: str | N
   Writes per_image.csv, summary.json and overlays to `out_dir` (see
   `fbjax.segment_eval`); returns (rows, summary).
   """
+  workdir = os.path.abspath(workdir)
   params = ckpt_lib.load_state(workdir, step)["params"]
   predict = make_predict(config, params)
   block = config[data]

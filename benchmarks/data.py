@@ -24,6 +24,7 @@ r"""Real-data builders and input pipeline: build time and read speed (prints JSO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -47,7 +48,8 @@ DATASETS = ("hc18", "fetal_planes_db", "fetal_brain_abnormalities")
 def build(name: str, manual_dir: str, data_dir: str) -> dict:
   t = time.perf_counter()
   c = time.process_time()
-  b = builders.prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+  with contextlib.redirect_stdout(sys.stderr):  # tfds prints progress; stdout is the JSON
+    b = builders.prepare(name, data_dir=data_dir, manual_dir=manual_dir)
   return {"seconds": round(time.perf_counter() - t, 2),
           "cpu_seconds": round(time.process_time() - c, 2),
           "counts": {k: v.num_examples for k, v in b.info.splits.items()}}

@@ -1,6 +1,6 @@
 """Evaluation metrics: pure functions of arrays, one value per example.
 
-Sections: segmentation (overlap, surface distance), biometry. Reductions
+Sections: segmentation (overlap, surface distance), biometry, classification. Reductions
 over a data set are left to the caller (per-example values plus masks).
 """
 
@@ -127,4 +127,178 @@ def summarize(values) -> dict:
   else:
     out.update(mean=math.nan, median=math.nan, std=math.nan, p95=math.nan,
                min=math.nan, max=math.nan)
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Classification
+# ---------------------------------------------------------------------------
+#
+# Host-side numpy on a whole evaluation set (labels int, -1 = unknown and
+# left out where a `mask` is not given). Conventions follow scikit-learn:
+#   macro-F1:    the unweighted mean over `classes` (default: every class in
+#                the labels or the predictions); a class with no true and no
+#                predicted example is not counted; 0/0 precision or recall = 0.
+#   AUROC:       probability that a random positive outscores a random
+#                negative, ties counting 1/2; NaN when a class is absent.
+#   a decision at threshold t is "positive" when score > t.
+
+
+def _known(labels, *arrays):
+  """Drops examples whose label is negative (unknown)."""
+  y = np.asarray(labels).astype(np.int64).ravel()
+  keep = y >= 0
+  return (y[keep], *(np.asarray(a)[keep] for a in arrays))
+
+
+def accuracy(labels, preds) -> float:
+  y, p = _known(labels, np.asarray(preds).ravel())
+  return float(np.mean(y == p)) if y.size else math.nan
+
+
+def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
+  """(num_classes, num_classes) counts; row = true class, column = prediction."""
+  y, p = _known(labels, np.asarray(preds).ravel())
+  if y.size and (y.max() >= num_classes or p.min() < 0 or p.max() >= num_classes):
+    raise ValueError(f"labels or predictions outside [0, {num_classes})")
+  cm = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(cm, (y, p.astype(np.int64)), 1)
+  return cm
+
+
+def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+  """Precision, recall (= sensitivity), F1 and support per class from a confusion matrix."""
+  cm = np.asarray(cm, np.float64)
+  tp = np.diag(cm)
+  pred_n, true_n = cm.sum(axis=0), cm.sum(axis=1)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    precision = np.where(pred_n > 0, tp / pred_n, 0.0)
+    recall = np.where(true_n > 0, tp / true_n, 0.0)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+  return {"precision": precision, "recall": recall, "f1": f1, "support": true_n.astype(np.int64)}
+
+
+def macro_f1(labels, preds, num_classes: int | None = None, classes=None) -> float:
+  """Unweighted mean F1 over `classes` (default: classes seen in labels or predictions)."""
+  y, p = _known(labels, np.asarray(preds).ravel())
+  if not y.size:
+    return math.nan
+  n = int(max(y.max(), p.max()) + 1) if num_classes is None else num_classes
+  f1 = per_class_scores(confusion_matrix(y, p, n))["f1"]
+  if classes is None:
+    classes = np.union1d(y, p)
+  return float(np.mean(f1[np.asarray(classes, np.int64)]))
+
+
+def auroc(labels, scores) -> float:
+  """Area under the ROC curve for binary labels {0, 1} (Mann-Whitney U with mid-ranks)."""
+  y, s = _known(labels, np.asarray(scores, np.float64).ravel())
+  pos, neg = int(np.sum(y == 1)), int(np.sum(y == 0))
+  if pos == 0 or neg == 0:
+    return math.nan
+  from scipy.stats import rankdata  # noqa: PLC0415
+
+  ranks = rankdata(s)  # ties get their mean rank
+  return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def auroc_ovr(labels, probs) -> np.ndarray:
+  """One-vs-rest AUROC per class of (N, C) scores; NaN for a class with no positive."""
+  y, pr = _known(labels, np.asarray(probs, np.float64))
+  return np.array([auroc((y == c).astype(np.int64), pr[:, c]) for c in range(pr.shape[1])])
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(fpr, tpr, thresholds), positive when score >= threshold; starts at (0, 0)."""
+  y, s = _known(labels, np.asarray(scores, np.float64).ravel())
+  order = np.argsort(-s, kind="mergesort")
+  s, y = s[order], y[order]
+  last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]   # last index of each distinct score
+  tps = np.cumsum(y == 1)[last].astype(np.float64)
+  fps = np.cumsum(y == 0)[last].astype(np.float64)
+  tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+  thr = np.r_[np.inf, s[last]]
+  return fps / max(fps[-1], 1.0), tps / max(tps[-1], 1.0), thr
+
+
+def threshold_at_specificity(negative_scores, specificity: float = 0.95) -> float:
+  """The smallest threshold t (a negative's score) with mean(negatives <= t) >= specificity.
+
+  Calling "positive" when score > t keeps at least `specificity` of these
+  negatives negative and is the most sensitive such rule. This is how the
+  anomaly score is calibrated on normal validation images.
+  """
+  s = np.sort(np.asarray(negative_scores, np.float64).ravel())
+  if not s.size:
+    raise ValueError("no negative scores to calibrate a threshold on")
+  if not 0.0 <= specificity <= 1.0:
+    raise ValueError(f"specificity must be in [0, 1], got {specificity}")
+  k = max(int(math.ceil(specificity * s.size - 1e-9)), 1)
+  return float(s[k - 1])
+
+
+def sensitivity_specificity(labels, scores, threshold: float) -> tuple[float, float]:
+  """(sensitivity, specificity) of the rule score > threshold."""
+  y, s = _known(labels, np.asarray(scores, np.float64).ravel())
+  pos, neg = s[y == 1], s[y == 0]
+  sens = float(np.mean(pos > threshold)) if pos.size else math.nan
+  spec = float(np.mean(neg <= threshold)) if neg.size else math.nan
+  return sens, spec
+
+
+def sensitivity_at_specificity(labels, scores, specificity: float = 0.95) -> float:
+  """The highest sensitivity of a threshold rule whose specificity is >= `specificity`."""
+  y, s = _known(labels, np.asarray(scores, np.float64).ravel())
+  if not np.any(y == 1) or not np.any(y == 0):
+    return math.nan
+  t = threshold_at_specificity(s[y == 0], specificity)
+  return sensitivity_specificity(y, s, t)[0]
+
+
+def expected_calibration_error(probs, labels, num_bins: int = 15) -> float:
+  """ECE of the top-class confidence (Guo et al. 2017), equal-width bins on [0, 1].
+
+  `probs` is (N, C) class probabilities, or (N,) probabilities of class 1 of
+  a binary problem. ECE = sum_b n_b / N * |accuracy_b - mean confidence_b|.
+  """
+  p = np.asarray(probs, np.float64)
+  if p.ndim == 1:
+    p = np.stack([1.0 - p, p], axis=1)
+  y, p = _known(labels, p)
+  if not y.size:
+    return math.nan
+  conf = p.max(axis=1)
+  correct = (p.argmax(axis=1) == y).astype(np.float64)
+  # Bin b holds confidences in (b/n, (b+1)/n]; a confidence of exactly 0 goes to bin 0.
+  b = np.clip(np.ceil(conf * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+  # Per bin, n_b |acc_b - conf_b| = |sum(correct) - sum(confidence)|.
+  acc = np.bincount(b, correct, minlength=num_bins)
+  cf = np.bincount(b, conf, minlength=num_bins)
+  return float(np.sum(np.abs(acc - cf)) / y.size)
+
+
+def classification_summary(labels, probs, class_names=None) -> dict:
+  """Accuracy, macro-F1, ECE, confusion matrix, per-class table and OvR AUROC.
+
+  `probs` is (N, C); for C == 2 also the binary AUROC of class 1. Examples
+  with label -1 are left out.
+  """
+  p = np.asarray(probs, np.float64)
+  y, p = _known(labels, p)
+  c = p.shape[1]
+  names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+  pred = p.argmax(axis=1)
+  cm = confusion_matrix(y, pred, c)
+  per = per_class_scores(cm)
+  out = {"n": int(y.size), "accuracy": accuracy(y, pred),
+         "macro_f1": macro_f1(y, pred, c), "ece": expected_calibration_error(p, y),
+         "confusion_matrix": cm.tolist(), "classes": names,
+         "per_class": {n: {"precision": float(per["precision"][i]),
+                           "recall": float(per["recall"][i]), "f1": float(per["f1"][i]),
+                           "support": int(per["support"][i])} for i, n in enumerate(names)}}
+  ovr = auroc_ovr(y, p) if y.size else np.full(c, math.nan)
+  for i, n in enumerate(names):
+    out["per_class"][n]["auroc"] = float(ovr[i])
+  if c == 2:
+    out["auroc"] = float(ovr[1])
   return out

@@ -10,6 +10,8 @@ step exactly once.
     writer = tracking.Writer(workdir, config)
     writer.scalars(step, {"train/loss": 0.1})
     writer.images(step, {"val/reconstructions": grid})   # (H, W) or (H, W, 3) in [0, 1]
+    writer.confusion_matrix(step, "val/plane_confusion", cm, class_names)
+    writer.roc_curves(step, "val/abnormal_roc", {"model": (fpr, tpr)})
     log_line = tracking.Progress(total_steps, global_batch, num_devices)
 """
 
@@ -155,6 +157,47 @@ class Writer:
     import wandb
     self._wandb.log({k: wandb.Histogram(np.asarray(v).ravel()) for k, v in values.items()},
                     step=int(step))
+
+  def confusion_matrix(self, step: int, name: str, cm, class_names) -> None:
+    """A confusion matrix (rows true, columns predicted): JSON + PNG, and a wandb chart."""
+    if not self.enabled:
+      return
+    from fbjax import plots
+
+    cm = np.asarray(cm, np.int64)
+    self._plot_json(step, name, {"confusion_matrix": cm.tolist(),
+                                 "class_names": list(class_names)})
+    self.images(step, {name: plots.confusion_image(cm, class_names) / 255.0})
+    if self._wandb is not None:
+      import wandb
+      y_true = np.repeat(np.arange(cm.shape[0]), cm.sum(axis=1))
+      preds = np.concatenate([np.repeat(np.arange(cm.shape[1]), r) for r in cm])
+      self._wandb.log({f"{name}_chart": wandb.plot.confusion_matrix(
+          y_true=y_true.tolist(), preds=preds.tolist(), class_names=list(class_names),
+          title=name)}, step=int(step))
+
+  def roc_curves(self, step: int, name: str, curves: dict) -> None:
+    """ROC curves {label: (fpr, tpr)}: JSON + PNG, and a wandb line chart."""
+    if not self.enabled:
+      return
+    from fbjax import plots
+
+    curves = {k: (np.asarray(f, float), np.asarray(t, float)) for k, (f, t) in curves.items()}
+    self._plot_json(step, name, {k: {"fpr": f.tolist(), "tpr": t.tolist()}
+                                 for k, (f, t) in curves.items()})
+    self.images(step, {name: plots.roc_image(curves) / 255.0})
+    if self._wandb is not None:
+      import wandb
+      self._wandb.log({f"{name}_chart": wandb.plot.line_series(
+          xs=[f.tolist() for f, _ in curves.values()],
+          ys=[t.tolist() for _, t in curves.values()], keys=list(curves), title=name,
+          xname="false positive rate")}, step=int(step))
+
+  def _plot_json(self, step: int, name: str, payload: dict) -> None:
+    folder = os.path.join(self.workdir, "plots")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name.replace('/', '_')}_{int(step):08d}.json"), "w") as f:
+      json.dump(payload, f)
 
   def close(self) -> None:
     if self._wandb is not None:

@@ -167,7 +167,8 @@ def test_overlays_are_not_in_clean():
 def test_speckle_envelope_is_rayleigh_in_homogeneous_tissue():
   for index in (0, 1, 2):
     env, mean = phantom.envelope(1, index, size=128, homogeneous=True)
-    assert np.allclose(mean, 1.0, atol=1e-3)
+    env, mean = env[10:-10, 10:-10], mean[10:-10, 10:-10]   # away from the grid's edges
+    assert np.allclose(mean, 1.0, atol=1e-4)
     ratio = env.mean() / env.std()
     assert ratio == pytest.approx(bmode.RAYLEIGH_MEAN_OVER_STD, abs=0.15), ratio
     # Rayleigh: E|z|^2 = mean power, and |z|^2 / mean ~ Exp(1) (median ln 2)

@@ -72,3 +72,12 @@ def test_data_source_leaves_images_encoded_on_request(tmp_path):
     np.testing.assert_array_equal(x["image"], y["image"])
     np.testing.assert_array_equal(x["head_mask"], y["head_mask"])
   assert b.info.splits["train"].num_examples == len(enc)
+
+
+def test_absent_features_batch_as_zeros_without_copies():
+  exs = _examples(4)
+  b = next(iter(pipeline.make_dataset(exs, size=(16, 16), batch_size=4, seed=0, train=False)))
+  assert b["clean"].shape == (4, 16, 16) and b["clean"].dtype == np.float32
+  assert not b["clean"].any() and not b["brain_mask"].any()
+  b["clean"][0, 0, 0] = 1.0  # a fresh, writable array, not a shared one
+  assert b["head_mask"][1].any() and not b["head_mask"][0].any()  # mixed: stacked

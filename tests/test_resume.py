@@ -13,7 +13,8 @@ import pytest
 from fbjax import checkpoint, tracking
 from tests.trainer_util import ROOT, run
 
-FLAGS = ["--config.total_steps=64", "--config.checkpoint_every=8", "--config.log_every=1",
+FLAGS = ["--config.data.name=toy", "--config.data.config=",
+         "--config.total_steps=64", "--config.checkpoint_every=8", "--config.log_every=1",
          "--config.data.size=(32,32)", "--config.model.widths=(4,8,16)",
          "--config.wandb.mode=offline"]
 ENV = {"WANDB_MODE": "offline"}

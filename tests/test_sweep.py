@@ -9,12 +9,14 @@ from fbjax import sweep, tracking
 from tests.trainer_util import run
 
 TINY_SWEEP = """
+from configs import common
 from configs.autoencoder import get_config as _get
 
 def get_config(arg=None):
   c = _get(arg)
   c.total_steps, c.log_every = 2, 1
-  c.data.size, c.model.widths = (32, 32), (4, 8, 16)
+  c.data = common.data("toy", size=(32, 32))
+  c.model.widths = (4, 8, 16)
   return c
 
 def sweep():
@@ -30,7 +32,7 @@ def test_autoencoder_sweep_expands_and_validates():
   cmd = runs[0].command("configs/autoencoder.py", "/w", "g")
   assert cmd[:5] == ["python", "-m", "launch.train", "--config",
                      "configs/autoencoder.py:variant=default"]
-  assert "--config.model.latent_channels=8" in cmd and "--config.wandb.group=g" in cmd
+  assert "--config.model.latent_channels=4" in cmd and "--config.wandb.group=g" in cmd
 
 
 def test_sweep_with_unknown_field_is_rejected(tmp_path):

@@ -58,8 +58,8 @@ PLANE_MAP = {"Trans-thalamic": "TT", "Trans-cerebellum": "TC", "Trans-ventricula
              "Other": "other"}
 
 # Keys whose files hold near-identical images (the same image up to flip,
-# rotation or small zoom), found by inspecting the images; merged into one
-# group. The first two pairs carry different labels (the same images were
+# rotation or small zoom), identified by comparing the export's images;
+# merged into one group. The first two pairs carry different labels (the same images were
 # uploaded under two classes); each file keeps its own label.
 MERGES = (
     ("cerebellah-hypoplasia-20c", "moderate-ventriculomegaly-20c"),

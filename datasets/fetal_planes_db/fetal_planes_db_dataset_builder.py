@@ -16,7 +16,7 @@ excluded rows are counted in the build log); `all` keeps every row.
 Splits: `test` = the official test split (`Train` = 0); `validation` =
 1/5 of the official training patients (salted-hash rank, seed `SPLIT_SEED`);
 `train` = the other training patients. A patient with rows in both official
-splits (none in the public release as far as checked) goes wholly to `test`,
+splits (none in the shared sample) goes wholly to `test`,
 with a warning listing them, so that no patient spans two splits.
 """
 

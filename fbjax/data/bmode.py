@@ -108,33 +108,43 @@ def scan_convert(polar: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.n
                    borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
-def psf_blur(x: np.ndarray, sigma_r: float, sigma_t: float) -> np.ndarray:
+def psf_blur(x: np.ndarray, sigma_r: float, sigma_t: float,
+             border: int = cv2.BORDER_REFLECT) -> np.ndarray:
   """Separable Gaussian PSF (axial sigma along rows, lateral along columns), in samples."""
   kr = _kernel(float(sigma_r)).astype(np.float32)
   kt = _kernel(float(sigma_t)).astype(np.float32)
-  return cv2.sepFilter2D(x, -1, kt, kr, borderType=cv2.BORDER_REFLECT)
+  return cv2.sepFilter2D(x, -1, kt, kr, borderType=border)
 
 
 def echo(rng: np.random.Generator, backscatter: np.ndarray, sigma_r: float,
-         sigma_t: float) -> tuple[np.ndarray, np.ndarray]:
-  """Complex echo of scatterers with intensity `backscatter`, convolved with the PSF.
+         sigma_t: float, looks: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
+  """Complex echoes of scatterers with intensity `backscatter`, convolved with the PSF.
 
-  Returns (|z|^2, I) where I = E|z|^2 = backscatter conv |h|^2. The PSF h is
-  a Gaussian normalised to unit energy (sum h^2 = 1), so a homogeneous region
-  of backscatter B gives E|z|^2 = B.
+  Returns ([|z|^2 of each of `looks` independent scatterer draws], I), where
+  I = E|z|^2 = backscatter conv |h|^2. The PSF h is a Gaussian normalised to
+  unit energy (sum h^2 = 1), so a homogeneous region of backscatter B gives
+  E|z|^2 = B.
   """
-  amp = np.sqrt(backscatter.astype(np.float32))
-  w = gaussian(rng, (*backscatter.shape, 2))
-  w *= amp[..., None]
-  z = psf_blur(w, sigma_r, sigma_t)
+  back = backscatter.astype(np.float32)
   # A Gaussian kernel g (sum 1) has energy sum g^2 ~ 1 / (4 pi sr st) for wide
-  # kernels; normalise with the exact energy of the discrete kernels used.
-  gain = 1.0 / math.sqrt(_kernel_energy(sigma_r) * _kernel_energy(sigma_t))
-  z *= np.float32(gain * math.sqrt(0.5))     # each quadrature carries half the power
-  power = z[..., 0] * z[..., 0] + z[..., 1] * z[..., 1]
+  # kernels; normalise with the exact energy of the discrete kernels used, and
+  # give each quadrature half the power.
+  norm = 0.5 / (_kernel_energy(sigma_r) * _kernel_energy(sigma_t))
+  amp = np.sqrt(back * np.float32(norm))
+  powers = []
+  for _ in range(looks):
+    w = gaussian(rng, (2, *back.shape))
+    w *= amp
+    # no scatterers beyond the grid (zero padding): a reflected border would
+    # reuse scatterers, and the echo there would no longer have variance I
+    re = psf_blur(w[0], sigma_r, sigma_t, border=cv2.BORDER_CONSTANT)
+    im = psf_blur(w[1], sigma_r, sigma_t, border=cv2.BORDER_CONSTANT)
+    re *= re
+    im *= im
+    re += im
+    powers.append(re)
   # E|z|^2 = sum_k B(x-k) h(k)^2: blur B with the squared (normalised) kernel.
-  mean = _sq_kernel_blur(backscatter.astype(np.float32), sigma_r, sigma_t)
-  return power, mean
+  return powers, _sq_kernel_blur(back, sigma_r, sigma_t)
 
 
 @functools.lru_cache(maxsize=1)
@@ -171,7 +181,7 @@ def _sq_kernel_blur(x: np.ndarray, sigma_r: float, sigma_t: float) -> np.ndarray
   kt = _kernel(float(sigma_t)) ** 2
   kr = (kr / kr.sum()).astype(np.float32)
   kt = (kt / kt.sum()).astype(np.float32)
-  return cv2.sepFilter2D(x, -1, kt, kr, borderType=cv2.BORDER_REFLECT)
+  return cv2.sepFilter2D(x, -1, kt, kr, borderType=cv2.BORDER_CONSTANT)
 
 
 def display(power: np.ndarray, top_db: float, dr_db: float) -> np.ndarray:

@@ -42,10 +42,13 @@ fetus with a condition only yields images in which the condition is seen):
 
 Image formation is in `fbjax.data.bmode` (scatterers x PSF, Rayleigh
 envelope, attenuation and TGC, shadowing, reverberation, log compression,
-convex sector). Pixel spacing: the field of view is drawn so that the head's
-OFD fills 45-72 % of the image width, as in HC18 (where the same fraction
-has median 0.61); on HC18's 800-pixel-wide grid this is 0.1-0.3 mm per
-pixel, on a `size`-pixel grid `pixel_spacing_mm` = FOV / size.
+convex sector); 2-3 independent speckle looks are averaged after log
+compression (compounding). `clean` is the expected displayed value.
+
+Pixel spacing: the field of view (FOV, the image width) is drawn so that the
+head's OFD fills 45-72 % of it, as in HC18 (where the same fraction has
+median 0.61), and kept within 80-240 mm: 0.1-0.3 mm per pixel on HC18's
+800-pixel-wide grid. On a `size`-pixel image `pixel_spacing_mm` = FOV / size.
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ import cv2
 import numpy as np
 
 from fbjax.data import bmode, labels
+from fbjax.data import phantom_anatomy as anatomy
+from fbjax.data.phantom_anatomy import FLUID_DB, OTHER, TC, TT, TV, cover, defect, ellipse_d, paint
 
-TT, TC, TV, OTHER = range(4)
 COND = {name: i for i, name in enumerate(labels.CONDITIONS)}
 
 CONDITION_PLANES = {
@@ -215,7 +219,7 @@ def make_fetus(seed: int, cycle: int, slot: int, condition: str) -> Fetus:
       atrial_width_mm=aw, tcd_mm=tcd, cisterna_magna_mm=cm,
       csp_width_mm=float(rng.uniform(2.5, 5.0)), csp_length_mm=float(rng.uniform(7.0, 12.0)),
       choroid_mm=float(rng.uniform(4.5, 6.5)),
-      brain_db=float(rng.uniform(-21.0, -16.0)), skull_db=float(rng.uniform(10.0, 16.0)),
+      brain_db=float(rng.uniform(-10.0, -5.0)), skull_db=float(rng.uniform(17.0, 23.0)),
       cyst=cyst, defect_mm=float(rng.uniform(7.0, 15.0)), sac_mm=float(rng.uniform(8.0, 16.0)),
       falx_kept=bool(rng.random() < 0.6))
 
@@ -224,142 +228,6 @@ def semi_axes(hc_mm: float, ci: float) -> tuple[float, float]:
   """Outer semi-axes (a = OFD/2, b = BPD/2) of an ellipse with circumference hc and b/a = ci."""
   a = hc_mm / ramanujan_mm(1.0, ci)
   return a, a * ci
-
-
-# ---------------------------------------------------------------------------
-# Geometry helpers on (u, v) head coordinates in mm (u: front-back, v: left-right)
-
-
-def _cover(d, w):
-  """Soft coverage of a region with signed distance d (mm, < 0 inside), edge width w."""
-  return np.clip(0.5 - d / w, 0.0, 1.0)
-
-
-def _ellipse_d(u, v, cu, cv, A, B, ang=0.0):
-  """Approximate signed distance (mm) to an ellipse (first-order: F / |grad F|)."""
-  du, dv = u - cu, v - cv
-  if ang:
-    c, s = math.cos(ang), math.sin(ang)
-    du, dv = c * du + s * dv, -s * du + c * dv
-  pu, pv = du / (A * A), dv / (B * B)
-  f = du * pu + dv * pv - 1.0
-  return f / (2.0 * np.sqrt(pu * pu + pv * pv) + 1e-6)
-
-
-def _box_d(u, v, cu, cv, hl, hw, ang=0.0):
-  """Signed (Chebyshev) distance to a rectangle of half-sizes hl (along u) and hw."""
-  du, dv = u - cu, v - cv
-  if ang:
-    c, s = math.cos(ang), math.sin(ang)
-    du, dv = c * du + s * dv, -s * du + c * dv
-  return np.maximum(np.abs(du) - hl, np.abs(dv) - hw)
-
-
-def _paint(img, cov, value):
-  img += cov * (value - img)
-
-
-# ---------------------------------------------------------------------------
-# Anatomy: backscatter (dB re. maternal soft tissue) inside and around the head
-
-FLUID_DB = -40.0
-
-
-def _brain(fe: Fetus, plane: int, u, v, ai, bi, texture, edge):
-  """dB map of the intracranial content at head coordinates (u, v) (1-D arrays)."""
-  cond = fe.condition
-  brain = fe.brain_db + 2.0 * texture
-  db = brain.astype(np.float32)
-  sas = 0.9 + 0.03 * ai
-  _paint(db, 1.0 - _cover(_ellipse_d(u, v, 0, 0, ai - sas, bi - sas), edge), FLUID_DB + 8)
-  falx_db = fe.brain_db + 11.0
-  hydr = cond == "hydranencephaly"
-  if hydr:  # hemispheres replaced by fluid; thalami / posterior fossa spared
-    _paint(db, _cover(_ellipse_d(u, v, 0, 0, ai - 0.6, bi - 0.6), edge), FLUID_DB)
-  if plane == OTHER:  # parietal section: falx and a few sulci
-    _paint(db, _cover(np.abs(v) - 0.45, edge) * (np.abs(u) < 0.93 * ai), falx_db)
-    for sgn in (-1.0, 1.0):
-      for k, off in enumerate((0.45, 0.7)):
-        d = np.abs(_ellipse_d(u, v, 0.1 * ai, 0.0, 0.55 * ai, off * bi)) - 0.35
-        _paint(db, _cover(d, edge) * (sgn * v > 0) * (np.abs(u) < (0.5 - 0.1 * k) * ai),
-               fe.brain_db + 6.0)
-    return db
-  # midline falx (interrupted by the CSP, and by the thalami in TT/TC)
-  csp_u = 0.34 * ai
-  has_csp = cond not in ("absent_csp", "hydranencephaly")
-  if not hydr or fe.falx_kept:
-    _paint(db, _cover(np.abs(v) - 0.4, edge) * (np.abs(u) < 0.92 * ai), falx_db)
-  if has_csp:
-    hl, hw = 0.5 * fe.csp_length_mm, 0.5 * fe.csp_width_mm
-    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, hl, hw + 0.7), edge), fe.brain_db + 7.0)
-    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, hl - 0.4, hw), edge), FLUID_DB)
-  if plane in (TT, TC):
-    th_a, th_b = 0.2 * ai, 0.15 * bi
-    th_u = -0.02 * ai if plane == TT else 0.05 * ai
-    for sgn in (-1.0, 1.0):
-      _paint(db, _cover(_ellipse_d(u, v, th_u, sgn * (th_b + 0.6), th_a, th_b), edge),
-             fe.brain_db - 3.0)
-    _paint(db, _cover(_box_d(u, v, th_u, 0.0, th_a * 0.9, 0.5), edge), FLUID_DB + 5)
-    if plane == TT and not hydr:  # Sylvian fissures / insula
-      for sgn in (-1.0, 1.0):
-        d = np.abs(_ellipse_d(u, v, 0.05 * ai, 0.0, 0.42 * ai, 0.78 * bi)) - 0.5
-        _paint(db, _cover(d, edge) * (sgn * v > 0) * (np.abs(u - 0.05 * ai) < 0.22 * ai),
-               fe.brain_db + 8.0)
-  if plane == TV and not hydr:
-    _ventricles(fe, db, u, v, ai, bi, csp_u, has_csp, edge)
-  if plane == TC:
-    _posterior_fossa(fe, db, u, v, ai, bi, edge)
-  if cond == "arachnoid_cyst":
-    cu, cv, rad = fe.cyst[0] * ai, fe.cyst[1] * bi, fe.cyst[2]
-    d = _ellipse_d(u, v, cu, cv, rad, 0.85 * rad)
-    _paint(db, _cover(d - 0.6, edge), fe.brain_db + 6.0)
-    _paint(db, _cover(d, edge), FLUID_DB)
-  return db
-
-
-def _ventricles(fe, db, u, v, ai, bi, csp_u, has_csp, edge):
-  vm = max(0.0, fe.atrial_width_mm - 8.0)  # dilated ventricles: larger horns and bodies
-  hw = 0.5 * fe.csp_width_mm
-  fh_l, fh_w = 0.1 * ai + 0.3 * vm, 1.2 + 0.25 * vm
-  if has_csp:
-    for sgn in (-1.0, 1.0):
-      _paint(db, _cover(_box_d(u, v, csp_u + 0.03 * ai, sgn * (hw + 1.6 + fh_w),
-                               fh_l, fh_w, sgn * 0.3), edge), FLUID_DB)
-  else:  # fused frontal horns across the midline
-    _paint(db, _cover(_box_d(u, v, csp_u, 0.0, fh_l, hw + 1.5 + fh_w), edge), FLUID_DB)
-  w = fe.atrial_width_mm
-  at_len = 0.2 * ai + 0.6 * vm
-  for sgn in (-1.0, 1.0):
-    cu, cv, ang = -0.42 * ai, sgn * 0.4 * bi, sgn * 0.35
-    # lateral ventricle wall running forward from the atrium
-    d = np.abs(v - sgn * (0.4 * bi + 0.5 * w)) - 0.35
-    _paint(db, _cover(d, edge) * (u > cu) * (u < 0.2 * ai), fe.brain_db + 9.0)
-    _paint(db, _cover(_ellipse_d(u, v, cu, cv, at_len, 0.5 * w, ang), edge), FLUID_DB)
-    # choroid plexus: about 5-7 mm wide; fills a normal atrium and dangles
-    # against the dependent wall of a dilated one
-    cw = min(0.8 * w, fe.choroid_mm)
-    off = 0.5 * (w - cw) - 0.2
-    c, s = math.cos(ang), math.sin(ang)
-    pu, pv = cu - s * off * sgn, cv + c * off * sgn
-    _paint(db, _cover(_ellipse_d(u, v, pu, pv, 0.8 * at_len, 0.5 * cw, ang), edge),
-           fe.brain_db + 12.0)
-
-
-def _posterior_fossa(fe, db, u, v, ai, bi, edge):
-  t, cm = fe.tcd_mm, fe.cisterna_magna_mm
-  u_pv = -ai + cm                   # posterior edge of the vermis
-  _paint(db, _cover(_ellipse_d(u, v, -ai + 0.5 * cm - 1.5, 0.0, 0.5 * cm + 2.5,
-                               0.45 * t + 1.0), edge), FLUID_DB)
-  r_v, r_h = 0.2 * t, 0.28 * t
-  u_v = u_pv + r_v
-  for sgn in (-1.0, 1.0):
-    d = _ellipse_d(u, v, u_v + 0.06 * t, sgn * (0.5 * t - r_h), r_h, r_h)
-    _paint(db, _cover(d, edge), fe.brain_db + 5.0)
-    _paint(db, _cover(d + 0.8, edge), fe.brain_db + 1.0)
-  _paint(db, _cover(_ellipse_d(u, v, u_v, 0.0, r_v, 0.12 * t), edge), fe.brain_db + 9.0)
-  # cerebral peduncles in front of the cerebellum
-  _paint(db, _cover(_ellipse_d(u, v, u_v + r_v + 0.13 * t, 0.0, 0.12 * t, 0.2 * t), edge),
-         fe.brain_db - 4.0)
 
 
 # ---------------------------------------------------------------------------
@@ -384,11 +252,13 @@ class Scene:
   tgc: tuple[float, float, float]
   reverb_db: float
   overlays: bool
+  looks: int              # display-domain compounding of independent speckle looks
 
 
+LOOKS = (2, 3)                # compounded looks per image
 FOV_MM = (80.0, 240.0)        # image width: 0.1-0.3 mm per pixel on an 800-px grid
 AXIAL_SIGMA_SAMPLES = 0.9     # PSF sigma in polar samples
-LATERAL_SIGMA_SAMPLES = 1.1
+LATERAL_SIGMA_SAMPLES = 1.6
 
 
 def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
@@ -419,7 +289,8 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   r_mid = radius + 0.5 * depth
   # PSF: Gaussian sigmas (axial, lateral at mid-depth), matched to the grain of
   # HC18 images resampled to the same pixel spacing (benchmarks/phantom.py).
-  psf = (rng.uniform(0.38, 0.55), rng.uniform(1.0, 1.6))
+  dr_db = float(rng.integers(40, 57))
+  psf = (rng.uniform(0.48, 0.68), rng.uniform(1.3, 2.0))
   # The polar grid resolves the PSF whatever the display size: sampling in mm
   # is set by the PSF, and coarser displays average it down (see _render).
   n_r = int(math.ceil(depth / (psf[0] / AXIAL_SIGMA_SAMPLES))) + 1
@@ -427,10 +298,11 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   probe = bmode.Probe(apex_x, apex_z, radius, depth, half, n_r, n_t)
   return Scene(plane=plane, a_mm=a, b_mm=b, skull_mm=t, center_mm=(xc, zc), angle=ang,
                flip=flip, spacing_mm=spacing, probe=probe, wall_mm=wall, psf_mm=psf,
-               top_db=rng.uniform(16.0, 26.0), dr_db=float(rng.integers(48, 66)),
+               top_db=dr_db * rng.uniform(0.55, 0.68), dr_db=dr_db,
                tgc=(rng.uniform(-4, 4), rng.uniform(0, 2.5), rng.uniform(0, 2 * math.pi)),
                reverb_db=rng.uniform(-12.0, -4.0),
-               overlays=bool(rng.random() < 0.5) if overlays is None else bool(overlays))
+               overlays=bool(rng.random() < 0.5) if overlays is None else bool(overlays),
+               looks=int(rng.integers(LOOKS[0], LOOKS[1] + 1)))
 
 
 def _head_frame(sc: Scene, x, z):
@@ -445,7 +317,7 @@ def _smooth_noise(rng, shape, cells=(5, 7)):
   return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def _backscatter(rng, fe: Fetus, sc: Scene):
+def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   """Backscatter (dB) and attenuation (dB/mm, two-way, re. tissue) on the polar grid."""
   pr = sc.probe
   r, th = pr.polar_grid()
@@ -456,13 +328,23 @@ def _backscatter(rng, fe: Fetus, sc: Scene):
   v = np.float32(v0) + r * np.cos(th + np.float32(sc.angle))
   a, b, t = sc.a_mm, sc.b_mm, sc.skull_mm
   edge = max(pr.dr_mm, (pr.radius_mm + 0.5 * pr.depth_mm) * pr.dtheta)
-  d_out = _ellipse_d(u, v, 0.0, 0.0, a, b)
-  # maternal tissue, amniotic fluid pockets and a fluid halo around the head
-  db = 3.0 * _smooth_noise(rng, shape)
+  d_out = ellipse_d(u, v, 0.0, 0.0, a, b)
+  # maternal tissue (two scales of texture and a few bright interfaces such
+  # as the uterine wall), amniotic fluid pockets, a fluid halo around the head
+  db = 3.0 * _smooth_noise(rng, shape) + 2.0 * _smooth_noise(rng, shape, (12, 16))
+  db += np.float32(rng.uniform(-3.0, 1.0))
+  x, z = pr.polar_xz()
+  fov = sc.spacing_mm * size
+  for _ in range(int(rng.integers(1, 4))):
+    cx, cz = rng.uniform(-0.5, 1.5) * fov, rng.uniform(-0.5, 1.5) * fov
+    rad = math.hypot(cx - rng.uniform(0, fov), cz - rng.uniform(0, fov))
+    d = np.abs(np.sqrt((x - np.float32(cx)) ** 2 + (z - np.float32(cz)) ** 2) - np.float32(rad))
+    part = np.clip(_smooth_noise(rng, shape, (3, 3)), 0.0, 1.0)   # arcs, not whole circles
+    paint(db, cover(d - rng.uniform(0.4, 1.0), edge) * part, np.float32(rng.uniform(4.0, 8.0)))
   pockets = _smooth_noise(rng, shape, (4, 5))
-  _paint(db, np.clip(2.0 * (pockets - 0.9), 0, 1), FLUID_DB)
+  paint(db, np.clip(2.0 * (pockets - 0.9), 0, 1), FLUID_DB)
   halo = rng.uniform(1.5, 10.0) * (1.0 + 0.7 * _smooth_noise(rng, shape, (3, 4)))
-  _paint(db, _cover(d_out - halo, 2.0), FLUID_DB)
+  paint(db, cover(d_out - halo, 2.0), FLUID_DB)
   # abdominal wall: skin, fat, fascia, muscle; slightly tilted layers
   w = sc.wall_mm
   tilt = np.float32(rng.uniform(-4.0, 4.0)) * th
@@ -471,51 +353,45 @@ def _backscatter(rng, fe: Fetus, sc: Scene):
   knots = np.array([0, 0.6, 1.0, 0.35 * w, 0.4 * w, 0.55 * w, 0.62 * w, w - 0.8, w, w + 1.5])
   vals = np.array([8, 8, -6, -6, 6, -2, 4, 2, 8, 0], np.float32) + rng.normal(0, 1.5, 10)
   wall = np.interp(depth, knots, vals).astype(np.float32)
-  _paint(db[:rows], (depth < w + 1.5).astype(np.float32), wall)
+  paint(db[:rows], (depth < w + 1.5).astype(np.float32), wall)
   # the head
   sac = sc.skull_mm + fe.sac_mm * 2.2 if fe.condition == "encephalocele" else 1.0
   idx = np.flatnonzero(d_out < sac)
   hu, hv = u.reshape(-1)[idx], v.reshape(-1)[idx]
   hdb = db.reshape(-1)[idx]
   ai, bi = a - t, b - t
-  d_in = _ellipse_d(hu, hv, 0.0, 0.0, ai, bi)
+  d_in = ellipse_d(hu, hv, 0.0, 0.0, ai, bi)
   d_o = d_out.reshape(-1)[idx]
   texture = _smooth_noise(rng, shape, (6, 8)).reshape(-1)[idx]
-  skull = np.clip(_cover(d_o, edge) - _cover(d_in, edge), 0.0, 1.0)
+  skull = np.clip(cover(d_o, edge) - cover(d_in, edge), 0.0, 1.0)
   if fe.condition == "encephalocele":
-    defect = _defect(hu, hv, a, b, fe.defect_mm)
-    skull *= 1.0 - defect
-    d_sac = _ellipse_d(hu, hv, -(a + 0.55 * fe.sac_mm), 0.0, fe.sac_mm, 0.9 * fe.sac_mm)
-    _paint(hdb, _cover(d_sac, edge), fe.brain_db + 8.0)        # skin-covered sac
-    _paint(hdb, _cover(d_sac + 0.8, edge), FLUID_DB + 3.0)
-    neck = _cover(_ellipse_d(hu, hv, -a, 0.0, 0.45 * fe.sac_mm + t, 0.5 * fe.defect_mm), edge)
-    _paint(hdb, neck * _cover(d_sac + 0.8, edge), fe.brain_db)  # herniated brain
-  _paint(hdb, _cover(d_in, edge), _brain(fe, sc.plane, hu, hv, ai, bi, texture, edge))
+    skull *= 1.0 - defect(hu, hv, a, b, fe.defect_mm)
+    d_sac = ellipse_d(hu, hv, -(a + 0.55 * fe.sac_mm), 0.0, fe.sac_mm, 0.9 * fe.sac_mm)
+    paint(hdb, cover(d_sac, edge), fe.brain_db + 8.0)        # skin-covered sac
+    paint(hdb, cover(d_sac + 0.8, edge), FLUID_DB + 3.0)
+    neck = cover(ellipse_d(hu, hv, -a, 0.0, 0.45 * fe.sac_mm + t, 0.5 * fe.defect_mm), edge)
+    paint(hdb, neck * cover(d_sac + 0.8, edge), fe.brain_db)  # herniated brain
+  paint(hdb, cover(d_in, edge), anatomy.brain(fe, sc.plane, hu, hv, ai, bi, texture, edge))
   # skull: brightest at normal incidence to the beam
   ca, sa = math.cos(sc.angle), math.sin(sc.angle)
   nu, nv = sc.flip * hu / (a * a), hv / (b * b)
   nx, nz = ca * nu - sa * nv, sa * nu + ca * nv
   tt = np.broadcast_to(th, shape).reshape(-1)[idx]
   cosi = np.abs(nx * np.sin(tt) + nz * np.cos(tt)) / (np.sqrt(nx * nx + nz * nz) + 1e-9)
-  skull_db = fe.skull_db + 10.0 * np.log10(0.12 + 0.88 * cosi * cosi)
-  _paint(hdb, skull, skull_db)
+  skull_db = fe.skull_db + 10.0 * np.log10(0.05 + 0.95 * cosi * cosi)
+  paint(hdb, skull, skull_db)
   db.reshape(-1)[idx] = hdb
   # attenuation relative to the TGC's soft tissue: bone shadows, fluid enhances
   att = np.where(db < FLUID_DB + 10.0, np.float32(-0.06), np.float32(0.0))
   sk = np.zeros(shape[0] * shape[1], np.float32)
   sk[idx] = skull
   sk = sk.reshape(shape)
-  att += np.float32(rng.uniform(2.0, 4.0)) * sk
+  att += np.float32(rng.uniform(1.0, 2.0)) * sk
   return db, att, sk
 
 
-def _defect(u, v, a, b, width_mm):
-  """Coverage of the occipital skull gap (around u = -a) of about `width_mm`."""
-  return _cover(np.abs(v) - 0.5 * width_mm, 1.0) * (u < 0)
-
-
 def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetus, sc: Scene,
-            homogeneous: bool = False):
+            size: int, homogeneous: bool = False):
   pr = sc.probe
   dr = pr.dr_mm
   if homogeneous:
@@ -523,7 +399,7 @@ def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetu
     gain_db = np.zeros_like(db)
     sk = db
   else:
-    db, att, sk = _backscatter(rng, fe, sc)
+    db, att, sk = _backscatter(rng, fe, sc, size)
     r, _ = pr.polar_grid()
     depth = (r - np.float32(pr.radius_mm)) / np.float32(pr.depth_mm)
     g1, g2, ph = sc.tgc
@@ -534,25 +410,33 @@ def _render(rng: np.random.Generator, speckle_rng: np.random.Generator, fe: Fetu
   # incoherent additive clutter: near-field reverberation, haze under the
   # near skull wall, electronic noise (added in the echo domain, so the
   # echo stays circular Gaussian and the clean image stays exact)
-  clutter = np.full_like(back, np.float32(10 ** ((sc.top_db - sc.dr_db - 4) / 10)))
+  clutter = np.zeros_like(back)
   if not homogeneous:
+    clutter += np.float32(10 ** ((sc.top_db - sc.dr_db - 4) / 10))
     r, _ = pr.polar_grid()
     d = r - np.float32(pr.radius_mm)
     rev = 10 ** (sc.reverb_db / 10) * np.exp(-d / np.float32(0.35 * sc.wall_mm + 2.0))
     band = 1.0 + 0.8 * np.cos(2 * math.pi * d / np.float32(0.5 * sc.wall_mm + 1.0)) ** 2
     clutter = clutter + (rev * band).astype(np.float32)
-    after = np.cumsum(sk > 0.5, axis=0) > 0
-    first = np.argmax(after, axis=0)[None, :]
-    past = np.arange(pr.n_r)[:, None] - first
-    haze = np.where(after, np.exp(-past * dr / 6.0), 0.0).astype(np.float32)
+    # haze starts half-way through the near skull wall, located to a fraction
+    # of a sample (a whole-sample onset would stripe the image beam by beam)
+    through = np.cumsum(sk, axis=0) * np.float32(dr)       # mm of bone crossed
+    half = np.float32(0.5 * sc.skull_mm)
+    k = np.argmax(through >= half, axis=0)
+    hit = through[-1] >= half
+    cols = np.arange(pr.n_t)
+    prev = through[np.maximum(k - 1, 0), cols]
+    step = np.maximum(through[k, cols] - prev, 1e-6)
+    onset = (k - 1 + np.clip((half - prev) / step, 0.0, 1.0)) * dr
+    past = np.arange(pr.n_r, dtype=np.float32)[:, None] * np.float32(dr) - onset[None, :]
+    haze = np.where(hit[None, :] & (past > 0), np.exp(-past / 6.0), 0.0).astype(np.float32)
     clutter += haze * np.float32(10 ** ((fe.brain_db + 4.0) / 10))
   # attenuation acts on each scatterer's echo, before the PSF sums them
   back = back * gain + clutter
   sr = sc.psf_mm[0] / dr
   r_mid = pr.radius_mm + 0.5 * pr.depth_mm
   st = sc.psf_mm[1] / (r_mid * pr.dtheta)
-  power, mean = bmode.echo(speckle_rng, back, sr, st)
-  return power, mean
+  return bmode.echo(speckle_rng, back, sr, st, looks=sc.looks)
 
 
 def _masks(sc: Scene, fe: Fetus, size: int):
@@ -563,7 +447,7 @@ def _masks(sc: Scene, fe: Fetus, size: int):
   brain = (u / (a - t)) ** 2 + (v / (b - t)) ** 2 <= 1.0
   skull = head & ~brain
   if fe.condition == "encephalocele":
-    skull &= _defect(u, v, a, b, fe.defect_mm) < 0.5
+    skull &= defect(u, v, a, b, fe.defect_mm) < 0.5
   return head.astype(np.uint8), skull.astype(np.uint8), brain.astype(np.uint8)
 
 
@@ -675,15 +559,21 @@ def _setup(seed, index, size, plane, condition, overlays):
 def _simulate(seed, index, *, size, plane, condition, overlays, speckle: int = 0) -> dict:
   """`simulate`, with a choice of speckle realisation (`speckle`; 0 is simulate's)."""
   p, fe, sc, rng = _setup(seed, index, size, plane, condition, overlays)
-  power, mean = _render(rng, _rng(seed, _SPECKLE, index, speckle), fe, sc)
+  powers, mean = _render(rng, _rng(seed, _SPECKLE, index, speckle), fe, sc, size)
   maps = sc.probe.scan_maps(size, sc.spacing_mm)
   # display values, and their expectation; both then go through the same
   # linear anti-aliasing and scan conversion, which preserve expectations
-  y = bmode.antialias(bmode.display(power, sc.top_db, sc.dr_db), sc.probe, sc.spacing_mm)
+  # compounding: the displayed value is the mean of the looks' log-compressed
+  # values (each look is fully developed speckle; the mean has the same
+  # expectation and a sqrt(looks) smaller spread, like spatial compounding)
+  y = bmode.display(powers[0], sc.top_db, sc.dr_db)
+  for look in powers[1:]:
+    y += bmode.display(look, sc.top_db, sc.dr_db)
+  y = bmode.antialias(y * np.float32(1.0 / len(powers)), sc.probe, sc.spacing_mm)
   e = bmode.antialias(bmode.expected_display(mean, sc.top_db, sc.dr_db), sc.probe,
                       sc.spacing_mm)
-  image = bmode.to_uint8(bmode.scan_convert(y, maps))
-  clean = bmode.to_uint8(bmode.scan_convert(e, maps))
+  both = bmode.scan_convert(np.dstack([y, e]), maps)   # one 2-channel remap
+  image, clean = bmode.to_uint8(both[..., 0]), bmode.to_uint8(both[..., 1])
   head, skull, brain = _masks(sc, fe, size)
   nan = float("nan")
   pl = sc.plane
@@ -711,5 +601,6 @@ def envelope(seed: int, index: int, *, size: int = 256, homogeneous: bool = True
   Returns (envelope, expected power E|z|^2), both (n_r, n_t) float32.
   """
   _, fe, sc, rng = _setup(seed, index, size, None, None, None)
-  power, mean = _render(rng, _rng(seed, _SPECKLE, index, 0), fe, sc, homogeneous=homogeneous)
-  return np.sqrt(power), mean
+  powers, mean = _render(rng, _rng(seed, _SPECKLE, index, 0), fe, sc, size,
+                        homogeneous=homogeneous)
+  return np.sqrt(powers[0]), mean

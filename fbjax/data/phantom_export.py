@@ -22,6 +22,7 @@ import pathlib
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -48,6 +49,8 @@ def ordered_map(fn: Callable, items: Iterable, *, workers: int, chunksize: int =
   ctx = multiprocessing.get_context("spawn")
   with ctx.Pool(workers) as pool:
     yield from pool.imap(fn, items, chunksize=chunksize)
+    pool.close()   # let the workers exit normally (their CPU time is then accounted)
+    pool.join()
 
 
 def _fmt(v: float, digits: int = 4) -> str:
@@ -60,12 +63,21 @@ def label_row(sim: dict) -> list[str]:
           *(_fmt(sim[k]) for k in ("hc_mm", "bpd_mm", "ofd_mm", "atrial_width_mm", "tcd_mm"))]
 
 
-def _write_png(path: pathlib.Path, arr: np.ndarray) -> None:
-  # Pillow at zlib level 1: the fastest deterministic 8-bit grey PNG writer here
-  # (masks compress 3x faster than with OpenCV's row filters).
-  buf = io.BytesIO()
-  Image.fromarray(arr, mode="L").save(buf, format="PNG", compress_level=1)
-  path.write_bytes(buf.getvalue())
+def _png_bytes(arr: np.ndarray, mask: bool = False) -> bytes:
+  """8-bit grey PNG at zlib level 1, with the faster writer for each kind (measured):
+  OpenCV for images, Pillow for masks (2-3x faster than OpenCV's row filters there)."""
+  if mask:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+  ok, enc = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+  if not ok:
+    raise ValueError(f"PNG encoding failed for an array {arr.dtype} {arr.shape}")
+  return enc.tobytes()
+
+
+def _write_png(path: pathlib.Path, arr: np.ndarray, mask: bool = False) -> None:
+  path.write_bytes(_png_bytes(arr, mask))
 
 
 def _export_one(args: tuple) -> list[str]:
@@ -76,7 +88,7 @@ def _export_one(args: tuple) -> list[str]:
   _write_png(out / "images" / name, sim["image"])
   _write_png(out / "clean" / name, sim["clean"])
   for m in MASK_NAMES:
-    _write_png(out / "masks" / m / name, sim[f"{m}_mask"] * np.uint8(255))
+    _write_png(out / "masks" / m / name, sim[f"{m}_mask"] * np.uint8(255), mask=True)
   return label_row(sim)
 
 

@@ -17,6 +17,7 @@ and batches `batch_size // process_count` examples.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -76,18 +77,55 @@ def decode_uint8(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_
   return out
 
 
-def finish(d: dict, keys: Sequence[str] = DEFAULT_KEYS) -> dict:
-  """`decode_uint8` output -> the batch layout: float images in [0, 1], zeros for absent."""
+def to_float(d: dict) -> dict:
+  """uint8 `image` (and `clean`, when present) -> float32 in [0, 1]; the rest as is."""
   out = dict(d)
-  hw = d["image"].shape
-  out["image"] = d["image"].astype(np.float32) / np.float32(255.0)
-  if "clean" in keys:
-    out["clean"] = (d["clean"].astype(np.float32) / np.float32(255.0) if "clean" in d
-                    else np.zeros(hw, np.float32))
+  for k in ("image", "clean"):
+    if k in d:
+      out[k] = d[k].astype(np.float32) / np.float32(255.0)
+  return out
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+  z = np.zeros(shape, dtype)
+  z.setflags(write=False)  # shared by every example that lacks the feature
+  return z
+
+
+def fill_absent(d: dict, keys: Sequence[str] = DEFAULT_KEYS) -> dict:
+  """Zeros (float32 for `clean`, uint8 for masks) for the features left out as absent."""
+  out = dict(d)
+  hw = tuple(d["image"].shape[:2])
+  if "clean" in keys and "clean" not in d:
+    out["clean"] = _zeros(hw, "float32")
   for m in MASKS:
     if m in keys and m not in d:
-      out[m] = np.zeros(hw, np.uint8)
+      out[m] = _zeros(hw, "uint8")
   return out
+
+
+def _is_shared_zeros(v) -> bool:
+  return (isinstance(v, np.ndarray) and not v.flags.writeable
+          and v is _zeros(tuple(v.shape), v.dtype.name))
+
+
+def batch_examples(examples: Sequence[dict]) -> dict:
+  """Stacks examples into a batch; a feature absent from every example becomes
+  one fresh `np.zeros` array instead of a stack of copies."""
+  out = {}
+  for k, first in examples[0].items():
+    vals = [e[k] for e in examples]
+    if _is_shared_zeros(first) and all(v is first for v in vals):
+      out[k] = np.zeros((len(vals), *first.shape), first.dtype)
+    else:
+      out[k] = np.stack(vals)
+  return out
+
+
+def finish(d: dict, keys: Sequence[str] = DEFAULT_KEYS) -> dict:
+  """`decode_uint8` output -> the batch layout: float images in [0, 1], zeros for absent."""
+  return fill_absent(to_float(d), keys)
 
 
 def decode(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_KEYS) -> dict:
@@ -145,6 +183,8 @@ def make_dataset(source, *, size: tuple[int, int], batch_size: int, seed: int,
     train: shuffle, augment, and drop the last partial batch.
     num_epochs: None repeats forever.
     augment: (rng, example) -> example; defaults to `augment.augment` when training.
+      It receives only the features present (absent masks / clean images are
+      added as zeros after it).
     worker_count: grain worker processes (0 = in-process threads only).
     read_threads: threads reading and decoding examples.
     cache: keep each decoded, resized example (uint8, before augmentation) in
@@ -166,16 +206,18 @@ def make_dataset(source, *, size: tuple[int, int], batch_size: int, seed: int,
   if train:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
-  if cache:
-    ds = ds.map(lambda d: finish(d, keys))
-  else:
-    ds = ds.map(lambda ex: decode(ex, size, keys))
+  if not cache:
+    ds = ds.map(lambda ex: decode_uint8(ex, size, keys))
+  ds = ds.map(to_float)
   if train:
+    # Augmentation sees only the features present: absent masks and clean
+    # images are filled with zeros after it (no work spent warping zeros).
     aug = augment or augment_lib.augment
     ds = ds.random_map(lambda ex, rng: aug(rng, ex), seed=seed + 1)
+  ds = ds.map(lambda d: fill_absent(d, keys))
   drop = train if drop_remainder is None else drop_remainder
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64))
-  ds = ds.batch(batch_size // process_count, drop_remainder=drop)
+  ds = ds.batch(batch_size // process_count, drop_remainder=drop, batch_fn=batch_examples)
   if worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return ds

@@ -7,7 +7,11 @@
 small in-memory set that needs no building), `config` (the builder config,
 e.g. "tiny"/"small"/"full" for the phantom), `data_dir` (where built data
 lives; default `default_data_dir()`), `manual_dir` (raw files for builders of
-real data), `size` (the network grid (H, W), used by the pipeline).
+real data), `size` (the network grid (H, W), used by the pipeline), and two
+optional label specs: `label_defaults` ("abnormal=0,condition=0": unknown
+labels take these values, e.g. screening images taken as normal) and `where`
+("abnormal=0": keep only these examples, e.g. an autoencoder trained on
+normal images only).
 
 The "toy" source is a list of examples in the decoded tfds feature layout
 (what `tfds.data_source` returns: images (H, W, 1) uint8, labels int,
@@ -99,10 +103,100 @@ def get_source(data, split: str):
     n = data.get("num_examples", 64)
     if split != "train":
       n = max(8, n // 4)
-    return toy_source(split, n, tuple(data.get("source_size", data.size)), data.get("seed", 0))
+    source = toy_source(split, n, tuple(data.get("source_size", data.size)),
+                        data.get("seed", 0))
+    return filtered(source, data)
   if name not in builders.available():
     raise KeyError(f"unknown data set {name!r}; available: {[TOY, *builders.available()]}")
   # Images stay PNG bytes until `pipeline.decode`, which skips absent masks.
-  return builders.data_source(name, split, data_dir=data.get("data_dir") or default_data_dir(),
-                              config=data.get("config") or None,
-                              manual_dir=data.get("manual_dir") or None, decode_images=False)
+  source = builders.data_source(name, split, data_dir=data.get("data_dir") or default_data_dir(),
+                                config=data.get("config") or None,
+                                manual_dir=data.get("manual_dir") or None, decode_images=False)
+  return filtered(source, data)
+
+
+# ---------------------------------------------------------------------------
+# Label defaults and selections (`config.data.label_defaults`, `config.data.where`)
+# ---------------------------------------------------------------------------
+
+LABEL_KEYS = ("plane", "abnormal", "condition")
+
+
+def parse_labels(spec: str) -> dict[str, int]:
+  """"abnormal=0,condition=0" -> {"abnormal": 0, "condition": 0} (label names checked)."""
+  out = {}
+  for item in filter(None, (s.strip() for s in str(spec or "").split(","))):
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    if not eq or key not in LABEL_KEYS:
+      raise ValueError(f"bad label spec {item!r} in {spec!r}: expected NAME=INT with NAME one "
+                       f"of {LABEL_KEYS}")
+    out[key] = int(value)
+  return out
+
+
+class Relabelled:
+  """A source whose unknown labels (-1) are replaced by `defaults`.
+
+  E.g. routine screening images without anomaly labels (HC18, FETAL_PLANES_DB)
+  taken as normal: `Relabelled(source, {"abnormal": 0, "condition": 0})`.
+  """
+
+  def __init__(self, source, defaults: dict[str, int]):
+    self._source, self._defaults = source, dict(defaults)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i):
+    ex = dict(self._source[i])
+    for k, v in self._defaults.items():
+      if int(ex.get(k, -1)) < 0:
+        ex[k] = v
+    return ex
+
+  def __repr__(self) -> str:
+    return f"Relabelled({self._source!r}, {self._defaults})"
+
+
+class Subset:
+  """Random access to `source[indices[i]]`."""
+
+  def __init__(self, source, indices):
+    self._source, self.indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return int(self.indices.size)
+
+  def __getitem__(self, i):
+    return self._source[int(self.indices[i])]
+
+  def __repr__(self) -> str:
+    return f"Subset({len(self)} of {self._source!r})"
+
+
+def label_table(source, keys=LABEL_KEYS) -> dict[str, np.ndarray]:
+  """{label: (N,) int array} read from every example (image bytes are not decoded)."""
+  rows = [source[i] for i in range(len(source))]
+  return {k: np.array([int(r.get(k, -1)) for r in rows], np.int64) for k in keys}
+
+
+def select(source, where: dict[str, int]):
+  """The examples whose labels equal every value of `where`; an empty result is an error."""
+  if not where:
+    return source
+  table = label_table(source, tuple(where))
+  keep = np.ones(len(source), bool)
+  for k, v in where.items():
+    keep &= table[k] == v
+  if not keep.any():
+    raise ValueError(f"no example of {source!r} has labels {where}")
+  return Subset(source, np.nonzero(keep)[0])
+
+
+def filtered(source, data):
+  """Applies `data.label_defaults` then `data.where` (both optional label specs)."""
+  defaults = parse_labels(data.get("label_defaults", ""))
+  if defaults:
+    source = Relabelled(source, defaults)
+  return select(source, parse_labels(data.get("where", "")))

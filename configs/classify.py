@@ -1,0 +1,185 @@
+r"""Plane / abnormal / condition heads on the autoencoder's encoder.
+
+Arguments (the part of `--config` after the colon, comma separated):
+  data=phantom    the phantom (`fetal_brain_synth`): planes, 11 conditions
+  data=real       fetal brain abnormalities (abnormal, 16 conditions, planes of the
+                  normal images) + FETAL_PLANES_DB (planes) + HC18 (screening images
+                  taken as normal: a second source of normal images, against the
+                  source shortcut of the abnormalities set)
+  data=mix        both, with the per-source weights of `config.sources.*.weight`
+  variant=finetune  (default) the encoder is trained with the heads
+  variant=frozen    the encoder is kept as initialised; only the heads learn
+  size=N          the network grid N x N (default 128; demo 64)
+  init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
+                  and, trained on normal images only, it gives the anomaly score
+  demo            phantom `small` at 64 px, CI-sized model: ~2 minutes on 2 CPU cores
+  runlocal        phantom `tiny`, tiny model: seconds
+
+  python -m launch.train --config configs/classify.py:data=phantom,init_from=~/runs/ae_normal \
+      --workdir ~/runs/cls_phantom
+  python -m launch.train --config configs/classify.py:data=real,init_from=~/runs/ae_real \
+      --config.real_data=../shared/data --workdir ~/runs/cls_real
+  python -m launch.train --config configs/classify.py:data=real,variant=frozen,init_from=DIR \
+      --config.real_data=../shared/data --workdir ~/runs/cls_real_frozen
+  python -m launch.train --config configs/classify.py:demo,init_from=/tmp/ae_demo \
+      --workdir /tmp/cls_demo
+  python -m launch.train --config configs/classify.py:runlocal --workdir /tmp/cls_local
+  python -m launch.sweep --config configs/classify.py:data=real --workdir ~/runs/cls_sweep
+
+The autoencoder for `init_from` (normal images only, see `configs/autoencoder.py`):
+
+  python -m launch.train --config configs/autoencoder.py:variant=default \
+      --config.data.where=abnormal=0 --workdir ~/runs/ae_normal
+  # real normal images (three sources): this trainer with no heads and a reconstruction loss
+  python -m launch.train --config configs/classify.py:data=real,variant=autoencoder \
+      --config.real_data=../shared/data --workdir ~/runs/ae_real
+
+`config.sources` holds one data block per source (`fbjax.data.sources`): its
+`weight` (share of a training epoch; 0 = not trained on), `tasks` (the labels
+learnt from it; others are masked out) and `eval` (validated on during
+training). Condition logits cover `config.condition_classes`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from configs import common
+from fbjax.data import labels
+
+# The sixteen classes of the fetal brain abnormalities set, in fbjax's order.
+REAL_CONDITIONS = tuple(c for c in labels.CONDITIONS if c not in (
+    "microcephaly", "absent_csp"))
+TASKS = ("plane", "abnormal", "condition")
+VARIANTS = ("finetune", "frozen", "autoencoder")
+
+
+def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
+  block = common.data(name, size=size, **kw)
+  block.weight = weight
+  block.tasks = tuple(tasks)
+  block.eval = evaluate
+  if real is not None:
+    block.manual_dir = real
+  return block
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, variant="finetune", runlocal=False, demo=False, data="phantom",
+                         init_from="", size=0)
+  if arg.variant not in VARIANTS:
+    raise KeyError(f"unknown variant {arg.variant!r}; expected one of {VARIANTS}")
+  if arg.data not in ("phantom", "real", "mix"):
+    raise KeyError(f"unknown data {arg.data!r}; expected phantom, real or mix")
+  c = common.base(arg)
+  c.trainer = "classify"
+  c.variant = arg.variant
+  size = (128, 128)
+  c.image_size = size
+
+  # Real data: `--config.real_data=DIR` (DIR holds fetal_brain_abnormalities/, ...).
+  c.real_data = ml_collections.FieldReference(os.environ.get("FBJAX_REAL_DATA", ""))
+  real = c.get_ref("real_data")
+  c.sources = ml_collections.ConfigDict()
+  use_phantom = arg.data in ("phantom", "mix")
+  use_real = arg.data in ("real", "mix")
+  c.sources.phantom = _source("fetal_brain_synth:small", size, weight=1.0 if use_phantom else 0.0,
+                              evaluate=use_phantom)
+  c.sources.fba = _source("fetal_brain_abnormalities", size, weight=0.6 if use_real else 0.0,
+                          evaluate=use_real, real=real)
+  c.sources.fpdb = _source("fetal_planes_db", size, weight=0.15 if use_real else 0.0,
+                           tasks=("plane",), evaluate=use_real, real=real)
+  c.sources.hc18 = _source("hc18", size, weight=0.25 if use_real else 0.0,
+                           tasks=("abnormal", "condition"), evaluate=use_real, real=real,
+                           label_defaults="abnormal=0,condition=0")
+  if arg.data == "mix":
+    c.sources.phantom.weight = 0.4
+  c.condition_classes = {"phantom": labels.PHANTOM_CONDITIONS, "real": REAL_CONDITIONS,
+                         "mix": labels.CONDITIONS}[arg.data]
+  c.tasks = TASKS
+
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.num_epochs = 30
+  c.model = dict(
+      ae=dict(arch="resnet", channels=1, widths=(32, 64, 128), blocks=1, latent_channels=32,
+              latent_dim=256, groups=8),
+      features=("latent", "map_mean", "map_max"), hidden=128, dropout=0.2, feature_norm=True)
+  c.loss = dict(plane=1.0, abnormal=1.0, condition=1.0, recon=0.0, label_smoothing=0.05)
+  # Class weights per head from the training label counts: none | inverse | inverse_sqrt.
+  c.class_weighting = "inverse_sqrt"
+  c.init_from = arg.init_from     # autoencoder workdir ("" = random initialisation)
+  c.freeze_encoder = arg.variant == "frozen"
+  c.encoder_lr_mult = 1.0         # learning-rate factor of a fine-tuned encoder
+  c.optimizer = dict(name="adam", lr=1e-3, b1=0.9, b2=0.999, weight_decay=1e-4,
+                     grad_clip=1.0, schedule="warmup_cosine", warmup_epochs=1.0,
+                     end_lr_fraction=0.01)
+  # Unsupervised anomaly score from the autoencoder trained on normal images only
+  # (`ae_workdir`; "" = `init_from`), calibrated on normal validation images.
+  c.anomaly = dict(ae_workdir="", specificity=0.95, score="mahalanobis", shrinkage=-1.0,
+                   max_fit_images=2000)
+  c.decision_specificity = 0.95  # abnormal-head threshold, on normal validation images
+  c.num_images = 8
+
+  if arg.variant == "frozen":
+    c.model.dropout = 0.0
+    c.optimizer.lr = 3e-3
+  if arg.variant == "autoencoder":
+    # No heads: a reconstruction-only autoencoder over the (normal) images of every source,
+    # e.g. the anomaly model for real data.
+    c.tasks = ()
+    c.loss.recon = 1.0
+    c.class_weighting = "none"
+    for s in c.sources.values():
+      s.where = "abnormal=0"
+      s.label_defaults = "abnormal=0,condition=0" if s.name != "fetal_brain_abnormalities" \
+          else ""
+      s.tasks = ()
+    c.anomaly.ae_workdir = "none"
+
+  if arg.demo:
+    # The main job's size: 64 px phantom, a small encoder; ~2 minutes on 2 CPU cores.
+    c.image_size = (64, 64)
+    c.model.ae = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
+                      latent_channels=16, latent_dim=64, groups=8)
+    c.model.hidden = 64
+    c.batch_size = 32
+    c.num_epochs = 4
+    c.log_every = 10
+    c.eval_every = 0
+    c.anomaly.max_fit_images = 600
+
+  if arg.runlocal:
+    c.image_size = (32, 32)
+    c.sources.phantom = _source("fetal_brain_synth:tiny", c.image_size, weight=1.0,
+                                evaluate=True)
+    for k in ("fba", "fpdb", "hc18"):
+      c.sources[k].weight, c.sources[k].eval = 0.0, False
+    c.condition_classes = labels.PHANTOM_CONDITIONS
+    c.model.ae = dict(arch="resnet", channels=1, widths=(8, 16), blocks=1, latent_channels=8,
+                      latent_dim=16, groups=4)
+    c.model.hidden = 16
+    c.batch_size = 8
+    c.num_epochs = 2
+  if arg.size:
+    c.image_size = (int(arg.size), int(arg.size))
+  for s in c.sources.values():
+    s.size = tuple(c.image_size)   # the trainer reads every source at `image_size`
+  return c
+
+
+def sweep():
+  """Frozen vs fine-tuned x class weighting x joint reconstruction x learning rate."""
+  runs = []
+  for variant in ("finetune", "frozen"):
+    for weighting in ("none", "inverse_sqrt", "inverse"):
+      runs.append({"arg": f"data=real,variant={variant}", "class_weighting": weighting})
+  for recon in (0.1, 1.0):
+    runs.append({"arg": "data=real", "loss.recon": recon})
+  for lr in (3e-4, 3e-3):
+    runs.append({"arg": "data=real", "optimizer.lr": lr})
+  for phantom_weight in (0.2, 0.4):
+    runs.append({"arg": "data=mix", "sources.phantom.weight": phantom_weight})
+  return runs

@@ -1,0 +1,207 @@
+"""The HTML report of a prediction run (`fbjax.predict.run` writes it as `report.html`).
+
+Sections: counts (images, errors, planes, conditions, flags, segmentation
+quality), distributions (abnormal probability, anomaly score, head
+circumference, uncertainty), thumbnails of the most abnormal and the least
+certain images, and occlusion maps of where the abnormal head looks, with the
+share of each map that falls on the predicted head. Figures are PNG files in
+`report_files/`; the page links the overlays in `overlays/`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import pathlib
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fbjax import plots, saliency
+from fbjax.data import preprocess
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:left}th{background:#f4f4f4}.grid{display:flex;flex-wrap:wrap;gap:10px}
+.card{width:200px;font-size:12px}.card img{width:200px;border:1px solid #ddd}
+.figs img{margin:4px;border:1px solid #eee}h2{margin-top:28px}.small{color:#666;font-size:12px}
+"""
+
+
+def _table(d: dict, head=("", "count")) -> str:
+  rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_v(v))}</td></tr>"
+                 for k, v in d.items())
+  return f"<table><tr><th>{head[0]}</th><th>{head[1]}</th></tr>{rows}</table>"
+
+
+def _v(v) -> str:
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return str(v)
+
+
+def _save(folder: pathlib.Path, name: str, rgb: np.ndarray) -> str:
+  cv2.imwrite(os.fspath(folder / name), np.ascontiguousarray(rgb[..., ::-1]))
+  return f"{folder.name}/{name}"
+
+
+def _card(out: pathlib.Path, r: dict, extra: str = "") -> str:
+  src = f"overlays/{r['overlay']}" if r.get("overlay") else ""
+  img = f'<a href="{src}"><img src="{src}" loading="lazy"></a>' if src else ""
+  name = html.escape(pathlib.Path(r["file"]).name)
+  bits = [f"<b>{name}</b>"]
+  if r.get("plane"):
+    bits.append(f"plane {r['plane']} ({r['plane_prob']:.2f})")
+  if isinstance(r.get("abnormal_prob"), float) and math.isfinite(r["abnormal_prob"]):
+    bits.append(f"abnormal {r['abnormal_prob']:.2f}; {html.escape(str(r.get('condition', '')))}")
+  if isinstance(r.get("anomaly_score"), float) and math.isfinite(r["anomaly_score"]):
+    bits.append(f"anomaly score {r['anomaly_score']:.2f}")
+  if extra:
+    bits.append(extra)
+  return f'<div class="card">{img}<br>{"<br>".join(bits)}</div>'
+
+
+def _finite(rows, key):
+  v = np.array([r.get(key, math.nan) for r in rows], np.float64)
+  return v[np.isfinite(v)]
+
+
+def occlusion_figures(predictor, rows: list[dict], folder: pathlib.Path, num: int) -> list[dict]:
+  """Occlusion maps of the abnormal logit for the `num` most abnormal images."""
+  clf = predictor.clf
+  if clf is None or "abnormal" not in clf.tasks or num <= 0:
+    return []
+  ranked = sorted((r for r in rows if math.isfinite(r.get("abnormal_prob", math.nan))),
+                  key=lambda r: -r["abnormal_prob"])[:num]
+  if not ranked:
+    return []
+  logit = clf.logit_fn("abnormal", 1)
+  params = jax.tree.map(jnp.asarray, clf.params)
+  bs = 64
+  fn = jax.jit(lambda x: logit(params, x))
+
+  def score(batch):
+    n = len(batch)
+    pad = np.zeros((bs, *batch.shape[1:]), np.float32)
+    out = []
+    for i in range(0, n, bs):
+      chunk = batch[i:i + bs]
+      pad[: len(chunk)] = chunk
+      out.append(np.asarray(fn(jnp.asarray(pad)))[: len(chunk)])
+    return np.concatenate(out)
+
+  size = tuple(clf.size)
+  patch = max(4, size[0] // 8)
+  figs = []
+  for r in ranked:
+    item = predictor.prepare(pathlib.Path(r["file"]))
+    grid = item.grids[size]
+    heat = saliency.occlusion_map(score, grid, patch=patch, stride=max(2, patch // 2))
+    frac = math.nan
+    if predictor.seg is not None:
+      out = predictor.infer([item])
+      head = out["seg"][0][..., 0]
+      g_seg = item.geometries[tuple(predictor.seg.size)]
+      g_cls = item.geometries[size]
+      mask = preprocess.unletterbox((head > 0.5).astype(np.uint8), g_seg, nearest=True)
+      mask, _ = preprocess.letterbox(mask, size, nearest=True, geometry=g_cls)
+      frac = saliency.inside_fraction(heat, mask)
+    pic = np.concatenate([plots.to_rgb_uint8(grid), plots.heatmap_overlay(grid, heat)], axis=1)
+    name = "occlusion_" + (r.get("overlay") or f"{len(figs)}.png")
+    figs.append({"row": r, "src": _save(folder, name, pic), "inside_head": frac})
+  return figs
+
+
+def write(out: pathlib.Path, rows: list[dict], errors: list[dict], summary: dict, predictor,
+          *, num_images: int = 12, num_saliency: int = 6) -> pathlib.Path:
+  out = pathlib.Path(out)
+  folder = out / "report_files"
+  folder.mkdir(exist_ok=True)
+  parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>fbjax report</title>"
+           f"<style>{STYLE}</style></head><body><h1>fbjax prediction report</h1>"]
+  t = summary.get("timing", {})
+  parts.append(f"<p class='small'>model {html.escape(summary.get('workdir', ''))}; "
+               f"segmentation {html.escape(summary.get('seg_workdir', '') or 'none')}; "
+               f"{t.get('images_per_s', math.nan):.1f} images/s on "
+               f"{html.escape(str(t.get('device', '')))}</p>")
+
+  # Counts.
+  counts = {"images": summary["images"], "predicted": summary["predicted"],
+            "unreadable (errors.csv)": summary["errors"]}
+  if "abnormal_flagged" in summary:
+    counts[f"abnormal (probability > {summary['abnormal_threshold']:.3g})"] = \
+        summary["abnormal_flagged"]
+  if "anomaly_flagged" in summary:
+    counts[f"anomalous ({summary['anomaly_score_kind']} > {summary['anomaly_threshold']:.3g}, "
+           f"{summary['anomaly_calibration_specificity']:.0%} specificity on normal "
+           "validation images)"] = summary["anomaly_flagged"]
+  parts.append("<h2>Counts</h2><div class='grid'>" + _table(counts))
+  for k, title in (("plane_counts", "plane"), ("condition_counts", "condition"),
+                   ("seg_quality_counts", "segmentation quality")):
+    if k in summary:
+      parts.append(_table(summary[k], (title, "images")))
+  parts.append("</div>")
+  if errors:
+    shown = errors[:50]
+    parts.append(f"<h3>Unreadable files ({len(errors)})</h3><table><tr><th>file</th>"
+                 "<th>reason</th></tr>" + "".join(
+                     f"<tr><td>{html.escape(e['file'])}</td><td>{html.escape(e['reason'])}"
+                     "</td></tr>" for e in shown) + "</table>")
+
+  # Distributions.
+  figs = []
+  for key, title, thr in (("abnormal_prob", "abnormal probability",
+                           summary.get("abnormal_threshold")),
+                          ("anomaly_score", "anomaly score", summary.get("anomaly_threshold")),
+                          ("hc_mm", "head circumference (mm)", None),
+                          ("hc_px", "head circumference (px)", None),
+                          ("uncertainty", "uncertainty (mean normalised entropy)", None)):
+    v = _finite(rows, key)
+    if v.size:
+      img = plots.histogram_image(v, title=f"{title} (n={v.size})", threshold=thr)
+      figs.append(_save(folder, f"hist_{key}.png", img))
+  if figs:
+    parts.append("<h2>Distributions</h2><div class='figs'>"
+                 + "".join(f"<img src='{f}'>" for f in figs) + "</div>")
+
+  # Thumbnails.
+  if rows:
+    key = "abnormal_prob" if _finite(rows, "abnormal_prob").size else "anomaly_score"
+    top = sorted((r for r in rows if math.isfinite(r.get(key, math.nan))),
+                 key=lambda r: -r[key])[:num_images]
+    if top:
+      parts.append(f"<h2>Most abnormal ({key})</h2><div class='grid'>"
+                   + "".join(_card(out, r) for r in top) + "</div>")
+    unsure = sorted((r for r in rows if math.isfinite(r.get("uncertainty", math.nan))),
+                    key=lambda r: -r["uncertainty"])[:num_images]
+    if unsure:
+      parts.append("<h2>Least certain (highest mean normalised entropy)</h2><div class='grid'>"
+                   + "".join(_card(out, r, f"uncertainty {r['uncertainty']:.2f}")
+                             for r in unsure) + "</div>")
+
+  # Where the abnormal head looks.
+  occ = occlusion_figures(predictor, rows, folder, num_saliency)
+  if occ:
+    fr = np.array([o["inside_head"] for o in occ], np.float64)
+    note = (f"mean share of the positive occlusion evidence on the predicted head: "
+            f"{np.nanmean(fr):.2f}" if np.isfinite(fr).any() else
+            "no segmentation model: the head is not outlined")
+    summary["occlusion_inside_head_mean"] = float(np.nanmean(fr)) if np.isfinite(fr).any() \
+        else math.nan
+    parts.append("<h2>Where the abnormal head looks (occlusion)</h2><p class='small'>Each map "
+                 "shows how much the abnormal logit drops when a square patch is blanked out "
+                 f"(red = evidence for abnormal); {note}.</p><div class='grid'>" + "".join(
+                     f"<div class='card' style='width:400px'><img style='width:400px' "
+                     f"src='{o['src']}'><br>{html.escape(pathlib.Path(o['row']['file']).name)}"
+                     f" abnormal {o['row']['abnormal_prob']:.2f}"
+                     + (f", {o['inside_head']:.0%} on the head" if math.isfinite(
+                         o["inside_head"]) else "") + "</div>" for o in occ) + "</div>")
+  parts.append("<p class='small'>Files: predictions.csv (one row per image), errors.csv, "
+               "overlays/, summary.json.</p></body></html>")
+  path = out / "report.html"
+  path.write_text("\n".join(parts))
+  return path

@@ -1,0 +1,69 @@
+"""Helpers for the classification tests: a trained-looking workdir without training."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import classify as classify_config
+from configs import common
+from fbjax import anomaly, tracking
+from fbjax import checkpoint as ckpt_lib
+from fbjax.models import autoencoder
+from fbjax.trainers import classify
+
+AE = dict(arch="resnet", channels=1, widths=(4, 8), blocks=1, latent_channels=4, latent_dim=8,
+          groups=2)
+
+
+def tiny_config(size=(32, 32)):
+  """The classify runlocal config on the in-memory toy data at `size`, CI-sized."""
+  c = classify_config.get_config("runlocal")
+  c.image_size = size
+  c.sources.phantom = common.data("toy", size=size, num_examples=32)
+  c.sources.phantom.update(weight=1.0, tasks=("plane", "abnormal", "condition"), eval=True)
+  c.model.ae = dict(AE)
+  c.model.hidden = 0
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_images = 2
+  c.total_steps = 3
+  c.log_every = 1
+  c.checkpoint_every = 100
+  c.wandb.mode = "disabled"
+  return c
+
+
+def random_params(model, size, seed: int = 0):
+  """Parameters of `model`'s structure drawn with numpy (no compilation: instant)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *size, 1)))["params"]
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+
+
+def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True):
+  """Writes config.json, a checkpoint of random heads and an anomaly model (no training)."""
+  config = config or tiny_config()
+  model = classify.make_model(config)
+  size = tuple(config.image_size)
+  params = random_params(model, size, seed)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt": {},
+           "rng": jax.random.key_data(jax.random.key(1))}
+  writer = tracking.Writer(path, config, enabled=True)
+  writer.close()
+  mngr = ckpt_lib.manager(path, async_save=False)
+  ckpt_lib.save(mngr, 0, state, force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  if with_anomaly:
+    ae_model = autoencoder.Model(**config.model.ae)
+    ae_params = random_params(ae_model, size, seed + 2)
+    ae = anomaly.Autoencoder(model=dict(config.model.ae), params=ae_params,
+                             enhance={"chain": "none"}, size=size)
+    feats = np.random.default_rng(seed).normal(size=(64, 4 * 2 + 8))
+    am = anomaly.AnomalyModel(ae=ae, gaussian=anomaly.Gaussian.fit(feats),
+                              thresholds={"mahalanobis": 5.0, "recon": 0.1},
+                              specificity=0.95)
+    anomaly.save(am, path)
+  return path

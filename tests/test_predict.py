@@ -1,0 +1,125 @@
+"""launch/predict's library: every file gets a row or an error row; biometry maps back."""
+
+import csv
+import math
+
+import cv2
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from fbjax import predict
+from tests import classify_util
+
+SEG_SIZE = (32, 48)
+RADIUS = 5.0   # head circle on the segmentation grid (grid pixels)
+
+
+def _circle_segmenter():
+  """Head = a disc of radius RADIUS at the grid centre (exact 0.5 iso-line); skull, brain."""
+  h, w = SEG_SIZE
+  yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+  d = np.sqrt((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2)
+  head = special.expit((RADIUS - d) * 4)
+  brain = special.expit((RADIUS - 1.5 - d) * 4)
+  probs = jnp.asarray(np.stack([head, head - brain, brain], -1))
+
+  def fn(images):
+    return jnp.broadcast_to(probs, (images.shape[0], *probs.shape))
+
+  return predict.Segmenter(size=SEG_SIZE, predict=fn, method="direct")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  d = tmp_path_factory.mktemp("inputs")
+  rng = np.random.default_rng(0)
+  good = {"a_grey.png": (rng.uniform(0, 255, (100, 200))).astype(np.uint8),
+          "b_rgb.jpg": rng.uniform(0, 255, (150, 100, 3)).astype(np.uint8),
+          "c_sixteen.png": rng.uniform(0, 65535, (90, 120)).astype(np.uint16),
+          "d_rgba.png": rng.uniform(0, 255, (64, 64, 4)).astype(np.uint8),
+          "sub/e_grey.png": rng.uniform(0, 255, (80, 80)).astype(np.uint8)}
+  for name, arr in good.items():
+    (d / name).parent.mkdir(exist_ok=True)
+    assert cv2.imwrite(str(d / name), arr)
+  data = (d / "a_grey.png").read_bytes()
+  (d / "corrupt.png").write_bytes(data[: len(data) // 2])
+  (d / "empty.jpg").write_bytes(b"")
+  (d / "notes.txt").write_text("not an image\n")
+  (d / "spacing.csv").write_text("filename,pixel size(mm)\na_grey.png,0.2\nb_rgb.jpg,0.1\n")
+  return d, good
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return classify_util.fake_workdir(tmp_path_factory.mktemp("cls"))
+
+
+def _read(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_every_file_gets_a_row_or_an_error_and_biometry_maps_back(folder, workdir, tmp_path):
+  d, good = folder
+  out = tmp_path / "out"
+  spacing = predict.read_spacing_csv(d / "spacing.csv")
+  summary = predict.run(workdir, None, d, out, spacing_csv=str(d / "spacing.csv"),
+                        batch_size=4, segmenter=_circle_segmenter(), progress=False,
+                        num_saliency=1, num_report_images=3, log=lambda s: None)
+  rows, errors = _read(out / "predictions.csv"), _read(out / "errors.csv")
+  files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+  got = sorted([r["file"] for r in rows] + [e["file"] for e in errors])
+  assert got == sorted(str(d / f) for f in files)            # every file, exactly once
+  assert {r["file"] for r in rows} == {str(d / f) for f in good} | {str(d / "spacing.csv")} \
+      - {str(d / "spacing.csv")}
+  reasons = {e["file"].rsplit("/", 1)[1]: e["reason"] for e in errors}
+  assert set(reasons) == {"corrupt.png", "empty.jpg", "notes.txt", "spacing.csv"}
+  assert "truncated" in reasons["corrupt.png"] and "empty" in reasons["empty.jpg"]
+  assert summary["predicted"] == len(good) and summary["errors"] == 4
+  for r in rows:
+    name = r["file"].split("/")[-1]
+    h, w = (int(r["height"]), int(r["width"]))
+    assert (h, w) == good[[k for k in good if k.endswith(name)][0]].shape[:2]
+    # The grid circle of radius RADIUS maps back to RADIUS / scale original pixels.
+    scale = min(SEG_SIZE[0] / h, SEG_SIZE[1] / w)
+    want_px = 2 * math.pi * RADIUS / scale
+    assert float(r["hc_px"]) == pytest.approx(want_px, rel=0.01)
+    assert float(r["bpd_px"]) == pytest.approx(2 * RADIUS / scale, rel=0.01)
+    if name in spacing:
+      assert float(r["hc_mm"]) == pytest.approx(float(r["hc_px"]) * spacing[name], rel=1e-4)
+    else:
+      assert r["hc_mm"] == ""
+    assert r["seg_quality"] == "ok" and float(r["ellipse_dice"]) > 0.95
+    assert r["plane"] in ("TT", "TC", "TV", "other")
+    assert 0 <= float(r["abnormal_prob"]) <= 1 and r["abnormal"] in ("0", "1")
+    assert float(r["anomaly_score"]) > 0 and r["anomaly"] in ("0", "1")
+    assert (out / "overlays" / r["overlay"]).exists()
+  report = (out / "report.html").read_text()
+  assert "Most abnormal" in report and "occlusion" in report and "notes.txt" in report
+
+
+def test_fixed_batch_shape_compiles_once(folder, workdir, tmp_path):
+  d, _ = folder
+  p = predict.Predictor(workdir, segmenter=_circle_segmenter(), batch_size=3)
+  rows = [r for kind, r in predict.iterate(p, predict.list_inputs(d)) if kind == "row"]
+  assert len(rows) == 5                       # 5 good images in batches of 3: one padded
+  assert p._run._cache_size() == 1  # noqa: SLF001
+
+
+def test_inputs_glob_and_spacing_errors(folder, tmp_path):
+  d, _ = folder
+  assert [p.name for p in predict.list_inputs(str(d / "*.png"))] == [
+      "a_grey.png", "c_sixteen.png", "corrupt.png", "d_rgba.png"]
+  with pytest.raises(FileNotFoundError, match="no such folder"):
+    predict.list_inputs(str(tmp_path / "nothing*.png"))
+  bad = tmp_path / "bad.csv"
+  bad.write_text("name,value\nx,1\n")
+  with pytest.raises(ValueError, match="file column"):
+    predict.read_spacing_csv(bad)
+  bad.write_text("file,spacing_mm\nx.png,abc\n")
+  with pytest.raises(ValueError, match="not a number"):
+    predict.read_spacing_csv(bad)
+  assert predict.spacing_for(d / "x.png", None, 0.3) == 0.3
+  assert math.isnan(predict.spacing_for(d / "x.png", {}, None))

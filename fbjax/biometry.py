@@ -216,6 +216,16 @@ def sampson_distance(coef, pts: np.ndarray) -> np.ndarray:
   return np.abs(q) / np.maximum(np.sqrt(gx * gx + gy * gy), 1e-12)
 
 
+def _sampson_batch(coefs: np.ndarray, pts: np.ndarray) -> np.ndarray:
+  """`sampson_distance` of n points to I conics at once, as matrix products: (I, n)."""
+  x, y = pts[:, 0], pts[:, 1]
+  one = np.ones_like(x)
+  q = coefs @ np.stack([x * x, x * y, y * y, x, y, one])
+  gx = coefs[:, [0, 1, 3]] @ np.stack([2.0 * x, y, one])
+  gy = coefs[:, [1, 2, 4]] @ np.stack([x, 2.0 * y, one])
+  return np.abs(q) / np.maximum(np.sqrt(gx * gx + gy * gy), 1e-12)
+
+
 def fit_direct(pts) -> Ellipse | None:
   """Algebraic least-squares ellipse through >= 5 points; None if degenerate."""
   pts = np.asarray(pts, np.float64).reshape(-1, 2)
@@ -254,12 +264,14 @@ def _direct_conics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_ransac(pts, *, threshold: float = 1.0, iterations: int = 200, sample_size: int = 6,
                seed: int = 0, min_inlier_fraction: float = 0.3,
-               max_score_points: int = 256) -> Ellipse | None:
+               max_score_points: int = 128, refits: int = 5) -> Ellipse | None:
   """RANSAC over direct fits, scored by inliers within `threshold` px (Sampson).
 
   All `iterations` hypotheses are drawn from and scored on an evenly spaced
   subset of at most ~`max_score_points` points, at once (vectorised); the
-  winner's inliers among all points are refitted.
+  winner's inliers among all points are refitted, and refitted again on the
+  inliers of that fit until the inlier set stops changing (`refits` times at
+  most).
   The consensus set is refitted by direct least squares, then the inliers of
   that fit are refitted once more. Deterministic for a given seed. Falls back
   to the plain direct fit when too few points agree.
@@ -273,20 +285,26 @@ def fit_ransac(pts, *, threshold: float = 1.0, iterations: int = 200, sample_siz
   u, m, s = _normalise(pts)
   sub = u[::max(1, n // max_score_points)]  # hypotheses drawn and scored on a subset
   rng = np.random.default_rng(seed)
-  idx = np.argpartition(rng.random((iterations, len(sub))), sample_size, axis=1)
-  coefs, ok = _direct_conics(sub[idx[:, :sample_size]])
-  d = sampson_distance(coefs.T[:, :, None], sub[None])      # (I, len(sub))
+  # Samples drawn with replacement: a repeated point leaves >= 5 distinct ones
+  # (still one conic) or a degenerate sample that is flagged and skipped.
+  idx = rng.integers(0, len(sub), (iterations, sample_size))
+  coefs, ok = _direct_conics(sub[idx])
+  d = _sampson_batch(coefs, sub)                            # (I, len(sub))
   counts = np.where(ok, (d < threshold / s).sum(axis=1), -1)
   best = int(np.argmax(counts))
   if counts[best] < max(5, min_inlier_fraction * len(sub)):
     return fit_direct(pts)
   inl = sampson_distance(coefs[best], u) < threshold / s
   e = fit_direct(pts[inl])
-  if e is None:
-    return None
-  inl = sampson_distance(e.conic(), pts) < threshold
-  if inl.sum() >= max(5, min_inlier_fraction * n):
-    e = fit_direct(pts[inl]) or e
+  # Local optimisation: refit on the inliers of the current fit until the
+  # inlier set settles, so the result depends little on the winning sample.
+  for _ in range(refits):
+    if e is None:
+      return None
+    new = sampson_distance(e.conic(), pts) < threshold
+    if new.sum() < max(5, min_inlier_fraction * n) or np.array_equal(new, inl):
+      break
+    inl, e = new, fit_direct(pts[new]) or e
   return e
 
 

@@ -251,6 +251,9 @@ def main(argv):
 
   import jax
 
+  from fbjax import tracking
+
+  tracking.quiet_library_logs()
   out = pathlib.Path(_OUT.value or tempfile.mkdtemp(prefix="ae_bench_"))
   out.mkdir(parents=True, exist_ok=True)
   dev = jax.devices()[0]

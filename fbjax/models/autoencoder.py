@@ -24,6 +24,10 @@ spatial code; `Model.encode(x)` returns the feature vector alone:
     params = model.init(rng, x)            # x: (B, H, W, C) float in [0, 1]
     recon, aux = model.apply(params, x)
     z = model.apply(params, x, method=Model.encode)
+
+References (CITATIONS.bib): residual blocks he2016resnet (zero-initialised
+last conv: goyal2017largebatch), GroupNorm wu2018groupnorm, sub-pixel output
+shi2016subpixel.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ the position in the stream, the step is folded into the RNG, and the grain
 iterator state and the running epoch sums are saved with each checkpoint, so
 a run killed and resumed ends with the same parameters and metrics as one
 that was never interrupted.
+
+Optimisation (CITATIONS.bib): Adam kingma2015adam; linear warm-up
+goyal2017largebatch then cosine decay loshchilov2017sgdr.
 """
 
 from __future__ import annotations

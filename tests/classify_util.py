@@ -67,3 +67,25 @@ def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True)
                               specificity=0.95)
     anomaly.save(am, path)
   return path
+
+
+def fake_seg_workdir(path, seed: int = 0):
+  """A segmentation workdir (configs/segment.py:runlocal) with random U-Net weights."""
+  from configs import segment as segment_config
+  from fbjax.trainers import segment
+
+  config = segment_config.get_config("runlocal")
+  config.wandb.mode = "disabled"
+  model = segment.make_model(config)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, *config.data.size)))["params"]
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt": {},
+           "rng": jax.random.key_data(jax.random.key(1))}
+  tracking.Writer(path, config, enabled=True).close()
+  mngr = ckpt_lib.manager(path, async_save=False)
+  ckpt_lib.save(mngr, 0, state, force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  return path

@@ -125,3 +125,17 @@ def test_inputs_glob_and_spacing_errors(folder, tmp_path):
     predict.read_spacing_csv(bad)
   assert predict.spacing_for(d / "x.png", None, 0.3) == 0.3
   assert math.isnan(predict.spacing_for(d / "x.png", {}, None))
+
+
+def test_segmentation_workdir_plugs_in(folder, workdir, tmp_path):
+  d, good = folder
+  seg_dir = classify_util.fake_seg_workdir(tmp_path / "seg")
+  seg = predict.load_segmenter(seg_dir)
+  assert seg.size == (32, 48)
+  out = tmp_path / "out"
+  s = predict.run(workdir, seg_dir, d / "sub", out, pixel_spacing_mm=0.1, batch_size=2,
+                  progress=False, report=False, log=lambda s: None)
+  rows = _read(out / "predictions.csv")
+  assert s["predicted"] == len(rows) == 1
+  assert rows[0]["seg_quality"] in predict.SEG_QUALITY
+  assert rows[0]["pixel_spacing_mm"] == "0.1"

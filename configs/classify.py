@@ -103,6 +103,7 @@ def get_config(arg=None):
   c.batch_size = 32
   c.eval_batch_size = 64
   c.num_epochs = 30
+  c.augment = True                # flip, rotation + scale, gain + gamma (fbjax.data.augment)
   c.data_cache = True             # keep decoded, resized training images in memory
   c.data_workers = 0              # grain worker processes (0: threads in this process)
   c.model = dict(
@@ -124,6 +125,14 @@ def get_config(arg=None):
                    max_fit_images=2000)
   c.decision_specificity = 0.95  # abnormal-head threshold, on normal validation images
   c.num_images = 8
+
+  if arg.data == "phantom":
+    # Plenty of labelled images, no label noise: faster, unregularised (measured on the
+    # phantom at 64 px: plane accuracy 0.70 after 600 steps at 3e-3 vs 0.45 at 1e-3 with
+    # dropout and label smoothing).
+    c.optimizer.lr = 3e-3
+    c.model.dropout = 0.0
+    c.loss.label_smoothing = 0.0
 
   if arg.variant == "frozen":
     c.model.dropout = 0.0
@@ -148,9 +157,9 @@ def get_config(arg=None):
                       latent_channels=16, latent_dim=64, groups=8)
     c.model.hidden = 64
     c.batch_size = 32
-    c.num_epochs = 4
-    c.log_every = 10
+    c.num_epochs = 10
     c.eval_every = 0
+    c.log_every = 20
     c.anomaly.max_fit_images = 600
 
   if arg.runlocal:

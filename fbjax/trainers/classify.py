@@ -443,7 +443,8 @@ def train_and_evaluate(config, workdir: str):
   total_steps = config.total_steps or config.num_epochs * steps_per_epoch
   train_ds = pipeline.make_dataset(
       mix, size=size, batch_size=config.batch_size, seed=config.seed, train=True,
-      num_epochs=None, keys=KEYS, process_index=jax.process_index(),
+      num_epochs=None, keys=KEYS, augment=None if config.get("augment", True) else
+      (lambda rng, ex: ex), process_index=jax.process_index(),
       process_count=jax.process_count(), worker_count=config.get("data_workers", 0),
       read_threads=4, cache=bool(config.get("data_cache", True)))
   train_iter = iter(train_ds)

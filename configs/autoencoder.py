@@ -63,9 +63,9 @@ def get_config(arg=None):
     # reconstruction / latent density of normal heads gives its anomaly score.
     c.data = common.data("fetal_brain_synth:small", size=(64, 64), where="abnormal=0")
     c.model = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
-                   latent_channels=16, latent_dim=64, groups=8)
+                   latent_channels=16, latent_dim=128, groups=8)
     c.batch_size = 32
-    c.num_epochs = 6
+    c.num_epochs = 10
     c.log_every = 10
 
   if arg.runlocal:

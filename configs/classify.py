@@ -154,10 +154,9 @@ def get_config(arg=None):
     # The main job's size: 64 px phantom, a small encoder; ~2 minutes on 2 CPU cores.
     c.image_size = (64, 64)
     c.model.ae = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
-                      latent_channels=16, latent_dim=64, groups=8)
-    c.model.hidden = 64
+                      latent_channels=16, latent_dim=128, groups=8)
     c.batch_size = 32
-    c.num_epochs = 10
+    c.num_epochs = 25
     c.eval_every = 0
     c.log_every = 20
     c.anomaly.max_fit_images = 600

@@ -56,6 +56,11 @@ _STEPS = flags.DEFINE_list("steps", None, "Training steps: ae_phantom,cls_phanto
 _SPEED_IMAGES = flags.DEFINE_integer("speed_images", 2949, "Unlabelled phantom images "
                                      "predicted in the speed stage.")
 _SPEED_BATCH = flags.DEFINE_integer("speed_batch", 32, "Batch size of the speed stage.")
+_SEG_SIZE = flags.DEFINE_list("seg_size", ["128", "128"], "Grid (H, W) of the stand-in U-Net "
+                              "of the speed stage (without --seg_workdir).")
+_SEG_WIDTH = flags.DEFINE_integer("seg_width", 8, "Width of the stand-in U-Net (depth 4).")
+_SPEED_OVERLAYS = flags.DEFINE_integer("speed_overlays", -1, "Overlays written in the speed "
+                                       "stage (-1: all).")
 _SIZE = flags.DEFINE_integer("size", None, "Network grid (default: 64 on CPU, 128 --device).")
 _TTA = flags.DEFINE_bool("tta", True, "Average each test prediction with its mirror image's.")
 _OCCLUSION = flags.DEFINE_integer("num_occlusion", 24, "Abnormal test images whose occlusion "
@@ -416,10 +421,11 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def speed_segmenter(size=(128, 192), width=16, depth=4):
-  """The segmentation stand-in when no --seg_workdir is given: a U-Net of the segmentation
-  config's default size (random weights: the compute is that of the real model) whose head
-  map is replaced by a plausible ellipse, so the ellipse fit costs what it costs."""
+def speed_segmenter(size=(128, 128), width=8, depth=4):
+  """The segmentation stand-in when no --seg_workdir is given: a U-Net of the given size
+  (random weights: the compute is that of a trained one; default: the main job's demo
+  segmenter) whose head map is replaced by a plausible ellipse, so the ellipse fit and
+  the overlay cost what they cost."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -463,11 +469,14 @@ def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
   if _SEG.value:
     seg, seg_note = predict.load_segmenter(_SEG.value), f"trained model {_SEG.value}"
   else:
-    seg, seg_note = speed_segmenter(), ("U-Net width 16, depth 4 at 128x192 (random weights) "
-                                        "+ robust ellipse fit of a fixed head ellipse")
+    size = tuple(int(v) for v in _SEG_SIZE.value)
+    seg = speed_segmenter(size, _SEG_WIDTH.value)
+    seg_note = (f"U-Net width {_SEG_WIDTH.value}, depth 4 at {size[0]}x{size[1]} (random "
+                "weights) + robust ellipse fit of a fixed head ellipse")
   run_out = out_dir / "predict_phantom_unlabelled"
   summary = predict.run(cls_workdir, None, folder, run_out, batch_size=_SPEED_BATCH.value,
-                        segmenter=seg, progress=False, report=True, log=lambda s: None)
+                        segmenter=seg, progress=False, report=True, log=lambda s: None,
+                        num_overlays=_SPEED_OVERLAYS.value)
   rows = sum(1 for _ in open(run_out / "predictions.csv")) - 1
   errs = sum(1 for _ in open(run_out / "errors.csv")) - 1
   # Batch-1 latency: read + letterbox + networks + ellipse + CSV row (no overlay file).
@@ -487,6 +496,7 @@ def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
           "images_per_s": summary["timing"]["images_per_s"],
           "batch_size": _SPEED_BATCH.value, "compile_s": summary["timing"]["compile_s"],
           "device": summary["timing"]["device"], "cpu_count": os.cpu_count(),
+          "load_average_1min": os.getloadavg()[0], "overlays": _SPEED_OVERLAYS.value,
           "segmenter": seg_note, "classifier_grid": list(clf_cfg.image_size),
           "latency_batch1_ms": {"median": float(np.median(lat)),
                                 "p95": float(np.percentile(lat, 95)), "n": int(lat.size)}}

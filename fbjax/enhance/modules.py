@@ -30,8 +30,8 @@ import numpy as np
 from fbjax.enhance import filters
 
 CHAINS = ("none", "prototype", "srad", "learned")
-STAGES = ("srad", "bilateral", "nl_means", "median", "equalize_hist", "clahe", "log_compress",
-          "gamma", "unsharp_mask", "prototype", "learned")
+STAGES = ("srad", "bilateral", "nl_means", "nl_means_2pass", "median", "equalize_hist",
+          "clahe", "log_compress", "gamma", "unsharp_mask", "prototype", "learned")
 
 
 def default_config(chain: str = "none") -> ml_collections.ConfigDict:
@@ -41,6 +41,7 @@ def default_config(chain: str = "none") -> ml_collections.ConfigDict:
   cfg.srad = dict(q0=0.25, iterations=50, dt=0.2, rho=0.0, learn=False)
   cfg.bilateral = dict(diameter=5, sigma_color=0.1, sigma_space=2.0, learn=False)
   cfg.nl_means = dict(h=0.1, patch=5, search=11, sigma=0.0)
+  cfg.nl_means_2pass = dict(h1=16 / 255, h2=0.035, patch=7, search=21)
   cfg.median = dict(size=5)
   cfg.equalize_hist = dict()
   cfg.clahe = dict(clip_limit=2.0, tiles=(8, 8))

@@ -253,3 +253,18 @@ class Progress:
 def log(line: str) -> None:
   if jax.process_index() == 0:
     logging.info(line)
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops INFO lines from orbax and grain (their per-save chatter buries the log line)."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or not any(
+        f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
+
+
+def quiet_library_logs() -> None:
+  """Installs the filter on absl's log handler (call after absl has parsed flags)."""
+  from absl import logging as absl_logging  # noqa: PLC0415
+
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())

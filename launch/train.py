@@ -11,7 +11,6 @@ every host and `jax.distributed` is initialised from the environment.
 """
 
 import importlib
-import logging as pylogging
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -25,19 +24,12 @@ _DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries:
-  """Drops INFO lines from orbax and grain (their per-save chatter buries the log line)."""
-
-  def filter(self, record):
-    return record.levelno >= pylogging.WARNING or not any(
-        f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  from fbjax import parallel  # noqa: PLC0415 (after flag parsing: grain workers need it)
+  from fbjax import parallel, tracking  # noqa: PLC0415 (after flag parsing: grain needs it)
+
+  tracking.quiet_library_logs()
 
   parallel.initialize(_DISTRIBUTED.value)
   config = _CONFIG.value

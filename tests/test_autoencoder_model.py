@@ -34,12 +34,25 @@ def test_seed_matches_the_prototype_keras_architecture():
   assert aux["latent_map"].shape == (1, 28, 28, 128) and aux["latent"].shape == (1, 128)
 
 
+def test_default_config_model_shapes():
+  from configs.autoencoder import get_config
+
+  c = get_config()
+  model = ae.Model(**c.model)
+  x = jnp.zeros((1, *c.data.size, c.model.channels))
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+  recon, aux = jax.eval_shape(model.apply, shapes, x)
+  assert recon.shape == (1, 224, 224, 1)
+  assert aux["latent_map"].shape == (1, 56, 56, 8)  # half as many numbers as pixels
+  assert aux["latent"].shape == (1, 256)
+
+
 @pytest.mark.parametrize("arch", ["seed", "resnet"])
 def test_shapes_encode_and_batch_independence(arch):
   channels = 3 if arch == "seed" else 1
   model = ae.Model(arch=arch, channels=channels, widths=(4, 8, 16), latent_channels=4,
-                   latent_dim=12, groups=2)
-  x = jax.random.uniform(jax.random.key(1), (3, 32, 48, channels))
+                   latent_dim=12, latent_widths=(8,), groups=2)
+  x = jax.random.uniform(jax.random.key(1), (3, 32, 64, channels))
   params = _init(model, x[:1])
   apply = jax.jit(model.apply)
   recon, aux = apply(params, x)

@@ -32,7 +32,7 @@ def test_autoencoder_sweep_expands_and_validates():
   cmd = runs[0].command("configs/autoencoder.py", "/w", "g")
   assert cmd[:5] == ["python", "-m", "launch.train", "--config",
                      "configs/autoencoder.py:variant=default"]
-  assert "--config.model.latent_channels=8" in cmd and "--config.wandb.group=g" in cmd
+  assert "--config.model.latent_channels=4" in cmd and "--config.wandb.group=g" in cmd
 
 
 def test_sweep_with_unknown_field_is_rejected(tmp_path):

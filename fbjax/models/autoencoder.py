@@ -8,9 +8,11 @@ Two architectures, chosen by `arch`:
   nearest upsampling; a linear 3x3 conv to the input channels (3 for RGB).
 - "resnet" (the default): a strided-conv stem, residual blocks with
   GroupNorm and swish, strided-conv downsampling to a spatial code of
-  `latent_channels` at 1/2^len(widths) resolution, a global latent vector
-  (`latent_dim`) that the decoder also reads (broadcast over the code), and
-  a mirrored decoder (nearest upsampling + conv) with a sub-pixel output.
+  `latent_channels` at 1/2^len(widths) resolution; a global feature vector
+  (`latent_dim`) pooled after `latent_widths` further strided stages (deeper
+  features for classification heads), which the decoder also reads
+  (broadcast over the code), so the reconstruction loss trains it; and a
+  mirrored decoder (nearest upsampling + conv) with a sub-pixel output.
   GroupNorm keeps each example's forward pass independent of the batch, so
   data parallelism needs no cross-device statistics.
 
@@ -18,10 +20,14 @@ Two architectures, chosen by `arch`:
 (B, D) feature vector for classification heads and `aux["latent_map"]` the
 spatial code; `Model.encode(x)` returns the feature vector alone:
 
-    model = Model(arch="resnet", widths=(32, 64, 128), latent_channels=32)
+    model = Model(arch="resnet", widths=(32, 64), latent_channels=8, latent_widths=(128,))
     params = model.init(rng, x)            # x: (B, H, W, C) float in [0, 1]
     recon, aux = model.apply(params, x)
     z = model.apply(params, x, method=Model.encode)
+
+References (CITATIONS.bib): residual blocks he2016resnet (zero-initialised
+last conv: goyal2017largebatch), GroupNorm wu2018groupnorm, sub-pixel output
+shi2016subpixel.
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ class Encoder(nn.Module):
   blocks: int = 1
   latent_channels: int = 32
   latent_dim: int = 256
+  latent_widths: Sequence[int] = ()
   groups: int = 8
 
   @nn.compact
@@ -110,8 +117,15 @@ class Encoder(nn.Module):
       for j in range(self.blocks):
         x = ResBlock(w, self.groups, name=f"stage{i}_block{j}")(x)
     x = nn.swish(nn.GroupNorm(_groups(x.shape[-1], self.groups), name="norm_out")(x))
-    latent = nn.Dense(self.latent_dim, name="to_latent")(x.mean(axis=(1, 2)))
     z_map = nn.Conv(self.latent_channels, (1, 1), name="to_code")(x)
+    # The feature vector: optionally deeper (further strided stages) than the code.
+    h = x
+    for i, w in enumerate(self.latent_widths):
+      h = nn.Conv(w, (3, 3), strides=(2, 2), padding="SAME", name=f"latent_down{i}")(h)
+      h = ResBlock(w, self.groups, name=f"latent_block{i}")(h)
+    if self.latent_widths:
+      h = nn.swish(nn.GroupNorm(_groups(h.shape[-1], self.groups), name="latent_norm")(h))
+    latent = nn.Dense(self.latent_dim, name="to_latent")(h.mean(axis=(1, 2)))
     return latent, z_map
 
 
@@ -147,6 +161,7 @@ class Model(nn.Module):
   blocks: int = 1                   # residual blocks per stage ("resnet")
   latent_channels: int = 32         # channels of the spatial code ("resnet")
   latent_dim: int = 256             # size of the feature vector ("resnet")
+  latent_widths: Sequence[int] = ()  # extra strided stages before the vector ("resnet")
   groups: int = 8
 
   def setup(self):
@@ -155,7 +170,7 @@ class Model(nn.Module):
       self.decoder = SeedDecoder(tuple(reversed(self.widths)), self.channels)
     elif self.arch == "resnet":
       self.encoder = Encoder(tuple(self.widths), self.blocks, self.latent_channels,
-                             self.latent_dim, self.groups)
+                             self.latent_dim, tuple(self.latent_widths), self.groups)
       self.decoder = Decoder(tuple(reversed(self.widths)), self.blocks, self.channels,
                              self.groups)
     else:
@@ -163,7 +178,8 @@ class Model(nn.Module):
 
   def downsampling(self) -> int:
     """The input size must be a multiple of this."""
-    return 2 ** len(self.widths)
+    extra = 0 if self.arch == "seed" else len(self.latent_widths)
+    return 2 ** (len(self.widths) + extra)
 
   def encode(self, x):
     return self.encoder(x)[0]

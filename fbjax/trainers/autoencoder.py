@@ -14,6 +14,9 @@ the position in the stream, the step is folded into the RNG, and the grain
 iterator state and the running epoch sums are saved with each checkpoint, so
 a run killed and resumed ends with the same parameters and metrics as one
 that was never interrupted.
+
+Optimisation (CITATIONS.bib): Adam kingma2015adam; linear warm-up
+goyal2017largebatch then cosine decay loshchilov2017sgdr.
 """
 
 from __future__ import annotations
@@ -78,6 +81,68 @@ def per_example_mse(recon, target):
   return jnp.mean(jnp.square(recon.astype(jnp.float32) - target), axis=(1, 2, 3))
 
 
+def data_keys(config) -> tuple[str, ...]:
+  return ("image",) if config.target == "image" else ("image", config.target)
+
+
+def train_dataset(config, source):
+  """The endless, shuffled, augmented training stream of this process's slice."""
+  return pipeline.make_dataset(
+      source, size=tuple(config.data.size), batch_size=config.batch_size, seed=config.seed,
+      train=True, num_epochs=None, keys=data_keys(config),
+      augment=None if config.data.augment else (lambda rng, ex: ex),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      worker_count=config.data.worker_count, read_threads=config.data.read_threads,
+      cache=config.data.get("cache", False))
+
+
+def make_inputs(config, enhance):
+  """batch -> (model input, reconstruction target), both (B, H, W, C)."""
+  channels = config.model.channels
+
+  def inputs(batch):
+    x = enhance(batch["image"])
+    y = x if config.target == "image" else batch[config.target]
+    return ae.to_channels(x, channels), ae.to_channels(y, channels)
+
+  return inputs
+
+
+def make_init_fn(config, model, tx):
+  """rng -> the initial train state: a plain dict (step, params, opt, rng)."""
+
+  def init(rng):
+    x = jnp.zeros((1, *config.data.size, config.model.channels), jnp.float32)
+    params = model.init(rng, x)["params"]
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
+            "rng": jax.random.key_data(jax.random.fold_in(rng, 1))}
+
+  return init
+
+
+def make_update_fn(model, tx, schedule, inputs):
+  """The pure train step (state, batch) -> (state, metrics); jit it with shardings."""
+
+  def update_fn(state, batch):
+    # The step is folded into the RNG: each step draws fresh randomness and a
+    # resumed run draws exactly what the uninterrupted one did.
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    x, y = inputs(batch)
+
+    def loss_fn(params):
+      recon, _ = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+      return jnp.mean(per_example_mse(recon, y))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    new_state = dict(state, step=state["step"] + 1, opt=opt,
+                     params=optax.apply_updates(state["params"], updates))
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads),
+                       "lr": schedule(state["step"])}
+
+  return update_fn
+
+
 def train_and_evaluate(config, workdir: str):
   """Trains the autoencoder described by `config`, resuming from `workdir`.
 
@@ -101,7 +166,6 @@ def train_and_evaluate(config, workdir: str):
   # Input pipeline.
   # ---------------------------------------------------------------------------
   size = tuple(config.data.size)
-  keys = ("image",) if config.target == "image" else ("image", config.target)
   # Process 0 builds the data set if needed; the others then open it.
   train_source, val_source = parallel.main_process_first(lambda: (
       sources.get_source(config.data, config.data.train_split),
@@ -110,18 +174,14 @@ def train_and_evaluate(config, workdir: str):
   if steps_per_epoch == 0:
     raise ValueError(f"{len(train_source)} training examples < batch size {config.batch_size}")
   total_steps = config.total_steps or config.num_epochs * steps_per_epoch
-  train_ds = pipeline.make_dataset(
-      train_source, size=size, batch_size=config.batch_size, seed=config.seed, train=True,
-      num_epochs=None, keys=keys, augment=None if config.data.augment else (lambda r, e: e),
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      worker_count=config.data.worker_count, read_threads=config.data.read_threads)
-  train_iter = iter(train_ds)
+  train_iter = iter(train_dataset(config, train_source))
 
   def val_batches():
     ds = pipeline.make_dataset(
         val_source, size=size, batch_size=config.eval_batch_size, seed=config.seed,
-        train=False, num_epochs=1, keys=keys, process_index=jax.process_index(),
-        process_count=jax.process_count(), read_threads=config.data.read_threads)
+        train=False, num_epochs=1, keys=data_keys(config), process_index=jax.process_index(),
+        process_count=jax.process_count(), read_threads=config.data.read_threads,
+        cache=config.data.get("cache", False))
     n = parallel.num_eval_batches(len(val_source), config.eval_batch_size)
     return parallel.padded_batches(iter(ds), n, config.eval_batch_size // jax.process_count())
 
@@ -129,45 +189,19 @@ def train_and_evaluate(config, workdir: str):
   # Model and optimizer.
   # ---------------------------------------------------------------------------
   model = ae.Model(**config.model)
-  channels = config.model.channels
   schedule = make_schedule(config.optimizer, total_steps, steps_per_epoch)
   tx = make_optimizer(config.optimizer, schedule)
-  enhance = make_enhance(config.enhance, jnp.zeros((1, *size), jnp.float32))
-
-  def init(rng):
-    x = jnp.zeros((1, *size, channels), jnp.float32)
-    params = model.init(rng, x)["params"]
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
-            "rng": jax.random.key_data(jax.random.fold_in(rng, 1))}
-
+  inputs = make_inputs(config, make_enhance(config.enhance, jnp.zeros((1, *size), jnp.float32)))
+  init = make_init_fn(config, model, tx)
   init_rng = jax.random.key(config.seed)
   abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                                 jax.eval_shape(init, init_rng))
 
-  def inputs(batch):
-    x = enhance(batch["image"])
-    y = x if config.target == "image" else batch[config.target]
-    return ae.to_channels(x, channels), ae.to_channels(y, channels)
-
   # ---------------------------------------------------------------------------
   # Update step.
   # ---------------------------------------------------------------------------
-  def update_fn(state, batch):
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-    x, y = inputs(batch)
-
-    def loss_fn(params):
-      recon, _ = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
-      return jnp.mean(per_example_mse(recon, y))
-
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    new_state = dict(state, step=state["step"] + 1, opt=opt,
-                     params=optax.apply_updates(state["params"], updates))
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads),
-                       "lr": schedule(state["step"])}
-
-  update = jax.jit(update_fn, donate_argnums=(0,), out_shardings=(rep, rep))
+  update = jax.jit(make_update_fn(model, tx, schedule, inputs), donate_argnums=(0,),
+                   out_shardings=(rep, rep))
 
   # ---------------------------------------------------------------------------
   # Checkpoint.

@@ -251,7 +251,7 @@ def speed(args, chosen: dict) -> dict:
   data = phantom_split("test", n, args.speed_size)
   u8 = data["u8"]
   x = jax.device_put(jnp.asarray(data["image"]))
-  srad_p = chosen.get("srad") or {"q0": 0.2, "iterations": 30}
+  srad_p = chosen.get("srad") or {"q0": 0.1, "iterations": 100}
   it = srad_p["iterations"]
   res = {"batch": n, "size": args.speed_size, "device": str(jax.devices()[0].device_kind),
          "cpu_count": os.cpu_count(), "reps": args.reps}
@@ -314,31 +314,34 @@ def speed(args, chosen: dict) -> dict:
 def figure(args, chosen: dict, path: str) -> dict:
   data = phantom_split("test", 1, args.size)
   real = hc18_image(args.size)
-  rows = [("clean (phantom truth)", None)] + [(k, k) for k in methods(args.learned_workdir)]
   ms = methods(args.learned_workdir)
+  rows = [("clean (phantom only)", None)] + [(k, k) for k in ms]
   panel = args.figure_panel
   tiles = []
   for label, key in rows:
     cols = []
     for u8 in (data["u8"], None if real is None else real[None]):
-      if u8 is None:
+      if u8 is None or (key is None and u8 is not data["u8"]):
         cols.append(np.zeros((panel, panel), np.uint8))
         continue
       if key is None:
-        y = _u8(data["clean"]) if u8 is data["u8"] else u8
+        y = _u8(data["clean"])
       else:
         _, _, fn = ms[key]
         y = fn(u8, u8.astype(np.float32) / 255, chosen.get(key, {}))
-      cols.append(cv2.resize(y[0], (panel, panel), interpolation=cv2.INTER_AREA))
+      cols.append(cv2.resize(y[0], (panel, panel), interpolation=cv2.INTER_CUBIC))
     row = np.concatenate(cols, axis=1)
-    text = f"{label} {chosen.get(key, '') or ''}".strip()
-    cv2.putText(row, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38, 255, 1, cv2.LINE_AA)
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in (chosen.get(key) or {}).items())
+    cv2.putText(row, f"{label} {params}".strip(), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1,
+                cv2.LINE_AA)
     tiles.append(row)
   # two columns of rows keep the page readable
   half = (len(tiles) + 1) // 2
   left, right = tiles[:half], tiles[half:]
   right += [np.zeros_like(tiles[0])] * (half - len(right))
-  img = np.concatenate([np.concatenate(left, 0), np.concatenate(right, 0)], axis=1)
+  img = np.concatenate([np.concatenate(left, 0), np.full((half * panel, 8), 255, np.uint8),
+                        np.concatenate(right, 0)], axis=1)
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   cv2.imwrite(path, img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
   return {"path": path, "bytes": os.path.getsize(path), "hc18_image": real is not None}

@@ -90,13 +90,22 @@ def make_model(config):
 
 
 def make_predict(config, params, model=None):
-  """Jitted (B, H, W) images -> (B, H, W, 3) probabilities (enhancement included)."""
+  """Jitted (B, H, W) images -> (B, H, W, 3) probabilities (enhancement included).
+
+  With `config.eval_flip` the probabilities are averaged with those of the
+  left-right mirrored image, mirrored back (test-time augmentation: the
+  prediction becomes exactly mirror-equivariant, at twice the network cost).
+  """
   model = model or make_model(config)
+  flip = bool(config.get("eval_flip", False))
 
   @jax.jit
   def predict(images):
-    logits, _ = model.apply({"params": params}, images)
-    return jax.nn.sigmoid(logits)
+    probs = jax.nn.sigmoid(model.apply({"params": params}, images)[0])
+    if flip:
+      mirrored = jax.nn.sigmoid(model.apply({"params": params}, images[:, :, ::-1])[0])
+      probs = 0.5 * (probs + mirrored[:, :, ::-1])
+    return probs
 
   return predict
 

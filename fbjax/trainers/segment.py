@@ -111,7 +111,8 @@ def make_predict(config, params, model=None):
 
 
 def grid_hc_errors(probs, spacing, hc_mm, method: str) -> list[float]:
-  """|HC - reference| (mm) per example, measured on the network grid (NaN if unknown)."""
+  """|HC - reference| (mm) on the network grid for examples with a reference and a
+  spacing (others are skipped); inf where no ellipse could be fitted."""
   out = []
   for p, s, h in zip(probs, spacing, hc_mm, strict=True):
     if not (math.isfinite(h) and math.isfinite(s)):

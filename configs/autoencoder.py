@@ -7,12 +7,15 @@ Variants (the part of `--config` after the colon, comma separated):
                     decoder, linear output, MSE, Adam 1e-3, 30 epochs, batch 32.
   runlocal          64 px phantom (`fetal_brain_synth:tiny`), small model: finishes on
                     2 CPU cores in well under 2 minutes.
+  demo              the main job's autoencoder: phantom `small` at 64 px, normal images
+                    only (it also gives the anomaly score of configs/classify.py:demo).
   data=NAME         fetal_brain_synth[:tiny|small|full] (default), fetal_brain_abnormalities,
                     fetal_planes_db, hc18, toy.
 
   python -m launch.train --config configs/autoencoder.py --workdir ~/runs/ae
   python -m launch.train --config configs/autoencoder.py:variant=seed --workdir ~/runs/ae_seed
   python -m launch.train --config configs/autoencoder.py:runlocal --workdir /tmp/ae_local
+  python -m launch.train --config configs/autoencoder.py:demo --workdir /tmp/ae_demo
   python -m launch.train --config configs/autoencoder.py:data=fetal_brain_abnormalities \
       --config.data.manual_dir=../shared/data/fetal_brain_abnormalities --workdir ~/runs/ae_fba
   python -m launch.sweep --config configs/autoencoder.py --workdir ~/runs/ae_sweep
@@ -24,7 +27,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, variant="default", runlocal=False, data="fetal_brain_synth")
+  arg = common.parse_arg(arg, variant="default", runlocal=False, demo=False,
+                         data="fetal_brain_synth")
   if arg.variant not in ("default", "seed"):
     raise KeyError(f"unknown variant {arg.variant!r}; expected 'default' or 'seed'")
   c = common.base(arg)
@@ -54,6 +58,16 @@ def get_config(arg=None):
                        end_lr_fraction=1.0)
     c.data.augment = False
 
+  if arg.demo:
+    # Normal images only: the encoder initialises configs/classify.py:demo and the
+    # reconstruction / latent density of normal heads gives its anomaly score.
+    c.data = common.data("fetal_brain_synth:small", size=(64, 64), where="abnormal=0")
+    c.model = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
+                   latent_channels=16, latent_dim=64, groups=8)
+    c.batch_size = 32
+    c.num_epochs = 6
+    c.log_every = 10
+
   if arg.runlocal:
     # The phantom's `tiny` config (64 px, 132 training images) builds in seconds.
     c.data = common.data("fetal_brain_synth:tiny" if arg.data == "fetal_brain_synth"
@@ -68,11 +82,16 @@ def get_config(arg=None):
 
 
 def sweep():
-  """Latent size x learning rate x variant (each entry: config arg + overrides)."""
+  """Latent size x learning rate x variant, and the enhancement chain (config arg + overrides)."""
   runs = []
   for lr in (1e-3, 2e-3, 4e-3):
     for latent_channels in (4, 8, 16, 32):
       runs.append({"arg": "variant=default", "optimizer.lr": lr,
                    "model.latent_channels": latent_channels})
     runs.append({"arg": "variant=seed", "optimizer.lr": lr})
+  # Enhancement ablation (the "none" run is the default one above: lr 2e-3, 32 latent
+  # channels). The learned chain needs a trained despeckler (configs/despeckle.py):
+  # --config.enhance.chain=learned --config.enhance.learned.workdir=DIR.
+  for chain in ("prototype", "srad"):
+    runs.append({"arg": "variant=default", "enhance.chain": chain})
   return runs

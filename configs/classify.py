@@ -103,6 +103,8 @@ def get_config(arg=None):
   c.batch_size = 32
   c.eval_batch_size = 64
   c.num_epochs = 30
+  c.data_cache = True             # keep decoded, resized training images in memory
+  c.data_workers = 0              # grain worker processes (0: threads in this process)
   c.model = dict(
       ae=dict(arch="resnet", channels=1, widths=(32, 64, 128), blocks=1, latent_channels=32,
               latent_dim=256, groups=8),

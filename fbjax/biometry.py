@@ -216,6 +216,16 @@ def sampson_distance(coef, pts: np.ndarray) -> np.ndarray:
   return np.abs(q) / np.maximum(np.sqrt(gx * gx + gy * gy), 1e-12)
 
 
+def _sampson_batch(coefs: np.ndarray, pts: np.ndarray) -> np.ndarray:
+  """`sampson_distance` of n points to I conics at once, as matrix products: (I, n)."""
+  x, y = pts[:, 0], pts[:, 1]
+  one = np.ones_like(x)
+  q = coefs @ np.stack([x * x, x * y, y * y, x, y, one])
+  gx = coefs[:, [0, 1, 3]] @ np.stack([2.0 * x, y, one])
+  gy = coefs[:, [1, 2, 4]] @ np.stack([x, 2.0 * y, one])
+  return np.abs(q) / np.maximum(np.sqrt(gx * gx + gy * gy), 1e-12)
+
+
 def fit_direct(pts) -> Ellipse | None:
   """Algebraic least-squares ellipse through >= 5 points; None if degenerate."""
   pts = np.asarray(pts, np.float64).reshape(-1, 2)
@@ -228,12 +238,43 @@ def fit_direct(pts) -> Ellipse | None:
   return ellipse_from_conic(_denormalise_conic(coef, m, s))
 
 
+def _direct_conics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Batched `_direct_conic`: (I, k, 2) point sets -> (I, 6) conics and an ok flag."""
+  x, y = samples[..., 0], samples[..., 1]
+  d1 = np.stack([x * x, x * y, y * y], axis=-1)
+  d2 = np.stack([x, y, np.ones_like(x)], axis=-1)
+  s1 = np.einsum("nki,nkj->nij", d1, d1)
+  s2 = np.einsum("nki,nkj->nij", d1, d2)
+  s3 = np.einsum("nki,nkj->nij", d2, d2)
+  ok = np.abs(np.linalg.det(s3)) > 1e-12
+  s3[~ok] = np.eye(3)
+  t = -np.linalg.solve(s3, np.swapaxes(s2, 1, 2))
+  m = s1 + s2 @ t
+  m = np.stack([m[:, 2] / 2.0, -m[:, 1], m[:, 0] / 2.0], axis=1)
+  ok &= np.isfinite(m).all(axis=(1, 2))
+  m[~ok] = np.eye(3)
+  _, vec = np.linalg.eig(m)
+  vec = np.real(vec)                                        # (I, 3, 3), columns
+  cond = 4.0 * vec[:, 0] * vec[:, 2] - vec[:, 1] ** 2       # (I, 3)
+  k = np.argmax(cond > 0, axis=1)
+  ok &= (cond > 0).any(axis=1)
+  a1 = np.take_along_axis(vec, k[:, None, None].repeat(3, 1), axis=2)[..., 0]
+  return np.concatenate([a1, np.einsum("nij,nj->ni", t, a1)], axis=1), ok
+
+
 def fit_ransac(pts, *, threshold: float = 1.0, iterations: int = 200, sample_size: int = 6,
-               seed: int = 0, min_inlier_fraction: float = 0.3) -> Ellipse | None:
+               seed: int = 0, min_inlier_fraction: float = 0.3,
+               max_score_points: int = 128, refits: int = 5) -> Ellipse | None:
   """RANSAC over direct fits, scored by inliers within `threshold` px (Sampson).
 
-  The consensus set is refitted by direct least squares. Deterministic for a
-  given seed. Returns the plain direct fit when too few points agree.
+  All `iterations` hypotheses are drawn from and scored on an evenly spaced
+  subset of at most ~`max_score_points` points, at once (vectorised); the
+  winner's inliers among all points are refitted, and refitted again on the
+  inliers of that fit until the inlier set stops changing (`refits` times at
+  most).
+  The consensus set is refitted by direct least squares, then the inliers of
+  that fit are refitted once more. Deterministic for a given seed. Falls back
+  to the plain direct fit when too few points agree.
   """
   pts = np.asarray(pts, np.float64).reshape(-1, 2)
   n = len(pts)
@@ -242,27 +283,28 @@ def fit_ransac(pts, *, threshold: float = 1.0, iterations: int = 200, sample_siz
   if n <= 2 * sample_size:
     return fit_direct(pts)
   u, m, s = _normalise(pts)
+  sub = u[::max(1, n // max_score_points)]  # hypotheses drawn and scored on a subset
   rng = np.random.default_rng(seed)
-  best, best_count = None, -1
-  thr = threshold / s
-  for _ in range(iterations):
-    idx = rng.choice(n, sample_size, replace=False)
-    coef = _direct_conic(u[idx])
-    if coef is None:
-      continue
-    inl = sampson_distance(coef, u) < thr
-    count = int(inl.sum())
-    if count > best_count:
-      best, best_count = inl, count
-  if best is None or best_count < max(5, min_inlier_fraction * n):
+  # Samples drawn with replacement: a repeated point leaves >= 5 distinct ones
+  # (still one conic) or a degenerate sample that is flagged and skipped.
+  idx = rng.integers(0, len(sub), (iterations, sample_size))
+  coefs, ok = _direct_conics(sub[idx])
+  d = _sampson_batch(coefs, sub)                            # (I, len(sub))
+  counts = np.where(ok, (d < threshold / s).sum(axis=1), -1)
+  best = int(np.argmax(counts))
+  if counts[best] < max(5, min_inlier_fraction * len(sub)):
     return fit_direct(pts)
-  # One refit on the consensus set, then a final inlier pass against it.
-  e = fit_direct(pts[best])
-  if e is None:
-    return None
-  inl = sampson_distance(e.conic(), pts) < threshold
-  if inl.sum() >= max(5, min_inlier_fraction * n):
-    e = fit_direct(pts[inl]) or e
+  inl = sampson_distance(coefs[best], u) < threshold / s
+  e = fit_direct(pts[inl])
+  # Local optimisation: refit on the inliers of the current fit until the
+  # inlier set settles, so the result depends little on the winning sample.
+  for _ in range(refits):
+    if e is None:
+      return None
+    new = sampson_distance(e.conic(), pts) < threshold
+    if new.sum() < max(5, min_inlier_fraction * n) or np.array_equal(new, inl):
+      break
+    inl, e = new, fit_direct(pts[new]) or e
   return e
 
 

@@ -12,6 +12,9 @@ from fbjax.trainers import autoencoder as ae_trainer
 from fbjax.trainers import classify
 from tests import classify_util, trainer_util
 
+# One worker runs both tests, so the autoencoder fixture is trained once.
+pytestmark = pytest.mark.xdist_group("classify_trainer")
+
 
 @pytest.fixture(scope="module")
 def ae_workdir(tmp_path_factory):

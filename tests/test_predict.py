@@ -12,6 +12,8 @@ from scipy import special
 from fbjax import predict
 from tests import classify_util
 
+pytestmark = pytest.mark.xdist_group("predict")   # shares the module's fixtures
+
 SEG_SIZE = (32, 48)
 RADIUS = 5.0   # head circle on the segmentation grid (grid pixels)
 

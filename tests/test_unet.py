@@ -83,3 +83,17 @@ def test_tiny_unet_learns_an_ellipse():
   r = biometry.measure(np.asarray(prob), 1.0)
   assert r.hc_mm == pytest.approx(e.perimeter, rel=0.05)
   assert math.isfinite(float(loss))
+
+
+def test_enhancement_in_front():
+  from fbjax.enhance import modules as enhance_lib
+
+  x = jax.random.uniform(jax.random.key(1), (1, 16, 16))
+  plain = unet.Model(width=4, depth=2, groups=2)
+  params = plain.init(jax.random.key(0), x)["params"]
+  enh = enhance_lib.make_enhance(enhance_lib.default_config("gamma"))
+  with_enh = unet.Model(width=4, depth=2, groups=2, enhance=enh)
+  got = with_enh.apply({"params": params}, x)[0]
+  want = plain.apply({"params": params}, enh.apply({}, x))[0]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(got, plain.apply({"params": params}, x)[0])

@@ -11,7 +11,8 @@ down, a stride-2 transposed convolution up, skip connections by
 concatenation. Normalisation is per example ("group", "instance", "layer" or
 "none"), so the model has no batch statistics and behaves the same in
 training and evaluation, at any batch size and under data parallelism.
-H and W must be divisible by 2**depth.
+H and W must be divisible by 2**depth. An `enhance` module, when given, is
+applied to the [0, 1] images first.
 """
 
 from __future__ import annotations
@@ -63,10 +64,15 @@ class Model(nn.Module):
   norm: str = "group"
   groups: int = 8
   dtype: jnp.dtype = jnp.float32  # compute dtype (params stay float32)
+  # Optional image enhancement in front (e.g. `fbjax.enhance.modules.make_enhance(cfg)`);
+  # a submodule, so learnable enhancement parameters train with the U-Net.
+  enhance: nn.Module | None = None
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     del train  # no dropout, no batch statistics
+    if self.enhance is not None:
+      x = self.enhance(x)
     if x.ndim == 3:
       x = x[..., None]
     if x.ndim != 4:

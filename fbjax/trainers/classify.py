@@ -261,14 +261,21 @@ def batches(source, size, batch_size: int, keys=KEYS):
 
 
 def predict_source(clf: Classifier, source, batch_size: int = 64, predict=None,
-                   lookup=None) -> dict[str, np.ndarray]:
-  """Probabilities per task over a whole source, and its labels (condition re-indexed)."""
+                   lookup=None, tta: bool = False) -> dict[str, np.ndarray]:
+  """Probabilities per task over a whole source, and its labels (condition re-indexed).
+
+  `tta`: average the probabilities of each image and its left-right mirror
+  image (the training augmentation flips, so both are in-distribution).
+  """
   predict = predict or clf.make_predict()
   lookup = condition_lookup(clf.config.condition_classes) if lookup is None else lookup
   out: dict[str, list] = {}
   for b in batches(source, clf.size, batch_size):
     keep = b["_mask"] > 0
     probs = jax.device_get(predict(jnp.asarray(b["image"])))
+    if tta:
+      flipped = jax.device_get(predict(jnp.asarray(b["image"][:, :, ::-1])))
+      probs = {k: (v + flipped[k]) / 2 if k != "features" else v for k, v in probs.items()}
     for k, v in probs.items():
       out.setdefault(k, []).append(np.asarray(v)[keep])
     for k in sources.LABEL_KEYS:
@@ -438,7 +445,7 @@ def train_and_evaluate(config, workdir: str):
       mix, size=size, batch_size=config.batch_size, seed=config.seed, train=True,
       num_epochs=None, keys=KEYS, process_index=jax.process_index(),
       process_count=jax.process_count(), worker_count=config.get("data_workers", 0),
-      read_threads=4)
+      read_threads=4, cache=bool(config.get("data_cache", True)))
   train_iter = iter(train_ds)
   counts = label_counts(config, mix, srcs)
   weights = {t: class_weights(c, config.class_weighting) for t, c in counts.items()}

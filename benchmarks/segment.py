@@ -1,0 +1,291 @@
+r"""Segmentation + biometry benchmark: train, measure on HC18 and the phantom, speed.
+
+  # CPU (2 cores): the default config (128x192), HC18 + phantom mixed; as many
+  # steps as fit in 30 minutes (10 for the phantom-only model) at the speed
+  # measured just before training
+  python benchmarks/segment.py --hc18 ../shared/data/hc18 --workdir /tmp/segbench
+  # Accelerator: HC18's aspect at 256x384, bigger U-Net (variant=device),
+  # fixed 1500 steps, no transfer stage, no prototype (a CPU-only baseline)
+  python benchmarks/segment.py --device --hc18 ../shared/data/hc18 --workdir /tmp/segbench_dev
+
+Stages (`--stages`, comma separated; default all):
+  train     train the mixed model (config data=mix), timed
+  hc18      evaluate it on HC18's validation split (split by group), all ellipse
+            methods side by side, plus the prototype baseline (no network)
+  phantom   evaluate it on the phantom's test split
+  transfer  train a phantom-only model (data=phantom) and evaluate it on HC18 validation
+  speed     inference images/s at the training resolution: batch-1 latency and
+            batch-32 throughput, each including the biometry post-processing
+
+Prints one JSON object (also written to `<workdir>/benchmark.json`) and a
+markdown results table (`<workdir>/benchmark.md`). Targets (issue #6): HC18
+validation Dice(head) >= 0.97 and mean |HC error| <= 2.5 mm; phantom test
+Dice >= 0.98 (head, brain) and HC error <= 1 %.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+_HC18 = flags.DEFINE_string(
+    "hc18", os.path.join(os.environ.get("FBJAX_REAL_DATA", "../shared/data"), "hc18"),
+    "HC18 manual folder (training_set/, CSVs).")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/fbjax_segment_benchmark", "Output folder.")
+_DEVICE = flags.DEFINE_bool("device", False, "Accelerator-sized run (variant=device).")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps of the main model "
+                              "(default: as many as fit in --train_minutes on CPU).")
+_PHANTOM_STEPS = flags.DEFINE_integer("phantom_steps", None, "Steps of the phantom-only model "
+                                      "(default: as many as fit in --phantom_train_minutes).")
+_MINUTES = flags.DEFINE_float("train_minutes", 30.0, "CPU: wall-clock budget of the main "
+                              "training (setup, compilation and its final validation included).")
+_PHANTOM_MINUTES = flags.DEFINE_float("phantom_train_minutes", 10.0,
+                                      "CPU: budget of the phantom-only training.")
+_STAGES = flags.DEFINE_list("stages", None, "Stages to run (default: all on CPU; "
+                            "train,hc18,phantom,speed with --device).")
+_PHANTOM_CONFIG = flags.DEFINE_string("phantom_config", "small",
+                                      "fetal_brain_synth builder config (small: 128 px, "
+                                      "built in about a minute).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data_dir (default: fbjax's cache).")
+_OVERLAYS = flags.DEFINE_integer("num_overlays", 16, "Overlays written per evaluation.")
+_SPEED_REPEATS = flags.DEFINE_integer("speed_repeats", 20, "Timed repeats per speed case.")
+
+# Device: fixed step counts (< 4 minutes on one H100). CPU: the step count that fits
+# the time budget at the speed measured just before training (see `_fit_steps`).
+DEVICE_STEPS = (1500, 600)
+# Seconds of a training run that are not update steps: setup, compilation, the
+# final validation of both data sets, the checkpoint.
+OVERHEAD_S = 150.0
+
+
+def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
+  """Steps of `c`'s update that fit in `minutes`, timed on a synthetic batch now."""
+  import jax
+  import jax.numpy as jnp
+
+  from fbjax import losses
+  from fbjax.trainers import segment
+  from fbjax.trainers.autoencoder import make_optimizer
+
+  model = segment.make_model(c)
+  size, b = tuple(c.data.size), c.batch_size
+  x = jnp.full((b, *size), 0.5)
+  t = jnp.zeros((b, *size, 3))
+  present = jnp.ones((b, 3), bool)
+  params = model.init(jax.random.key(0), x[:1])["params"]
+  tx = make_optimizer(c.optimizer, c.optimizer.lr)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, opt):
+    loss, g = jax.value_and_grad(lambda p: losses.segmentation_loss(
+        model.apply({"params": p}, x)[0], t, present, **c.loss)[0])(params)
+    u, opt = tx.update(g, opt, params)
+    return jax.tree.map(lambda a, d: a + d, params, u), opt, loss
+
+  params, opt, loss = step(params, opt)
+  loss.block_until_ready()
+  t0 = time.perf_counter()
+  n = 8
+  for _ in range(n):
+    params, opt, loss = step(params, opt)
+  loss.block_until_ready()
+  step_s = (time.perf_counter() - t0) / n
+  return max(10, int(safety * (60.0 * minutes - OVERHEAD_S) / step_s)), step_s
+
+
+def _config(data: str, steps: int):
+  from configs import segment as segment_config
+
+  arg = f"data={data}" + (",variant=device" if _DEVICE.value else "")
+  c = segment_config.get_config(arg)
+  c.data.manual_dir = os.path.abspath(_HC18.value)
+  c.phantom.config = _PHANTOM_CONFIG.value
+  if _DATA_DIR.value:
+    c.data.data_dir = c.phantom.data_dir = _DATA_DIR.value
+  c.total_steps = steps
+  c.eval_every = steps            # validate once, at the end
+  c.checkpoint_every = steps
+  c.wandb.mode = os.environ.get("WANDB_MODE", "disabled")
+  return c
+
+
+def _train(c, workdir):
+  from fbjax.trainers import segment
+
+  t0 = time.perf_counter()
+  segment.train_and_evaluate(c, workdir)
+  return time.perf_counter() - t0
+
+
+def _headline(summary: dict) -> dict:
+  out = {"num_images": summary["num_images"]}
+  for k, v in summary.items():
+    if isinstance(v, dict) and "mean" in v and ("dice" in k or "hc_" in k or "hd95" in k):
+      out[k] = {"mean": v["mean"], "median": v["median"], "p95": v["p95"],
+                "n_finite": v["n_finite"]}
+    elif k.endswith("_fail_rate"):
+      out[k] = v
+  return out
+
+
+def _speed(c, workdir, repeats: int) -> dict:
+  """Per-image time of letterbox + network + head ellipse + mm, on decoded images."""
+  import jax
+  import numpy as np
+
+  from fbjax import biometry, segment_eval, segment_post
+  from fbjax.checkpoint import load_state
+  from fbjax.trainers import segment
+
+  params = load_state(workdir)["params"]
+  predict = segment.make_predict(c, params)
+  size = tuple(c.data.size)
+  source = segment.get_source(c, "data", c.data.val_split)
+  exs = [source[i] for i in range(32)]
+  originals = [{"image": segment_eval._grey(ex["image"])[..., None]} for ex in exs]  # noqa: SLF001
+  spacings = [float(ex["pixel_spacing_mm"]) for ex in exs]
+
+  def run(idx):
+    grid = [segment_eval.grid_input(originals[i], size) for i in idx]
+    t0 = time.perf_counter()
+    probs = np.asarray(predict(jax.numpy.asarray(np.stack([x for x, _ in grid]))))
+    t1 = time.perf_counter()
+    hc = [biometry.biometry_from_ellipse(segment_post.head_ellipse(
+        c.eval_method, prob=p[..., 0], geometry=g), spacings[i]).hc_mm
+        for p, (_, g), i in zip(probs, grid, idx, strict=True)]
+    return t1 - t0, hc
+
+  out = {"size": list(size), "method": c.eval_method, "backend": jax.default_backend(),
+         "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count()}
+  for bs in (1, 32):
+    run(list(range(bs)))          # compile
+    times, net = [], []
+    for r in range(repeats if bs == 1 else max(3, repeats // 4)):
+      idx = [(r * bs + k) % 32 for k in range(bs)]
+      t0 = time.perf_counter()
+      t_net, _ = run(idx)
+      times.append(time.perf_counter() - t0)
+      net.append(t_net)
+    med = float(np.median(times))
+    out[f"batch{bs}"] = {"seconds_median": med, "images_per_s": bs / med,
+                         "network_seconds_median": float(np.median(net)),
+                         "repeats": len(times)}
+  out["batch1_latency_ms"] = out["batch1"]["seconds_median"] * 1e3
+  out["batch32_images_per_s"] = out["batch32"]["images_per_s"]
+  return out
+
+
+def _table(res: dict) -> str:
+  lines = []
+  methods = ("prototype", "plain", "direct", "robust")
+  for key, title in (("hc18_validation", "HC18 validation (by group)"),
+                     ("phantom_test", "Phantom test"),
+                     ("transfer_hc18_validation", "Phantom-only model on HC18 validation")):
+    s = res.get(key)
+    if not s:
+      continue
+    lines += [f"### {title} ({s['num_images']} images)", "",
+              "| method | Dice head (mask) | Dice head (ellipse) | mean abs HC error (mm) | "
+              "median (mm) | mean rel HC error (%) | fit failures |",
+              "|---|---|---|---|---|---|---|"]
+    for m in methods:
+      if f"{m}_hc_abs_mm" not in s:
+        continue
+      mask_dice = s.get("prototype_dice_head" if m == "prototype" else "seg_dice_head", {})
+      lines.append(
+          f"| {m} | {mask_dice.get('mean', float('nan')):.4f} | "
+          f"{s[f'{m}_dice_ellipse']['mean']:.4f} | {s[f'{m}_hc_abs_mm']['mean']:.2f} | "
+          f"{s[f'{m}_hc_abs_mm']['median']:.2f} | {100 * s[f'{m}_hc_rel']['mean']:.2f} | "
+          f"{s[f'{m}_fail_rate']:.3f} |")
+    extra = [f"{c} {s[f'seg_dice_{c}']['mean']:.4f}" for c in ("skull", "brain")
+             if s.get(f"seg_dice_{c}", {}).get("n_finite")]
+    if extra:
+      lines += ["", "Network Dice: " + ", ".join(extra)]
+    lines.append("")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  os.environ.setdefault("WANDB_MODE", "disabled")
+  from fbjax import segment_eval, segment_post
+  from fbjax.trainers import segment
+
+  work = pathlib.Path(_WORKDIR.value).resolve()  # orbax needs absolute paths
+  work.mkdir(parents=True, exist_ok=True)
+  steps, phantom_steps = DEVICE_STEPS if _DEVICE.value else (None, None)
+  steps = _STEPS.value or steps
+  phantom_steps = _PHANTOM_STEPS.value or phantom_steps
+  main_c = _config("mix", steps or 1)
+  res_path = work / "benchmark.json"
+  res = json.loads(res_path.read_text()) if res_path.exists() else {}
+  res["command"] = " ".join(sys.argv)
+  res["device"] = _DEVICE.value
+  import jax
+
+  res["jax_devices"] = [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
+  res["cpu_count"] = os.cpu_count()
+  stages = set(_STAGES.value or (["train", "hc18", "phantom", "speed"] if _DEVICE.value else
+                                 ["train", "hc18", "phantom", "transfer", "speed"]))
+  methods = ("plain", "direct", "robust") if _DEVICE.value else segment_post.METHODS
+
+  def save():
+    res_path.write_text(json.dumps(segment_eval.jsonable(res), indent=1, default=str))
+
+  if "train" in stages:
+    if not steps:
+      steps, step_s = _fit_steps(main_c, _MINUTES.value)
+      res["train_budget"] = {"minutes": _MINUTES.value, "measured_step_s": step_s}
+      main_c = _config("mix", steps)
+    res["train_seconds"] = _train(main_c, str(work / "mix"))
+    res["train_steps"] = steps
+    res["train_config"] = {"size": list(main_c.data.size), "model": dict(main_c.model),
+                           "batch_size": main_c.batch_size, "train_on": list(main_c.train_on),
+                           "train_weights": list(main_c.train_weights)}
+    save()
+  if "hc18" in stages:
+    _, s = segment.evaluate_workdir(main_c, str(work / "mix"), data="data", split="validation",
+                                    out_dir=str(work / "eval_hc18_validation"),
+                                    methods=methods, num_overlays=_OVERLAYS.value)
+    res["hc18_validation"] = _headline(s)
+    save()
+  if "phantom" in stages:
+    _, s = segment.evaluate_workdir(main_c, str(work / "mix"), data="phantom", split="test",
+                                    out_dir=str(work / "eval_phantom_test"),
+                                    methods=("plain", "direct", "robust"),
+                                    num_overlays=_OVERLAYS.value)
+    res["phantom_test"] = _headline(s)
+    save()
+  if "transfer" in stages:
+    pc = _config("phantom", phantom_steps or 1)
+    if not phantom_steps:
+      phantom_steps, step_s = _fit_steps(pc, _PHANTOM_MINUTES.value)
+      res["transfer_budget"] = {"minutes": _PHANTOM_MINUTES.value, "measured_step_s": step_s}
+      pc = _config("phantom", phantom_steps)
+    res["transfer_train_seconds"] = _train(pc, str(work / "phantom_only"))
+    res["transfer_train_steps"] = phantom_steps
+    _, s = segment.evaluate_workdir(pc, str(work / "phantom_only"), data="data",
+                                    split="validation", out_dir=str(work / "eval_transfer"),
+                                    methods=("plain", "direct", "robust"),
+                                    num_overlays=_OVERLAYS.value)
+    res["transfer_hc18_validation"] = _headline(s)
+    save()
+  if "speed" in stages:
+    res["speed"] = _speed(main_c, str(work / "mix"), _SPEED_REPEATS.value)
+    save()
+  table = _table(res)
+  (work / "benchmark.md").write_text(table)
+  print(table)
+  print(json.dumps(segment_eval.jsonable(res), indent=1, default=str))
+
+
+if __name__ == "__main__":
+  app.run(main)

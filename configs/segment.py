@@ -1,0 +1,96 @@
+r"""Head / skull / brain segmentation (U-Net) with ellipse biometry.
+
+Arguments (the part of `--config` after the colon, comma separated):
+  data=mix        train on HC18 (head masks) and the phantom (head, skull, brain)
+  data=hc18       HC18 only
+  data=phantom    the phantom only (transfer study: evaluate it on HC18)
+  variant=default CPU-sized: 128x192 grid (HC18's aspect), U-Net width 8, depth 4
+  variant=device  accelerator-sized: 256x384 grid, width 32, depth 5
+  runlocal        toy data, 32x48, a tiny U-Net: seconds on a laptop CPU
+
+  python -m launch.train --config configs/segment.py --workdir ~/runs/seg \
+      --config.data.manual_dir=../shared/data/hc18
+  python -m launch.train --config configs/segment.py:data=phantom --workdir ~/runs/seg_phantom
+  python -m launch.train --config configs/segment.py:variant=device --workdir ~/runs/seg_dev \
+      --config.data.manual_dir=../shared/data/hc18
+  python -m launch.train --config configs/segment.py:runlocal --workdir /tmp/seg_local
+  python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg \
+      --config.data.manual_dir=../shared/data/hc18 --split validation --out ~/runs/seg/eval
+  python -m launch.sweep --config configs/segment.py --workdir ~/runs/seg_sweep
+
+`config.data` is HC18 (the real data); `config.phantom` the phantom.
+`train_on` names the blocks trained on, `train_weights` their shares of an
+epoch, `eval_on` the blocks validated during training.
+"""
+
+from __future__ import annotations
+
+from configs import common
+from fbjax.enhance import modules as enhance_lib
+
+MIXES = {"mix": ("data", "phantom"), "hc18": ("data",), "phantom": ("phantom",)}
+SIZES = {"default": (128, 192), "device": (256, 384)}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, variant="default", runlocal=False, data="mix")
+  if arg.variant not in SIZES:
+    raise KeyError(f"unknown variant {arg.variant!r}; expected one of {sorted(SIZES)}")
+  if arg.data not in MIXES:
+    raise KeyError(f"unknown data {arg.data!r}; expected one of {sorted(MIXES)}")
+  size = SIZES[arg.variant]
+  c = common.base(arg)
+  c.trainer = "segment"
+  c.variant = arg.variant
+  c.data = common.data("hc18", size=size)
+  c.phantom = common.data("fetal_brain_synth:small", size=size)
+  c.data.cache = True           # decoded, resized examples kept in memory (small data sets)
+  c.train_on = MIXES[arg.data]
+  c.train_weights = (0.7, 0.3) if arg.data == "mix" else ()
+  c.eval_on = ("data", "phantom")
+  c.eval_method = "robust"      # head ellipse in evaluation: plain | direct | robust
+  c.eval_flip = True            # evaluation/prediction: average with the mirrored image
+  c.batch_size = 16
+  c.eval_batch_size = 32
+  # An "epoch" of the mixture covers the phantom once in its 30 % share (4,000
+  # examples), so training length is given in steps.
+  c.total_steps = 1200
+  c.model = dict(width=8, depth=4, max_width=256, norm="group", groups=8)
+  c.loss = dict(dice_weight=1.0, bce_weight=1.0)
+  c.optimizer = dict(name="adam", lr=3e-3, b1=0.9, b2=0.999, weight_decay=0.0,
+                     grad_clip=1.0, schedule="warmup_cosine", warmup_epochs=0.5,
+                     end_lr_fraction=0.01)
+  c.num_images = 4
+  # Enhancement in front of the U-Net: "none", "prototype", "srad", ... (fbjax.enhance).
+  c.enhance = enhance_lib.default_config("none")
+
+  if arg.variant == "device":
+    c.phantom = common.data("fetal_brain_synth:full", size=size)
+    c.model.width, c.model.depth = 32, 5
+    c.batch_size = 32
+    c.total_steps = 3000
+
+  if arg.runlocal:
+    c.data = common.data("toy", size=(32, 48), num_examples=48)
+    c.phantom = common.data("toy", size=(32, 48), num_examples=48, seed=1)
+    c.model = dict(width=4, depth=2, max_width=16, norm="group", groups=2)
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.total_steps = 12
+  return c
+
+
+def sweep():
+  """Data mixture x model width x loss weighting (each entry: config arg + overrides)."""
+  runs = []
+  for data in ("mix", "hc18", "phantom"):
+    for width in (8, 16, 32):
+      runs.append({"arg": f"data={data}", "model.width": width})
+  for dice_weight, bce_weight in ((1.0, 0.0), (0.0, 1.0)):
+    runs.append({"arg": "data=mix", "loss.dice_weight": dice_weight,
+                 "loss.bce_weight": bce_weight})
+  for norm in ("instance", "none"):
+    runs.append({"arg": "data=mix", "model.norm": norm})
+  for chain in ("prototype", "srad"):
+    runs.append({"arg": "data=mix", "enhance.chain": chain})
+  return runs

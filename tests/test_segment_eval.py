@@ -1,0 +1,89 @@
+"""Evaluation over a source: oracle and blank predictors on analytic heads."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fbjax import biometry, segment_eval
+from fbjax.biometry import Ellipse
+from fbjax.data import preprocess
+
+SIZE = (64, 96)
+
+
+def _example(i, hw=(270, 400), with_inner=True):
+  rng = np.random.default_rng(i)
+  e = Ellipse.make(hw[1] * rng.uniform(0.4, 0.6), hw[0] * rng.uniform(0.4, 0.6),
+                   rng.uniform(90, 120), rng.uniform(70, 85), rng.uniform(0, np.pi))
+  head = biometry.rasterize(e, hw)
+  inner = biometry.rasterize(Ellipse.make(e.cx, e.cy, e.a - 8, e.b - 8, e.theta), hw)
+  img = np.clip(30 + 60 * head + 120 * (head - inner) + rng.normal(0, 8, hw), 0, 255)
+  spacing = 0.1 + 0.02 * i
+  ex = {"id": f"training_set/{i:03d}_HC.png".encode(), "group": f"g{i}".encode(),
+        "image": img.astype(np.uint8)[..., None], "pixel_spacing_mm": np.float32(spacing),
+        "hc_mm": np.float32(e.perimeter * spacing), "bpd_mm": np.float32(2 * e.b * spacing),
+        "ofd_mm": np.float32(2 * e.a * spacing)}
+  for name, m in (("head", head), ("skull", head - inner), ("brain", inner)):
+    present = with_inner or name == "head"
+    ex[f"{name}_mask"] = (m if present else 0 * m)[..., None]
+    ex[f"has_{name}_mask"] = np.bool_(present)
+  return ex
+
+
+class _Oracle:
+  """Returns the letterboxed reference masks as probabilities."""
+
+  def __init__(self, source):
+    self.source, self.i = source, 0
+
+  def __call__(self, images):
+    out = []
+    for _ in images:
+      ex = self.source[self.i]
+      self.i += 1
+      chans = [preprocess.letterbox(ex[f"{c}_mask"][..., 0].astype(np.float32), SIZE)[0]
+               for c in ("head", "skull", "brain")]
+      out.append(np.stack(chans, -1))
+    return np.stack(out)
+
+
+def test_oracle_scores_near_perfect_and_files_are_written(tmp_path):
+  source = [_example(i, with_inner=i % 2 == 0) for i in range(5)]
+  rows, summary = segment_eval.evaluate(source, _Oracle(source), size=SIZE, batch_size=2,
+                                        out_dir=tmp_path, num_overlays=3)
+  assert len(rows) == 5 and summary["num_images"] == 5
+  assert summary["seg_dice_head"]["mean"] > 0.97
+  assert summary["robust_hc_rel"]["max"] < 0.01
+  assert summary["direct_hc_rel"]["max"] < 0.01
+  assert summary["robust_dice_ellipse"]["min"] > 0.98
+  assert summary["robust_fail_rate"] == 0.0
+  # Examples without skull/brain masks give NaN there, and are not counted.
+  assert math.isnan(rows[1]["seg_dice_skull"]) and summary["seg_dice_skull"]["n_finite"] == 3
+  assert summary["seg_dice_brain"]["mean"] > 0.9
+  # The prototype's threshold finds the bright ring here.
+  assert summary["prototype_fail_rate"] == 0.0
+  with open(tmp_path / "per_image.csv") as f:
+    got = list(csv.DictReader(f))
+  assert [r["id"] for r in got] == [f"training_set/{i:03d}_HC.png" for i in range(5)]
+  assert float(got[0]["robust_hc_mm"]) == pytest.approx(rows[0]["robust_hc_mm"])
+  js = json.loads((tmp_path / "summary.json").read_text())
+  assert js["num_images"] == 5
+  pngs = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
+  assert pngs[0] == "00000_training_set_000_HC.png" and len(pngs) == 3
+
+
+def test_blank_predictor_fails_cleanly(tmp_path):
+  source = [_example(i) for i in range(3)]
+  rows, summary = segment_eval.evaluate(
+      source, lambda x: np.zeros((*x.shape, 3), np.float32), size=SIZE,
+      methods=("plain", "robust"), out_dir=tmp_path, num_overlays=0)
+  assert summary["robust_fail_rate"] == 1.0 and summary["plain_fail_rate"] == 1.0
+  assert all(r["seg_dice_head"] == 0.0 for r in rows)
+  assert all(math.isinf(r["seg_hd95_head_mm"]) for r in rows)
+  assert summary["robust_hc_abs_mm"]["n_finite"] == 0
+  js = json.loads((tmp_path / "summary.json").read_text())  # strict JSON: no NaN
+  assert js["robust_hc_abs_mm"]["mean"] is None
+  assert not (tmp_path / "overlays").exists()

@@ -1,0 +1,141 @@
+"""Segmentation trainer, config and evaluation CLI on the in-memory toy data."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import segment as segment_config
+from fbjax import tracking
+from fbjax.trainers import segment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_config_variants():
+  c = segment_config.get_config("data=phantom,variant=device")
+  assert c.train_on == ("phantom",) and tuple(c.data.size) == (256, 384)
+  assert c.data.name == "hc18" and c.phantom.name == "fetal_brain_synth"
+  assert segment_config.get_config("data=hc18").train_on == ("data",)
+  with pytest.raises(KeyError, match="unknown data"):
+    segment_config.get_config("data=nope")
+  for run in segment_config.sweep():
+    c = segment_config.get_config(run["arg"])
+    for k in run:
+      if k != "arg":
+        block, _, field = k.rpartition(".")
+        assert field in (c[block] if block else c)
+
+
+def test_data_block_keys_data_dir_by_manual_dir(tmp_path):
+  c = segment_config.get_config()
+  c.data.manual_dir = str(tmp_path / "a")
+  a = segment.data_block(c.data)
+  c.data.manual_dir = str(tmp_path / "b")
+  b = segment.data_block(c.data)
+  assert a.data_dir != b.data_dir and a.data_dir.endswith(os.path.join("manual", a.data_dir[-12:]))
+  c.data.data_dir = str(tmp_path / "explicit")
+  assert segment.data_block(c.data).data_dir == str(tmp_path / "explicit")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  os.environ.setdefault("WANDB_MODE", "disabled")
+  workdir = str(tmp_path_factory.mktemp("seg"))
+  c = segment_config.get_config("runlocal")
+  segment.train_and_evaluate(c, workdir)
+  return c, workdir
+
+
+def test_flip_averaging_is_mirror_equivariant():
+  import jax
+
+  c = segment_config.get_config("runlocal")
+  model = segment.make_model(c)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 48))
+  params = model.init(jax.random.key(1), x)["params"]
+  c.eval_flip = True
+  p = np.asarray(segment.make_predict(c, params)(x))
+  q = np.asarray(segment.make_predict(c, params)(x[:, :, ::-1]))
+  np.testing.assert_allclose(q, p[:, :, ::-1], atol=1e-6)
+  c.eval_flip = False
+  single = np.asarray(segment.make_predict(c, params)(x))
+  assert not np.allclose(single, p, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_runlocal_trains_and_evaluates(trained, tmp_path):
+  c, workdir = trained
+  rows = tracking.read_metrics(workdir)
+  last = [r for r in rows if "val/data/dice_head" in r][-1]
+  first_loss = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert first_loss[-1] < first_loss[0]
+  assert 0.0 <= last["val/data/dice_head"] <= 1.0 and "val/phantom/dice_brain" in last
+  # Evaluation of the trained workdir writes the per-image files.
+  out = tmp_path / "eval"
+  rows, summary = segment.evaluate_workdir(c, workdir, data="phantom", split="validation",
+                                           out_dir=str(out), num_overlays=2,
+                                           methods=("plain", "robust"))
+  assert summary["num_images"] == len(rows) > 0
+  assert (out / "per_image.csv").exists() and len(list((out / "overlays").glob("*.png"))) == 2
+  js = json.loads((out / "summary.json").read_text())
+  assert js["data"]["split"] == "validation" and "robust_hc_abs_mm" in js
+  assert np.isfinite(summary["seg_dice_head"]["mean"])
+
+
+def _hc18_folder(dst, keep):
+  """A copy of the HC18 dummy data holding only the training images in `keep`."""
+  src = os.path.join(ROOT, "datasets", "hc18", "dummy_data")
+  shutil.copytree(src, dst)
+  csv_path = os.path.join(dst, "training_set_pixel_size_and_HC.csv")
+  with open(csv_path) as f:
+    header, *rows = f.read().splitlines()
+  rows = [r for r in rows if r.split(",")[0] in keep]
+  with open(csv_path, "w") as f:
+    f.write("\n".join([header, *rows]) + "\n")
+  for name in os.listdir(os.path.join(dst, "training_set")):
+    if name.replace("_Annotation", "") not in keep:
+      os.remove(os.path.join(dst, "training_set", name))
+  return rows
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_another_hc18_folder(trained, tmp_path, monkeypatch):
+  # A trained workdir evaluated on two folders in the HC18 layout, one after
+  # the other, with the same data cache: each is built and measured in full.
+  c, workdir = trained
+  monkeypatch.setenv("FBJAX_DATA_DIR", str(tmp_path / "tfds"))
+  every = sorted(n for n in os.listdir(os.path.join(ROOT, "datasets/hc18/dummy_data/training_set"))
+                 if not n.endswith("_Annotation.png"))
+  a = _hc18_folder(tmp_path / "a", set(every))
+  # Same groups (so both splits stay non-empty), one image fewer.
+  b_names = [n for n in every if n != "001_2HC.png"]
+  b = _hc18_folder(tmp_path / "b", set(b_names))
+  c = c.copy_and_resolve_references()
+  c.data.name, c.data.config, c.data.manual_dir = "hc18", "", str(tmp_path / "a")
+  rows, _ = segment.evaluate_workdir(c, workdir, split="train+validation",
+                                     methods=("plain",), num_overlays=0)
+  assert len(rows) == len(a) == len(every)
+  out = tmp_path / "cli"
+  env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
+  r = subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", "--config", "configs/segment.py:runlocal",
+       "--workdir", workdir, "--config.data.name=hc18", "--config.data.config=",
+       f"--config.data.manual_dir={tmp_path / 'b'}", "--split", "train+validation",
+       "--out", str(out), "--num_overlays", "1", "--methods", "plain,robust"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  js = json.loads((out / "summary.json").read_text())
+  assert js["num_images"] == len(b) == len(every) - 1
+  assert js["data"]["manual_dir"] == str(tmp_path / "b")
+  with open(out / "per_image.csv") as f:
+    ids = sorted(row["id"] for row in csv.DictReader(f))
+  assert ids == sorted(f"training_set/{n}" for n in b_names)
+  assert len(list((out / "overlays").glob("*.png"))) == 1
+  assert math.isfinite(js["seg_dice_head"]["mean"])

@@ -1,8 +1,11 @@
 r"""Segmentation + biometry benchmark: train, measure on HC18 and the phantom, speed.
 
-  # CPU (2 cores): the default config (128x192), HC18 + phantom mixed
+  # CPU (2 cores): the default config (128x192), HC18 + phantom mixed; as many
+  # steps as fit in 30 minutes (10 for the phantom-only model) at the speed
+  # measured just before training
   python benchmarks/segment.py --hc18 ../shared/data/hc18 --workdir /tmp/segbench
-  # Accelerator: HC18's aspect at 256x384, bigger U-Net (variant=device)
+  # Accelerator: HC18's aspect at 256x384, bigger U-Net (variant=device),
+  # fixed 1500 steps, no transfer stage, no prototype (a CPU-only baseline)
   python benchmarks/segment.py --device --hc18 ../shared/data/hc18 --workdir /tmp/segbench_dev
 
 Stages (`--stages`, comma separated; default all):
@@ -37,16 +40,65 @@ _HC18 = flags.DEFINE_string(
     "HC18 manual folder (training_set/, CSVs).")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/fbjax_segment_benchmark", "Output folder.")
 _DEVICE = flags.DEFINE_bool("device", False, "Accelerator-sized run (variant=device).")
-_STEPS = flags.DEFINE_integer("steps", None, "Training steps of the main model.")
-_PHANTOM_STEPS = flags.DEFINE_integer("phantom_steps", None, "Steps of the phantom-only model.")
-_STAGES = flags.DEFINE_list("stages", ["train", "hc18", "phantom", "transfer", "speed"],
-                            "Stages to run.")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps of the main model "
+                              "(default: as many as fit in --train_minutes on CPU).")
+_PHANTOM_STEPS = flags.DEFINE_integer("phantom_steps", None, "Steps of the phantom-only model "
+                                      "(default: as many as fit in --phantom_train_minutes).")
+_MINUTES = flags.DEFINE_float("train_minutes", 30.0, "CPU: wall-clock budget of the main "
+                              "training (setup, compilation and its final validation included).")
+_PHANTOM_MINUTES = flags.DEFINE_float("phantom_train_minutes", 10.0,
+                                      "CPU: budget of the phantom-only training.")
+_STAGES = flags.DEFINE_list("stages", None, "Stages to run (default: all on CPU; "
+                            "train,hc18,phantom,speed with --device).")
+_PHANTOM_CONFIG = flags.DEFINE_string("phantom_config", "small",
+                                      "fetal_brain_synth builder config (small: 128 px, "
+                                      "built in about a minute).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data_dir (default: fbjax's cache).")
 _OVERLAYS = flags.DEFINE_integer("num_overlays", 16, "Overlays written per evaluation.")
 _SPEED_REPEATS = flags.DEFINE_integer("speed_repeats", 20, "Timed repeats per speed case.")
 
-# CPU defaults: what fits in ~30 minutes on 2 shared cores; device: < 4 minutes on one H100.
-STEPS = {False: (1000, 400), True: (2500, 800)}
+# Device: fixed step counts (< 4 minutes on one H100). CPU: the step count that fits
+# the time budget at the speed measured just before training (see `_fit_steps`).
+DEVICE_STEPS = (1500, 600)
+# Seconds of a training run that are not update steps: setup, compilation, the
+# final validation of both data sets, the checkpoint.
+OVERHEAD_S = 150.0
+
+
+def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
+  """Steps of `c`'s update that fit in `minutes`, timed on a synthetic batch now."""
+  import jax
+  import jax.numpy as jnp
+
+  from fbjax import losses
+  from fbjax.trainers import segment
+  from fbjax.trainers.autoencoder import make_optimizer
+
+  model = segment.make_model(c)
+  size, b = tuple(c.data.size), c.batch_size
+  x = jnp.full((b, *size), 0.5)
+  t = jnp.zeros((b, *size, 3))
+  present = jnp.ones((b, 3), bool)
+  params = model.init(jax.random.key(0), x[:1])["params"]
+  tx = make_optimizer(c.optimizer, c.optimizer.lr)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, opt):
+    loss, g = jax.value_and_grad(lambda p: losses.segmentation_loss(
+        model.apply({"params": p}, x)[0], t, present, **c.loss)[0])(params)
+    u, opt = tx.update(g, opt, params)
+    return jax.tree.map(lambda a, d: a + d, params, u), opt, loss
+
+  params, opt, loss = step(params, opt)
+  loss.block_until_ready()
+  t0 = time.perf_counter()
+  n = 8
+  for _ in range(n):
+    params, opt, loss = step(params, opt)
+  loss.block_until_ready()
+  step_s = (time.perf_counter() - t0) / n
+  return max(10, int(safety * (60.0 * minutes - OVERHEAD_S) / step_s)), step_s
 
 
 def _config(data: str, steps: int):
@@ -55,6 +107,7 @@ def _config(data: str, steps: int):
   arg = f"data={data}" + (",variant=device" if _DEVICE.value else "")
   c = segment_config.get_config(arg)
   c.data.manual_dir = os.path.abspath(_HC18.value)
+  c.phantom.config = _PHANTOM_CONFIG.value
   if _DATA_DIR.value:
     c.data.data_dir = c.phantom.data_dir = _DATA_DIR.value
   c.total_steps = steps
@@ -163,25 +216,35 @@ def _table(res: dict) -> str:
 def main(argv):
   del argv
   os.environ.setdefault("WANDB_MODE", "disabled")
-  from fbjax import segment_eval
+  from fbjax import segment_eval, segment_post
   from fbjax.trainers import segment
 
   work = pathlib.Path(_WORKDIR.value).resolve()  # orbax needs absolute paths
   work.mkdir(parents=True, exist_ok=True)
-  steps, phantom_steps = STEPS[_DEVICE.value]
+  steps, phantom_steps = DEVICE_STEPS if _DEVICE.value else (None, None)
   steps = _STEPS.value or steps
   phantom_steps = _PHANTOM_STEPS.value or phantom_steps
-  main_c = _config("mix", steps)
+  main_c = _config("mix", steps or 1)
   res_path = work / "benchmark.json"
   res = json.loads(res_path.read_text()) if res_path.exists() else {}
   res["command"] = " ".join(sys.argv)
   res["device"] = _DEVICE.value
-  stages = set(_STAGES.value)
+  import jax
+
+  res["jax_devices"] = [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
+  res["cpu_count"] = os.cpu_count()
+  stages = set(_STAGES.value or (["train", "hc18", "phantom", "speed"] if _DEVICE.value else
+                                 ["train", "hc18", "phantom", "transfer", "speed"]))
+  methods = ("plain", "direct", "robust") if _DEVICE.value else segment_post.METHODS
 
   def save():
     res_path.write_text(json.dumps(segment_eval.jsonable(res), indent=1, default=str))
 
   if "train" in stages:
+    if not steps:
+      steps, step_s = _fit_steps(main_c, _MINUTES.value)
+      res["train_budget"] = {"minutes": _MINUTES.value, "measured_step_s": step_s}
+      main_c = _config("mix", steps)
     res["train_seconds"] = _train(main_c, str(work / "mix"))
     res["train_steps"] = steps
     res["train_config"] = {"size": list(main_c.data.size), "model": dict(main_c.model),
@@ -191,7 +254,7 @@ def main(argv):
   if "hc18" in stages:
     _, s = segment.evaluate_workdir(main_c, str(work / "mix"), data="data", split="validation",
                                     out_dir=str(work / "eval_hc18_validation"),
-                                    num_overlays=_OVERLAYS.value)
+                                    methods=methods, num_overlays=_OVERLAYS.value)
     res["hc18_validation"] = _headline(s)
     save()
   if "phantom" in stages:
@@ -202,7 +265,11 @@ def main(argv):
     res["phantom_test"] = _headline(s)
     save()
   if "transfer" in stages:
-    pc = _config("phantom", phantom_steps)
+    pc = _config("phantom", phantom_steps or 1)
+    if not phantom_steps:
+      phantom_steps, step_s = _fit_steps(pc, _PHANTOM_MINUTES.value)
+      res["transfer_budget"] = {"minutes": _PHANTOM_MINUTES.value, "measured_step_s": step_s}
+      pc = _config("phantom", phantom_steps)
     res["transfer_train_seconds"] = _train(pc, str(work / "phantom_only"))
     res["transfer_train_steps"] = phantom_steps
     _, s = segment.evaluate_workdir(pc, str(work / "phantom_only"), data="data",

@@ -82,11 +82,16 @@ def get_config(arg=None):
 
 
 def sweep():
-  """Latent size x learning rate x variant (each entry: config arg + overrides)."""
+  """Latent size x learning rate x variant, and the enhancement chain (config arg + overrides)."""
   runs = []
   for lr in (1e-3, 2e-3, 4e-3):
     for latent_channels in (4, 8, 16, 32):
       runs.append({"arg": "variant=default", "optimizer.lr": lr,
                    "model.latent_channels": latent_channels})
     runs.append({"arg": "variant=seed", "optimizer.lr": lr})
+  # Enhancement ablation (the "none" run is the default one above: lr 2e-3, 32 latent
+  # channels). The learned chain needs a trained despeckler (configs/despeckle.py):
+  # --config.enhance.chain=learned --config.enhance.learned.workdir=DIR.
+  for chain in ("prototype", "srad"):
+    runs.append({"arg": "variant=default", "enhance.chain": chain})
   return runs

@@ -49,6 +49,7 @@ def get_config(arg=None):
   c.train_weights = (0.7, 0.3) if arg.data == "mix" else ()
   c.eval_on = ("data", "phantom")
   c.eval_method = "robust"      # head ellipse in evaluation: plain | direct | robust
+  c.eval_flip = True            # evaluation/prediction: average with the mirrored image
   c.batch_size = 16
   c.eval_batch_size = 32
   # An "epoch" of the mixture covers the phantom once in its 30 % share (4,000

@@ -44,25 +44,28 @@ def srad(image: np.ndarray, q0: float, iterations: int, dt: float, rho: float = 
   return i_img
 
 
-def nl_means(image: np.ndarray, h: float, patch: int, search: int, sigma: float = 0.0):
+def nl_means(image: np.ndarray, h: float, patch: int, search: int, sigma: float = 0.0,
+             guide: np.ndarray | None = None):
   """Brute-force non-local means (Buades et al. 2005), one pixel at a time.
 
   Uniform patch weights, w = exp(-max(d2 - 2 sigma^2, 0) / h^2), reflect-101
-  borders (numpy "reflect"). Only for small images.
+  borders (numpy "reflect"). With `guide`, d2 is measured on the guide and the
+  image's values are averaged. Only for small images.
   """
   img = np.asarray(image, np.float64)
   rp, rs = patch // 2, search // 2
   p = np.pad(img, rp + rs, mode="reflect")
+  g = p if guide is None else np.pad(np.asarray(guide, np.float64), rp + rs, mode="reflect")
   out = np.empty_like(img)
   for y in range(img.shape[0]):
     for x in range(img.shape[1]):
       cy, cx = y + rp + rs, x + rp + rs
-      ref = p[cy - rp:cy + rp + 1, cx - rp:cx + rp + 1]
+      ref = g[cy - rp:cy + rp + 1, cx - rp:cx + rp + 1]
       num = den = 0.0
       for dy in range(-rs, rs + 1):
         for dx in range(-rs, rs + 1):
           qy, qx = cy + dy, cx + dx
-          cand = p[qy - rp:qy + rp + 1, qx - rp:qx + rp + 1]
+          cand = g[qy - rp:qy + rp + 1, qx - rp:qx + rp + 1]
           d2 = np.mean((cand - ref) ** 2)
           wt = np.exp(-max(d2 - 2 * sigma ** 2, 0.0) / h ** 2)
           num += wt * p[qy, qx]

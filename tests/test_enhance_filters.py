@@ -142,6 +142,17 @@ class AgainstReferenceTest(chex.TestCase, parameterized.TestCase):
     self.assertLess(np.abs(got - expected).max(), 2e-6)
 
   @chex.variants(with_jit=True, without_jit=True)
+  def test_guided_nl_means_equals_brute_force(self):
+    x = X[:2, :14, :17]
+    g = np.asarray(F.gaussian_blur(x, 1.0))
+    expected = np.stack([ref.nl_means(a, 0.05, 3, 5, guide=b) for a, b in zip(x, g, strict=True)])
+    got = np.asarray(self.variant(lambda v, w: F.nl_means(v, 0.05, 3, 5, guide=w))(x, g))
+    self.assertLess(np.abs(got - expected).max(), 2e-6)
+    first = np.asarray(F.nl_means(x, 0.1, 3, 5))
+    two = np.asarray(self.variant(lambda v: F.nl_means_2pass(v, 0.1, 0.05, 3, 5))(x))
+    np.testing.assert_allclose(two, np.asarray(F.nl_means(x, 0.05, 3, 5, guide=first)), atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
   def test_unsharp_mask_equals_cv2(self):
     blur = np.stack([cv2.GaussianBlur(a, (13, 13), 2.0, borderType=cv2.BORDER_REFLECT_101)
                      for a in X])
@@ -190,6 +201,7 @@ def test_pad_matches_opencv_borders():
 ALL = {
     "median": lambda x: F.median(x, 5), "equalize_hist": F.equalize_hist, "clahe": F.clahe,
     "bilateral": F.bilateral, "nl_means": lambda x: F.nl_means(x, 0.1, 3, 5),
+    "nl_means_2pass": lambda x: F.nl_means_2pass(x, 0.1, 0.05, 3, 5),
     "srad": lambda x: F.srad(x, 0.2, 5), "unsharp_mask": F.unsharp_mask,
     "log_compress": F.log_compress, "gamma": F.gamma, "prototype": F.prototype,
     "gaussian_blur": lambda x: F.gaussian_blur(x, 1.0),

@@ -21,7 +21,7 @@ def test_none_is_identity_without_variables():
 
 @pytest.mark.parametrize("chain,fn", [
     ("prototype", F.prototype),
-    ("srad", lambda x: F.srad(x, 0.25, 50, 0.2)),
+    ("srad", lambda x: F.srad(x, 0.1, 100, 0.25)),
     ("clahe+median", lambda x: F.median(F.clahe(x, 2.0, (8, 8)), 5)),
 ])
 def test_chains_equal_their_filters(chain, fn):
@@ -34,7 +34,7 @@ def test_channel_axis_and_partial_config():
   e = M.make_enhance(cfg)
   y = e.apply({}, X[..., None])
   assert y.shape == X.shape + (1,)
-  np.testing.assert_allclose(y[..., 0], F.srad(X, 0.25, 3, 0.2), atol=1e-6)
+  np.testing.assert_allclose(y[..., 0], F.srad(X, 0.1, 3, 0.25), atol=1e-6)
   with pytest.raises(ValueError, match=r"\(B, H, W\) or \(B, H, W, 1\)"):
     e.apply({}, X[0])
 

@@ -53,6 +53,22 @@ def trained(tmp_path_factory):
   return c, workdir
 
 
+def test_flip_averaging_is_mirror_equivariant():
+  import jax
+
+  c = segment_config.get_config("runlocal")
+  model = segment.make_model(c)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 48))
+  params = model.init(jax.random.key(1), x)["params"]
+  c.eval_flip = True
+  p = np.asarray(segment.make_predict(c, params)(x))
+  q = np.asarray(segment.make_predict(c, params)(x[:, :, ::-1]))
+  np.testing.assert_allclose(q, p[:, :, ::-1], atol=1e-6)
+  c.eval_flip = False
+  single = np.asarray(segment.make_predict(c, params)(x))
+  assert not np.allclose(single, p, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_runlocal_trains_and_evaluates(trained, tmp_path):
   c, workdir = trained

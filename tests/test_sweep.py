@@ -26,7 +26,7 @@ def sweep():
 
 def test_autoencoder_sweep_expands_and_validates():
   runs = sweep.expand("configs/autoencoder.py")
-  assert len(runs) == 15 and len({r.name for r in runs}) == 15
+  assert len(runs) == 17 and len({r.name for r in runs}) == 17
   seed = [r for r in runs if r.arg == "variant=seed"]
   assert [dict(r.overrides)["optimizer.lr"] for r in seed] == [1e-3, 2e-3, 4e-3]
   cmd = runs[0].command("configs/autoencoder.py", "/w", "g")
@@ -46,9 +46,9 @@ def test_slurm_array_script(tmp_path):
   runs = sweep.expand("configs/autoencoder.py")
   text = sweep.slurm_script(runs, "configs/autoencoder.py", "/runs/s", "grp",
                             sbatch=("--gres=gpu:1",), max_parallel=4)
-  assert "#SBATCH --array=0-14%4" in text and "#SBATCH --gres=gpu:1" in text
+  assert "#SBATCH --array=0-16%4" in text and "#SBATCH --gres=gpu:1" in text
   body = text.split("RUNS=(\n", 1)[1].split("\n)", 1)[0].splitlines()
-  assert len(body) == 15
+  assert len(body) == 17
   first = shlex.split(shlex.split(body[0])[0])
   assert first[first.index("--workdir") + 1] == f"/runs/s/{runs[0].name}"
 

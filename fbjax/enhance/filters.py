@@ -25,7 +25,8 @@ Conventions shared by all filters:
   results agree to float32 rounding.
 
 References: Yu & Acton 2002 (SRAD), Tomasi & Manduchi 1998 (bilateral),
-Buades, Coll & Morel 2005 (non-local means), Zuiderveld 1994 (CLAHE).
+Buades, Coll & Morel 2005 (non-local means), Brox & Cremers 2007 (iterated NLM),
+Zuiderveld 1994 (CLAHE).
 """
 
 from __future__ import annotations
@@ -429,7 +430,7 @@ def bilateral(x, diameter: int = 5, sigma_color=0.1, sigma_space: float = 2.0) -
   return _poison(bad, num / den)
 
 
-def nl_means(x, h=0.1, patch: int = 5, search: int = 11, sigma=0.0) -> jax.Array:
+def nl_means(x, h=0.1, patch: int = 5, search: int = 11, sigma=0.0, guide=None) -> jax.Array:
   """Exact non-local means (Buades et al. 2005) over a small search window.
 
   out(p) = sum_q w(p, q) x(q) / sum_q w(p, q) over the `search` x `search`
@@ -438,16 +439,24 @@ def nl_means(x, h=0.1, patch: int = 5, search: int = 11, sigma=0.0) -> jax.Array
   (uniform patch weights; p itself has weight 1). Exact, not approximated:
   the cost grows with search^2, so keep `search` small (<= 21). Borders
   reflect-101. `h` and `sigma` are in [0, 1] intensity units (array-like).
+
+  `guide`: an image batch of the same shape on which d2 is measured instead
+  of `x` (the values averaged are still those of `x`). With a first NLM
+  estimate as the guide this is the two-pass scheme of `nl_means_2pass`.
   """
   if patch < 1 or patch % 2 == 0 or search < 1 or search % 2 == 0:
     raise ValueError(f"nl_means: patch and search must be odd and >= 1, got {patch}, {search}")
   x = _as_batch(x, "nl_means")
-  bad = _bad(x)
+  g = x if guide is None else _as_batch(guide, "nl_means guide")
+  if g.shape != x.shape:
+    raise ValueError(f"nl_means: guide shape {g.shape} differs from the images' {x.shape}")
+  bad = _bad(x) | _bad(g)
   b, hh, ww = x.shape
   rp, rs = patch // 2, search // 2
   pad = rp + rs
-  xp = _pad(x, pad, pad, "reflect")
-  centre = xp[:, rs:rs + hh + 2 * rp, rs:rs + ww + 2 * rp]
+  xp = _pad(x, rs, rs, "reflect")
+  gp = _pad(g, pad, pad, "reflect")
+  centre = gp[:, rs:rs + hh + 2 * rp, rs:rs + ww + 2 * rp]
   inv_h2 = 1.0 / jnp.square(jnp.asarray(h, jnp.float32))
   two_s2 = 2.0 * jnp.square(jnp.asarray(sigma, jnp.float32))
   box = np.ones(patch, np.float32) / patch
@@ -455,15 +464,29 @@ def nl_means(x, h=0.1, patch: int = 5, search: int = 11, sigma=0.0) -> jax.Array
 
   def body(carry, off):
     num, den = carry
-    other = jax.lax.dynamic_slice(xp, (0, off[0], off[1]), centre.shape)
+    other = jax.lax.dynamic_slice(gp, (0, off[0], off[1]), centre.shape)
     d2 = _sep_conv(jnp.square(other - centre), box, box, None)
     wt = jnp.exp(-jnp.maximum(d2 - two_s2, 0.0) * inv_h2)
-    v = other[:, rp:rp + hh, rp:rp + ww]
+    v = jax.lax.dynamic_slice(xp, (0, off[0], off[1]), x.shape)
     return (num + wt * v, den + wt), None
 
   zero = jnp.zeros_like(x)
   (num, den), _ = jax.lax.scan(body, (zero, zero), offsets)
   return _poison(bad, num / den)
+
+
+def nl_means_2pass(x, h1=16 / 255, h2=0.035, patch: int = 7, search: int = 21) -> jax.Array:
+  """Two-pass (iterated) non-local means: the second pass measures patch similarity
+  on the first pass's estimate and averages the noisy input with those weights.
+
+  Speckle is correlated over several pixels, so patch distances measured on
+  the noisy image are themselves noisy; measured on a first estimate they
+  select truly similar patches (the idea of Brox & Cremers 2007, and of the
+  second stage of BM3D). `h1` is the first pass's `h`, `h2` the second's
+  (smaller: the guide is smooth).
+  """
+  first = nl_means(x, h1, patch, search)
+  return nl_means(x, h2, patch, search, guide=first)
 
 
 def srad(x, q0=0.25, iterations: int = 50, dt=0.1, rho=0.0, eps: float = 1e-3) -> jax.Array:

@@ -90,19 +90,29 @@ def make_model(config):
 
 
 def make_predict(config, params, model=None):
-  """Jitted (B, H, W) images -> (B, H, W, 3) probabilities (enhancement included)."""
+  """Jitted (B, H, W) images -> (B, H, W, 3) probabilities (enhancement included).
+
+  With `config.eval_flip` the probabilities are averaged with those of the
+  left-right mirrored image, mirrored back (test-time augmentation: the
+  prediction becomes exactly mirror-equivariant, at twice the network cost).
+  """
   model = model or make_model(config)
+  flip = bool(config.get("eval_flip", False))
 
   @jax.jit
   def predict(images):
-    logits, _ = model.apply({"params": params}, images)
-    return jax.nn.sigmoid(logits)
+    probs = jax.nn.sigmoid(model.apply({"params": params}, images)[0])
+    if flip:
+      mirrored = jax.nn.sigmoid(model.apply({"params": params}, images[:, :, ::-1])[0])
+      probs = 0.5 * (probs + mirrored[:, :, ::-1])
+    return probs
 
   return predict
 
 
 def grid_hc_errors(probs, spacing, hc_mm, method: str) -> list[float]:
-  """|HC - reference| (mm) per example, measured on the network grid (NaN if unknown)."""
+  """|HC - reference| (mm) on the network grid for examples with a reference and a
+  spacing (others are skipped); inf where no ellipse could be fitted."""
   out = []
   for p, s, h in zip(probs, spacing, hc_mm, strict=True):
     if not (math.isfinite(h) and math.isfinite(s)):

@@ -111,6 +111,8 @@ def occlusion_figures(predictor, rows: list[dict], folder: pathlib.Path, num: in
       mask, _ = preprocess.letterbox(mask, size, nearest=True, geometry=g_cls)
       frac = saliency.inside_fraction(heat, mask)
     pic = np.concatenate([plots.to_rgb_uint8(grid), plots.heatmap_overlay(grid, heat)], axis=1)
+    k = max(1, 192 // grid.shape[0])     # small grids are enlarged for viewing
+    pic = cv2.resize(pic, (pic.shape[1] * k, pic.shape[0] * k), interpolation=cv2.INTER_NEAREST)
     name = "occlusion_" + (r.get("overlay") or f"{len(figs)}.png")
     figs.append({"row": r, "src": _save(folder, name, pic), "inside_head": frac})
   return figs

@@ -51,14 +51,18 @@ def labelled_example(args: tuple) -> tuple[str, dict]:
 def unlabelled_example(args: tuple) -> tuple[str, dict]:
   seed, index, size = args
   sim = phantom.simulate(seed, index, size=size)
-  return sim["id"], features.example(id=sim["id"], group=sim["group"], image=sim["image"])
+  # The pixel spacing is acquisition metadata (a scanner writes it into every
+  # image's header), not a label: it stays, so biometry can be given in mm.
+  return sim["id"], features.example(id=sim["id"], group=sim["group"], image=sim["image"],
+                                     pixel_spacing_mm=sim["pixel_spacing_mm"])
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
   """The fbjax fetal head phantom (B-mode simulation with full ground truth)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release: TT/TC/TV (+ other) planes, 11 conditions."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release: TT/TC/TV (+ other) planes, 11 conditions.",
+                   "1.1.0": "The unlabelled split keeps pixel_spacing_mm (metadata, not a label)."}
   BUILDER_CONFIGS = [
       PhantomConfig(name="tiny", description="64 px, 132/33/33 + 16 unlabelled (unit tests)",
                     size=64, num_train=132, num_validation=33, num_test=33, num_unlabelled=16),

@@ -78,7 +78,10 @@ def test_unlabelled_examples_carry_no_labels(tiny):
     for m in (*features.MASKS, "clean"):
       assert not ex[f"has_{m}"] and not ex[m].any()
     for k in features.MEASUREMENTS:
-      assert math.isnan(ex[k])
+      if k == "pixel_spacing_mm":   # acquisition metadata, kept
+        assert 0.1 < ex[k] < 2.0
+      else:
+        assert math.isnan(ex[k])
 
 
 def test_groups_are_disjoint_across_splits(tiny):

@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+from absl import flags
 
 from fbjax.data import builder_testing as bt
 from fbjax.data import builders, features, pipeline
@@ -81,3 +82,19 @@ def test_absent_features_batch_as_zeros_without_copies():
   assert not b["clean"].any() and not b["brain_mask"].any()
   b["clean"][0, 0, 0] = 1.0  # a fresh, writable array, not a shared one
   assert b["head_mask"][1].any() and not b["head_mask"][0].any()  # mixed: stacked
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_worker_processes_read_a_built_data_set(tmp_path, cache):
+  """grain workers unpickle the source although its builder is imported by path."""
+  if not flags.FLAGS.is_parsed():  # grain reads its absl flags (no app.run under pytest)
+    flags.FLAGS.mark_as_parsed()
+  bt.build("hc18", builders.ROOT / "hc18" / "dummy_data", tmp_path)
+  src = builders.data_source("hc18", "train", data_dir=tmp_path)
+  kw = dict(size=(32, 32), batch_size=2, seed=0, train=True, num_epochs=1, cache=cache)
+  inline = list(pipeline.make_dataset(src, **kw))
+  workers = list(pipeline.make_dataset(src, worker_count=1, **kw))
+  assert len(inline) == len(workers) == len(src) // 2
+  for x, y in zip(inline, workers, strict=True):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["head_mask"], y["head_mask"])

@@ -15,6 +15,7 @@ import pathlib
 import sys
 import types
 
+import cloudpickle
 import tensorflow_datasets as tfds
 
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "datasets"
@@ -44,7 +45,12 @@ def builder_module(name: str) -> types.ModuleType:
     raise KeyError(f"no builder {name!r} under {ROOT}; available: {available()}")
   _ensure_package(PACKAGE, ROOT)
   _ensure_package(f"{PACKAGE}.{name}", folder)
-  return importlib.import_module(f"{PACKAGE}.{name}.{name}_dataset_builder")
+  module = importlib.import_module(f"{PACKAGE}.{name}.{name}_dataset_builder")
+  # grain worker processes (`worker_count > 0`) unpickle the data sources
+  # without this path-based package: what they reference of the module
+  # travels by value.
+  cloudpickle.register_pickle_by_value(module)
+  return module
 
 
 def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:

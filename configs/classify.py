@@ -12,7 +12,7 @@ Arguments (the part of `--config` after the colon, comma separated):
   size=N          the network grid N x N (default 128; demo 64)
   init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
                   and, trained on normal images only, it gives the anomaly score
-  demo            phantom `small` at 64 px, CI-sized model: ~2 minutes on 2 CPU cores
+  demo            phantom `small` at 64 px, CI-sized model: ~3 minutes on 2 CPU cores
   runlocal        phantom `tiny`, tiny model: seconds
 
   python -m launch.train --config configs/classify.py:data=phantom,init_from=~/runs/ae_normal \
@@ -151,12 +151,13 @@ def get_config(arg=None):
     c.anomaly.ae_workdir = "none"
 
   if arg.demo:
-    # The main job's size: 64 px phantom, a small encoder; ~2 minutes on 2 CPU cores.
+    # The main job's size: 64 px phantom, a small encoder; ~3 minutes on 2 CPU cores
+    # (measured with the demo autoencoder: plane accuracy 0.55 after 25 epochs, 0.73 after 60).
     c.image_size = (64, 64)
     c.model.ae = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
                       latent_channels=16, latent_dim=128, groups=8)
     c.batch_size = 32
-    c.num_epochs = 25
+    c.num_epochs = 60
     c.eval_every = 0
     c.log_every = 20
     c.anomaly.max_fit_images = 600

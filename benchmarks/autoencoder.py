@@ -52,6 +52,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating speed rounds (best of e
 _SET = flags.DEFINE_multi_string("set", [], "Config override for one variant, e.g. "
                                  "--set=default.model.widths=(24,48,96).")
 _READ_THREADS = flags.DEFINE_integer("read_threads", 4, "grain read threads.")
+_WORKERS = flags.DEFINE_integer("worker_count", 0, "grain worker processes (0: threads only).")
 _CACHE = flags.DEFINE_bool("cache", False, "Keep decoded, resized images in memory.")
 _SKIP_TRAIN = flags.DEFINE_bool("skip_train", False, "Speed only.")
 _SKIP_SPEED = flags.DEFINE_bool("skip_speed", False, "Accuracy only.")
@@ -78,6 +79,7 @@ def make_config(variant: str):
   c = autoencoder.get_config(f"variant={variant},data={_DATA.value}")
   c.data.size = (_SIZE.value, _SIZE.value)
   c.data.read_threads = _READ_THREADS.value
+  c.data.worker_count = _WORKERS.value
   c.data.cache = _CACHE.value
   if c.data.name != "toy" and c.data.name != "fetal_brain_synth":
     manual = _MANUAL_DIR.value or os.environ.get("FBJAX_REAL_DATA") or str(
@@ -267,6 +269,7 @@ def main(argv):
   result = {"device": f"{dev.platform}: {dev.device_kind}", "num_devices": jax.device_count(),
             "data": _DATA.value, "size": _SIZE.value, "epochs": _EPOCHS.value,
             "batch": _BATCH.value, "cache": _CACHE.value, "read_threads": _READ_THREADS.value,
+            "worker_count": _WORKERS.value,
             "load_avg_start": os.getloadavg()[0], "variants": {}, "speed": {}}
   t0 = time.perf_counter()
   result["baselines"] = baselines(make_config("default"))

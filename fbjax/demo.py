@@ -218,7 +218,8 @@ def report_picture(out: pathlib.Path, pred_dir: pathlib.Path, metrics_: dict) ->
 
   from fbjax import plots  # noqa: PLC0415
 
-  rows = list(csv.DictReader(open(pred_dir / "predictions.csv", newline="")))
+  with open(pred_dir / "predictions.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
 
   def num(r, k):
     try:
@@ -229,9 +230,9 @@ def report_picture(out: pathlib.Path, pred_dir: pathlib.Path, metrics_: dict) ->
   with_overlay = [r for r in rows if r.get("overlay")]
   most_abnormal = sorted(with_overlay, key=lambda r: -num(r, "abnormal_prob"))[:4]
   rest = [r for r in with_overlay if r not in most_abnormal]
-  typical = rest[:4]
+  least_certain = sorted(rest, key=lambda r: -num(r, "uncertainty"))[:4]
   thumbs, texts = [], []
-  for r in most_abnormal + typical:
+  for r in most_abnormal + least_certain:
     img = cv2.imread(str(pred_dir / "overlays" / r["overlay"]), cv2.IMREAD_COLOR)
     if img is None:
       continue
@@ -249,6 +250,8 @@ def report_picture(out: pathlib.Path, pred_dir: pathlib.Path, metrics_: dict) ->
     if v.size:
       hists.append(plots.histogram_image(v, title=f"{title}, n={v.size}"))
   parts = [p for p in (grid,) if p is not None]
+  if not parts and not hists:
+    raise ValueError(f"{pred_dir / 'predictions.csv'}: no predictions to draw")
   if hists:
     h = max(x.shape[0] for x in hists)
     hists = [np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0)), constant_values=255)

@@ -1,6 +1,6 @@
 r"""The main job on the built-in phantom (no download): `make demo` runs this.
 
-  python -m launch.demo --out demo_out                 # about 10 minutes on 2 CPU cores
+  python -m launch.demo --out demo_out                 # about 7 minutes on 2 CPU cores
   python -m launch.demo --out /tmp/smoke --size smoke  # the same pipeline at toy size
 
 Builds the phantom data set, trains the segmentation U-Net, the autoencoder and

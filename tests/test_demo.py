@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import pytest
@@ -29,9 +30,15 @@ def test_main_job_smoke_runs_end_to_end_and_reruns_from_checkpoints(tmp_path):
   assert 0.0 <= m["classify"]["plane"]["accuracy"] <= 1.0
 
   # Every unlabelled image got a prediction row, with HC in mm (the spacing CSV).
-  rows = list(csv.DictReader(open(out / "predict" / "predictions.csv")))
+  with open(out / "predict" / "predictions.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  with open(out / "unlabelled" / "pixel_spacing.csv", newline="") as f:
+    spacing = {r["filename"]: float(r["pixel_spacing_mm"]) for r in csv.DictReader(f)}
   assert len(rows) == m["predict"]["predicted"] == 16 and m["predict"]["errors"] == 0
   assert all(r["plane"] for r in rows)
+  assert len(spacing) == 16 and all(0 < v < 5 for v in spacing.values())
+  for r in rows:
+    assert float(r["pixel_spacing_mm"]) == pytest.approx(spacing[Path(r["file"]).name], rel=1e-4)
   assert (out / "predict" / "report.html").stat().st_size > 1000
   pic = cv2.imread(str(out / "report.png"))
   assert pic is not None and pic.shape[0] > 100

@@ -302,8 +302,10 @@ def summarize(clf_config, result: dict) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def _ae_scores(model_ae: anomaly.Autoencoder, source, batch_size: int, score_fn,
-               limit: int | None = None):
+def ae_scores(model_ae: anomaly.Autoencoder, source, batch_size: int, score_fn,
+              limit: int | None = None):
+  """`score_fn`'s features and reconstruction errors over `source` (at most `limit`
+  evenly spaced examples), and the examples' abnormal labels."""
   feats, recon, abnormal = [], [], []
   idx = None
   if limit is not None and len(source) > limit:
@@ -342,7 +344,7 @@ def fit_anomaly(config, *, log=tracking.log) -> anomaly.AnomalyModel | None:
     except ValueError:
       log(f"anomaly: no normal training images in {name}")
       continue
-    o, _ = _ae_scores(ae, src, bs, score_fn, limit=per)
+    o, _ = ae_scores(ae, src, bs, score_fn, limit=per)
     normal_train.append(o["features"])
   if not normal_train:
     raise ValueError("anomaly: no normal training image in any training source")
@@ -350,7 +352,7 @@ def fit_anomaly(config, *, log=tracking.log) -> anomaly.AnomalyModel | None:
   val_normal: dict[str, list] = {k: [] for k in anomaly.SCORES}
   per_source = {}
   for name, block in source_blocks(config, train=False).items():
-    o, y = _ae_scores(ae, get_source(block, block.val_split, masked=False), bs, score_fn)
+    o, y = ae_scores(ae, get_source(block, block.val_split, masked=False), bs, score_fn)
     s = {"mahalanobis": gaussian.distance(o["features"]), "recon": o["recon"]}
     for k in anomaly.SCORES:
       val_normal[k].append(s[k][y == 0])

@@ -1,0 +1,223 @@
+"""The aligned head: a canonical crop of the fetal head from its ellipse.
+
+A classifier that sees the whole image can decide from what surrounds the
+head (the sector's border, text overlays, a scanner's look). The aligned
+head removes that: the image is rotated so that the head ellipse's major
+axis is horizontal, scaled so that the major axis spans a fixed fraction
+(`head_fraction`) of the crop's width, centred, and everything more than a
+small `margin` outside the ellipse is set to 0.
+
+Conventions are those of `fbjax.biometry`: points are (x, y) with the centre
+of the top-left pixel at (0, 0) (also OpenCV's for `warpAffine`), and an
+`Ellipse` has semi-axes `a >= b` and angle `theta` in [0, pi). On the crop
+the head is the axis-aligned ellipse centred at ((W-1)/2, (H-1)/2) with
+semi-axes (s a, s b), s = head_fraction * W / (2 a).
+
+An ellipse's angle is defined modulo pi, so a head has two canonical
+orientations, 180 degrees apart: `flip=True` gives the other one (exactly the
+crop of the input image rotated by 180 degrees). Training can draw either
+(augmentation), evaluation can average over both (test-time averaging).
+
+`Alignment` holds the affine maps both ways, so that a point or a heatmap on
+the crop maps back onto the image (`to_image`, `crop_to_image`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from fbjax import biometry
+from fbjax.biometry import Ellipse
+
+# A crop 4:3 wide: a head's BPD/OFD (cephalic index) is 0.74-0.83, so with the
+# major axis over 0.8 of the width the minor axis (<= 0.83 * 0.8 * 4/3 = 0.89 of
+# the height) and the margin fit.
+DEFAULT_SIZE = (96, 128)
+DEFAULT_HEAD_FRACTION = 0.8
+# Kept outside the ellipse, as a fraction of each semi-axis: the skull's outer
+# border is the ellipse, so a few per cent keeps the whole bone and its edge.
+DEFAULT_MARGIN = 0.08
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+  """How an image was mapped onto its aligned-head crop.
+
+  `forward` (2x3) maps image (x, y) to crop (x, y); `inverse` maps back.
+  `ellipse` is the head on the crop; `scale` is crop px per image px.
+  """
+
+  forward: np.ndarray
+  inverse: np.ndarray
+  scale: float
+  image_hw: tuple[int, int]
+  crop_hw: tuple[int, int]
+  ellipse: Ellipse
+  flip: bool
+
+  def to_crop(self, pts_xy) -> np.ndarray:
+    return _apply(self.forward, pts_xy)
+
+  def to_image(self, pts_xy) -> np.ndarray:
+    return _apply(self.inverse, pts_xy)
+
+
+def _apply(m: np.ndarray, pts_xy) -> np.ndarray:
+  p = np.asarray(pts_xy, np.float64).reshape(-1, 2)
+  return p @ m[:, :2].T + m[:, 2]
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+  full = np.vstack([m, [0.0, 0.0, 1.0]])
+  return np.linalg.inv(full)[:2]
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+  """The 2x3 affine map p -> outer(inner(p))."""
+  return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
+
+
+def alignment(ellipse: Ellipse, image_hw: tuple[int, int], *, size=DEFAULT_SIZE,
+              head_fraction: float = DEFAULT_HEAD_FRACTION, flip: bool = False) -> Alignment:
+  """The affine maps between an image and the aligned crop of its head."""
+  h, w = (int(v) for v in size)
+  if not (0 < head_fraction <= 1):
+    raise ValueError(f"head_fraction must be in (0, 1], got {head_fraction}")
+  if not (ellipse.a > 0 and ellipse.b > 0 and all(map(math.isfinite, (
+      ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.theta)))):
+    raise ValueError(f"not a usable head ellipse: {ellipse}")
+  s = head_fraction * w / (2.0 * ellipse.a)
+  t = ellipse.theta + (math.pi if flip else 0.0)
+  c, sn = math.cos(t), math.sin(t)
+  # Rotate by -t about the head centre, scale, move the centre to the crop's.
+  rot = s * np.array([[c, sn], [-sn, c]])
+  centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+  fwd = np.hstack([rot, (centre - rot @ [ellipse.cx, ellipse.cy])[:, None]])
+  on_crop = Ellipse(float(centre[0]), float(centre[1]), s * ellipse.a, s * ellipse.b, 0.0)
+  return Alignment(fwd, _invert(fwd), s, (int(image_hw[0]), int(image_hw[1])), (h, w),
+                   on_crop, bool(flip))
+
+
+def head_region(al: Alignment, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+  """Bool (H, W): crop pixels within the ellipse grown by `margin` of each semi-axis."""
+  h, w = al.crop_hw
+  e = al.ellipse
+  yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+  r2 = ((xx - e.cx) / (e.a * (1 + margin))) ** 2 + ((yy - e.cy) / (e.b * (1 + margin))) ** 2
+  return r2 <= 1.0
+
+
+def _warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], scale: float,
+          nearest: bool = False) -> np.ndarray:
+  h, w = out_hw
+  img = np.ascontiguousarray(image)
+  if not nearest and scale < 0.5:
+    # Downscaling by more than 2 aliases speckle under bilinear sampling:
+    # shrink by area averaging first, then warp the rest of the way.
+    ih, iw = img.shape[:2]
+    rw, rh = max(1, round(iw * scale * 2)), max(1, round(ih * scale * 2))
+    small = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA)
+    if img.ndim == 3 and small.ndim == 2:
+      small = small[..., None]
+    sx, sy = rw / iw, rh / ih
+    # cv2.resize maps pixel centres as p' = (p + 0.5) * s - 0.5.
+    shrink = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
+    m = _compose(m, _invert(shrink))
+    img = small
+  flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+  out = cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+  if img.ndim == 3 and out.ndim == 2:
+    out = out[..., None]
+  return out
+
+
+def aligned_head(image, ellipse: Ellipse, *, size=DEFAULT_SIZE,
+                 head_fraction: float = DEFAULT_HEAD_FRACTION, margin: float = DEFAULT_MARGIN,
+                 flip: bool = False) -> tuple[np.ndarray, dict]:
+  """The canonical crop of the head in `image` (HxW or HxWxC, any dtype).
+
+  Returns (crop, info): crop has `size` (H, W) (plus the image's channels)
+  and the image's dtype, 0 outside the head region and outside the image.
+  info: `alignment` (an `Alignment`: `forward`/`inverse` 2x3 matrices,
+  `to_image`, `to_crop`), `head` (bool HxW, the region kept) and `valid`
+  (bool HxW, crop pixels that come from inside the image).
+  """
+  img = np.asarray(image)
+  if img.ndim not in (2, 3) or min(img.shape[:2]) < 1:
+    raise ValueError(f"expected an HxW or HxWxC image, got shape {img.shape}")
+  al = alignment(ellipse, img.shape[:2], size=size, head_fraction=head_fraction, flip=flip)
+  crop = _warp(img, al.forward, al.crop_hw, al.scale)
+  ones = np.ones(img.shape[:2], np.uint8)
+  valid = _warp(ones, al.forward, al.crop_hw, al.scale, nearest=True).astype(bool)
+  head = head_region(al, margin)
+  keep = head & valid
+  crop = np.where(keep.reshape(keep.shape + (1,) * (crop.ndim - 2)), crop, 0).astype(img.dtype)
+  return crop, {"alignment": al, "head": head, "valid": valid}
+
+
+def crop_to_image(values, al: Alignment, *, nearest: bool = False) -> np.ndarray:
+  """Maps a map on the crop (e.g. an occlusion heatmap, HxW float) onto the image grid."""
+  v = np.asarray(values)
+  if v.shape[:2] != al.crop_hw:
+    raise ValueError(f"expected a map of the crop's size {al.crop_hw}, got {v.shape}")
+  if v.dtype == np.float64 or v.dtype == bool:
+    v = v.astype(np.float32)
+  h, w = al.image_hw
+  flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+  return cv2.warpAffine(np.ascontiguousarray(v), al.inverse, (w, h), flags=flags,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def ellipse_from_mask(mask, *, name: str = "<mask>", min_points: int = 20) -> Ellipse:
+  """The head ellipse of a ground-truth head mask (HxW, nonzero = head).
+
+  Fits the sub-pixel outline of the largest region (`biometry.ellipse_from_mask`,
+  direct least squares; outline points on the image border are left out, so a
+  head cut by the border is extrapolated). Raises ValueError naming `name`
+  when the mask holds no usable head.
+  """
+  m = np.asarray(mask)
+  if m.ndim == 3 and m.shape[2] == 1:
+    m = m[..., 0]
+  if m.ndim != 2:
+    raise ValueError(f"{name}: expected an HxW mask, got shape {m.shape}")
+  e = biometry.ellipse_from_mask((m > 0).astype(np.float32), "direct", min_points=min_points)
+  if e is None:
+    raise ValueError(f"{name}: no head ellipse in the mask ({int((m > 0).sum())} head pixels; "
+                     f"an outline of >= {min_points} points is needed)")
+  return e
+
+
+def aligned_heads(images: Sequence, ellipses: Sequence[Ellipse | None], *,
+                  size=DEFAULT_SIZE, flip: bool | Sequence[bool] = False,
+                  **kwargs) -> tuple[np.ndarray, list[dict | None]]:
+  """`aligned_head` over a list of images of any sizes: (N, H, W[, C]) and the infos.
+
+  An image whose ellipse is None (no head found) gets an all-zero crop and
+  info None, so a batch keeps its length and order.
+  """
+  if len(images) != len(ellipses):
+    raise ValueError(f"{len(images)} images but {len(ellipses)} ellipses")
+  flips = [flip] * len(images) if isinstance(flip, bool) else list(flip)
+  if len(flips) != len(images):
+    raise ValueError(f"{len(images)} images but {len(flips)} flip values")
+  crops, infos = [], []
+  for img, e, f in zip(images, ellipses, flips, strict=True):
+    img = np.asarray(img)
+    if e is None:
+      crops.append(np.zeros((*size, *img.shape[2:]), img.dtype))
+      infos.append(None)
+      continue
+    c, info = aligned_head(img, e, size=size, flip=f, **kwargs)
+    crops.append(c)
+    infos.append(info)
+  shapes = {c.shape for c in crops}
+  if len(shapes) > 1:
+    raise ValueError(f"images differ in channels: crops of shapes {sorted(shapes)}")
+  return np.stack(crops) if crops else np.zeros((0, *size)), infos

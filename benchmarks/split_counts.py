@@ -76,10 +76,13 @@ def main() -> None:
 
 
 def _aspects(data_dir: str) -> dict[str, int]:
-  src = builders.data_source("fetal_planes_db", "train", data_dir=data_dir, config="brain_640",
-                             decode_images=False)
-  return dict(collections.Counter(f"{float(np.float32(src[i]['pixel_aspect'])):.3f}"
-                                  for i in range(len(src))))
+  """How many images of the 640 layout have each `pixel_aspect` (all splits)."""
+  counts: collections.Counter = collections.Counter()
+  for split in splits.SPLITS:
+    src = builders.data_source("fetal_planes_db", split, data_dir=data_dir, config="brain_640",
+                               decode_images=False)
+    counts.update(f"{float(np.float32(src[i]['pixel_aspect'])):.3f}" for i in range(len(src)))
+  return dict(counts)
 
 
 if __name__ == "__main__":

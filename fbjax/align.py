@@ -77,11 +77,6 @@ def _invert(m: np.ndarray) -> np.ndarray:
   return np.linalg.inv(full)[:2]
 
 
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-  """The 2x3 affine map p -> outer(inner(p))."""
-  return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]
-
-
 def alignment(ellipse: Ellipse, image_hw: tuple[int, int], *, size=DEFAULT_SIZE,
               head_fraction: float = DEFAULT_HEAD_FRACTION, flip: bool = False) -> Alignment:
   """The affine maps between an image and the aligned crop of its head."""
@@ -118,17 +113,13 @@ def _warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], scale: floa
   img = np.ascontiguousarray(image)
   if not nearest and scale < 0.5:
     # Downscaling by more than 2 aliases speckle under bilinear sampling:
-    # shrink by area averaging first, then warp the rest of the way.
-    ih, iw = img.shape[:2]
-    rw, rh = max(1, round(iw * scale * 2)), max(1, round(ih * scale * 2))
-    small = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA)
-    if img.ndim == 3 and small.ndim == 2:
-      small = small[..., None]
-    sx, sy = rw / iw, rh / ih
-    # cv2.resize maps pixel centres as p' = (p + 0.5) * s - 0.5.
-    shrink = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
-    m = _compose(m, _invert(shrink))
-    img = small
+    # low-pass first (sigma = (1/scale - 1) / 2, as skimage's rescale). A
+    # Gaussian blur commutes with the 180-degree rotation, so both canonical
+    # orientations stay each other's exact rotation (a pyramid would not).
+    sigma = (1.0 / scale - 1.0) / 2.0
+    blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                               borderType=cv2.BORDER_REFLECT)
+    img = blurred[..., None] if img.ndim == 3 and blurred.ndim == 2 else blurred
   flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
   out = cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
                        borderValue=0)

@@ -168,19 +168,33 @@ def crop_to_image(values, al: Alignment, *, nearest: bool = False) -> np.ndarray
 def ellipse_from_mask(mask, *, name: str = "<mask>", min_points: int = 20) -> Ellipse:
   """The head ellipse of a ground-truth head mask (HxW, nonzero = head).
 
-  Fits the sub-pixel outline of the largest region (`biometry.ellipse_from_mask`,
-  direct least squares; outline points on the image border are left out, so a
-  head cut by the border is extrapolated). Raises ValueError naming `name`
-  when the mask holds no usable head.
+  The fit of `biometry.ellipse_from_mask` (direct least squares on the
+  sub-pixel outline of the largest region; outline points on the image border
+  are left out, so a head cut by the border is extrapolated), traced on the
+  mask's bounding box only. Raises ValueError naming `name` when the mask
+  holds no usable head.
   """
   m = np.asarray(mask)
   if m.ndim == 3 and m.shape[2] == 1:
     m = m[..., 0]
   if m.ndim != 2:
     raise ValueError(f"{name}: expected an HxW mask, got shape {m.shape}")
-  e = biometry.ellipse_from_mask((m > 0).astype(np.float32), "direct", min_points=min_points)
+  inside = (m > 0).astype(np.uint8)
+  # Trace the outline on the mask's bounding box (plus 3 px, clipped to the
+  # image): the same points, several times faster than on the whole image.
+  x, y, w, h = cv2.boundingRect(inside)
+  x0, y0 = max(0, x - 3), max(0, y - 3)
+  x1, y1 = min(m.shape[1], x + w + 3), min(m.shape[0], y + h + 3)
+  pts, _ = biometry.boundary_points(inside[y0:y1, x0:x1].astype(np.float32))
+  pts = pts + [x0, y0]
+  # Leave out points on the image's border, where the head is cut rather than
+  # bounded by the skull (the rule of `biometry.boundary_points`).
+  keep = ((pts[:, 0] > 0.5) & (pts[:, 0] < m.shape[1] - 1.5)
+          & (pts[:, 1] > 0.5) & (pts[:, 1] < m.shape[0] - 1.5))
+  pts = pts[keep]
+  e = biometry.fit_ellipse(pts, "direct") if len(pts) >= min_points else None
   if e is None:
-    raise ValueError(f"{name}: no head ellipse in the mask ({int((m > 0).sum())} head pixels; "
+    raise ValueError(f"{name}: no head ellipse in the mask ({int(inside.sum())} head pixels; "
                      f"an outline of >= {min_points} points is needed)")
   return e
 

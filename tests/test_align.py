@@ -160,6 +160,13 @@ def test_ellipse_from_mask_recovers_the_ellipse_and_names_bad_masks():
   assert fit.cx == pytest.approx(e.cx, abs=0.2) and fit.cy == pytest.approx(e.cy, abs=0.2)
   assert fit.a == pytest.approx(e.a, abs=0.3) and fit.b == pytest.approx(e.b, abs=0.3)
   assert math.degrees(abs(fit.theta - e.theta)) < 0.5
+  # The same fit as biometry's on the whole image, also for a head cut by the border.
+  for cut in (e, _ellipse(60.0, 280.0, 110.0, 85.0, 25.0)):
+    m = biometry.rasterize(cut, (300, 400))
+    ref = biometry.ellipse_from_mask(m.astype(np.float32))
+    got = align.ellipse_from_mask(m)
+    np.testing.assert_allclose([got.cx, got.cy, got.a, got.b, got.theta],
+                               [ref.cx, ref.cy, ref.a, ref.b, ref.theta], atol=1e-9)
   with pytest.raises(ValueError, match="empty.png: no head ellipse"):
     align.ellipse_from_mask(np.zeros((50, 60), np.uint8), name="empty.png")
   with pytest.raises(ValueError, match="HxW mask"):

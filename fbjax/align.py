@@ -20,6 +20,11 @@ crop of the input image rotated by 180 degrees). Training can draw either
 
 `Alignment` holds the affine maps both ways, so that a point or a heatmap on
 the crop maps back onto the image (`to_image`, `crop_to_image`).
+
+A stretched image (e.g. FETAL_PLANES_DB's 640x640 copy, feature
+`pixel_aspect`: width / height of the area a pixel covers) is undone in the
+same warp: with `pixel_aspect` given, the crop shows the head in true
+proportions (the ellipse is given in the stored image's pixels).
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class Alignment:
   """How an image was mapped onto its aligned-head crop.
 
   `forward` (2x3) maps image (x, y) to crop (x, y); `inverse` maps back.
-  `ellipse` is the head on the crop; `scale` is crop px per image px.
+  `ellipse` is the head on the crop; `scale` is crop px per image px along
+  the image's y axis (`scale * pixel_aspect` along its x axis).
   """
 
   forward: np.ndarray
@@ -59,6 +65,7 @@ class Alignment:
   crop_hw: tuple[int, int]
   ellipse: Ellipse
   flip: bool
+  pixel_aspect: float = 1.0
 
   def to_crop(self, pts_xy) -> np.ndarray:
     return _apply(self.forward, pts_xy)
@@ -77,25 +84,44 @@ def _invert(m: np.ndarray) -> np.ndarray:
   return np.linalg.inv(full)[:2]
 
 
+def _stretched(e: Ellipse, sx: float) -> Ellipse:
+  """The image of ellipse `e` under x -> sx * x (exact, through its conic)."""
+  a, b, c, d, e_, f = e.conic()
+  out = biometry.ellipse_from_conic((a / sx**2, b / sx, c, d / sx, e_, f))
+  if out is None:
+    raise ValueError(f"cannot stretch {e} by {sx}")
+  return out
+
+
 def alignment(ellipse: Ellipse, image_hw: tuple[int, int], *, size=DEFAULT_SIZE,
-              head_fraction: float = DEFAULT_HEAD_FRACTION, flip: bool = False) -> Alignment:
-  """The affine maps between an image and the aligned crop of its head."""
+              head_fraction: float = DEFAULT_HEAD_FRACTION, flip: bool = False,
+              pixel_aspect: float = 1.0) -> Alignment:
+  """The affine maps between an image and the aligned crop of its head.
+
+  `pixel_aspect` (width / height of the area one pixel covers; NaN or 1: none)
+  undoes a stretch: the head is aligned in true proportions.
+  """
   h, w = (int(v) for v in size)
   if not (0 < head_fraction <= 1):
     raise ValueError(f"head_fraction must be in (0, 1], got {head_fraction}")
   if not (ellipse.a > 0 and ellipse.b > 0 and all(map(math.isfinite, (
       ellipse.cx, ellipse.cy, ellipse.a, ellipse.b, ellipse.theta)))):
     raise ValueError(f"not a usable head ellipse: {ellipse}")
-  s = head_fraction * w / (2.0 * ellipse.a)
-  t = ellipse.theta + (math.pi if flip else 0.0)
+  sx = 1.0 if not math.isfinite(pixel_aspect) else float(pixel_aspect)
+  if sx <= 0:
+    raise ValueError(f"pixel_aspect must be > 0, got {pixel_aspect}")
+  true = ellipse if sx == 1.0 else _stretched(ellipse, sx)
+  s = head_fraction * w / (2.0 * true.a)
+  t = true.theta + (math.pi if flip else 0.0)
   c, sn = math.cos(t), math.sin(t)
-  # Rotate by -t about the head centre, scale, move the centre to the crop's.
-  rot = s * np.array([[c, sn], [-sn, c]])
+  # Undo the stretch, rotate by -t about the head centre, scale, and move the
+  # centre to the crop's.
+  lin = s * np.array([[c, sn], [-sn, c]]) @ np.diag([sx, 1.0])
   centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-  fwd = np.hstack([rot, (centre - rot @ [ellipse.cx, ellipse.cy])[:, None]])
-  on_crop = Ellipse(float(centre[0]), float(centre[1]), s * ellipse.a, s * ellipse.b, 0.0)
+  fwd = np.hstack([lin, (centre - lin @ [ellipse.cx, ellipse.cy])[:, None]])
+  on_crop = Ellipse(float(centre[0]), float(centre[1]), s * true.a, s * true.b, 0.0)
   return Alignment(fwd, _invert(fwd), s, (int(image_hw[0]), int(image_hw[1])), (h, w),
-                   on_crop, bool(flip))
+                   on_crop, bool(flip), sx)
 
 
 def head_region(al: Alignment, margin: float = DEFAULT_MARGIN) -> np.ndarray:
@@ -107,17 +133,17 @@ def head_region(al: Alignment, margin: float = DEFAULT_MARGIN) -> np.ndarray:
   return r2 <= 1.0
 
 
-def _warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], scale: float,
-          nearest: bool = False) -> np.ndarray:
+def _warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int],
+          scale_xy: tuple[float, float], nearest: bool = False) -> np.ndarray:
   h, w = out_hw
   img = np.ascontiguousarray(image)
-  if not nearest and scale < 0.5:
+  if not nearest and min(scale_xy) < 0.5:
     # Downscaling by more than 2 aliases speckle under bilinear sampling:
-    # low-pass first (sigma = (1/scale - 1) / 2, as skimage's rescale). A
-    # Gaussian blur commutes with the 180-degree rotation, so both canonical
-    # orientations stay each other's exact rotation (a pyramid would not).
-    sigma = (1.0 / scale - 1.0) / 2.0
-    blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma,
+    # low-pass first (sigma = (1/scale - 1) / 2 per image axis, as skimage's
+    # rescale). A Gaussian blur commutes with the 180-degree rotation, so both
+    # canonical orientations stay each other's exact rotation.
+    sx, sy = (max(0.0, (1.0 / v - 1.0) / 2.0) for v in scale_xy)
+    blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=max(sx, 1e-3), sigmaY=max(sy, 1e-3),
                                borderType=cv2.BORDER_REFLECT)
     img = blurred[..., None] if img.ndim == 3 and blurred.ndim == 2 else blurred
   flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
@@ -130,11 +156,12 @@ def _warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], scale: floa
 
 def aligned_head(image, ellipse: Ellipse, *, size=DEFAULT_SIZE,
                  head_fraction: float = DEFAULT_HEAD_FRACTION, margin: float = DEFAULT_MARGIN,
-                 flip: bool = False) -> tuple[np.ndarray, dict]:
+                 flip: bool = False, pixel_aspect: float = 1.0) -> tuple[np.ndarray, dict]:
   """The canonical crop of the head in `image` (HxW or HxWxC, any dtype).
 
   Returns (crop, info): crop has `size` (H, W) (plus the image's channels)
   and the image's dtype, 0 outside the head region and outside the image.
+  `pixel_aspect` undoes a stretched image's distortion (see the module notes).
   info: `alignment` (an `Alignment`: `forward`/`inverse` 2x3 matrices,
   `to_image`, `to_crop`), `head` (bool HxW, the region kept) and `valid`
   (bool HxW, crop pixels that come from inside the image).
@@ -142,10 +169,12 @@ def aligned_head(image, ellipse: Ellipse, *, size=DEFAULT_SIZE,
   img = np.asarray(image)
   if img.ndim not in (2, 3) or min(img.shape[:2]) < 1:
     raise ValueError(f"expected an HxW or HxWxC image, got shape {img.shape}")
-  al = alignment(ellipse, img.shape[:2], size=size, head_fraction=head_fraction, flip=flip)
-  crop = _warp(img, al.forward, al.crop_hw, al.scale)
+  al = alignment(ellipse, img.shape[:2], size=size, head_fraction=head_fraction, flip=flip,
+                 pixel_aspect=pixel_aspect)
+  scales = (al.scale * al.pixel_aspect, al.scale)
+  crop = _warp(img, al.forward, al.crop_hw, scales)
   ones = np.ones(img.shape[:2], np.uint8)
-  valid = _warp(ones, al.forward, al.crop_hw, al.scale, nearest=True).astype(bool)
+  valid = _warp(ones, al.forward, al.crop_hw, scales, nearest=True).astype(bool)
   head = head_region(al, margin)
   keep = head & valid
   crop = np.where(keep.reshape(keep.shape + (1,) * (crop.ndim - 2)), crop, 0).astype(img.dtype)
@@ -199,27 +228,36 @@ def ellipse_from_mask(mask, *, name: str = "<mask>", min_points: int = 20) -> El
   return e
 
 
+def _per_image(value, n: int, name: str) -> list:
+  values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * n
+  if len(values) != n:
+    raise ValueError(f"{n} images but {len(values)} {name} values")
+  return values
+
+
 def aligned_heads(images: Sequence, ellipses: Sequence[Ellipse | None], *,
                   size=DEFAULT_SIZE, flip: bool | Sequence[bool] = False,
+                  pixel_aspect: float | Sequence[float] = 1.0,
                   **kwargs) -> tuple[np.ndarray, list[dict | None]]:
   """`aligned_head` over a list of images of any sizes: (N, H, W[, C]) and the infos.
 
-  An image whose ellipse is None (no head found) gets an all-zero crop and
-  info None, so a batch keeps its length and order.
+  `flip` and `pixel_aspect` are one value for all or one per image. An image
+  whose ellipse is None (no head found) gets an all-zero crop and info None,
+  so a batch keeps its length and order.
   """
-  if len(images) != len(ellipses):
-    raise ValueError(f"{len(images)} images but {len(ellipses)} ellipses")
-  flips = [flip] * len(images) if isinstance(flip, bool) else list(flip)
-  if len(flips) != len(images):
-    raise ValueError(f"{len(images)} images but {len(flips)} flip values")
+  n = len(images)
+  if len(ellipses) != n:
+    raise ValueError(f"{n} images but {len(ellipses)} ellipses")
+  flips = _per_image(flip, n, "flip")
+  aspects = _per_image(pixel_aspect, n, "pixel_aspect")
   crops, infos = [], []
-  for img, e, f in zip(images, ellipses, flips, strict=True):
+  for img, e, f, pa in zip(images, ellipses, flips, aspects, strict=True):
     img = np.asarray(img)
     if e is None:
       crops.append(np.zeros((*size, *img.shape[2:]), img.dtype))
       infos.append(None)
       continue
-    c, info = aligned_head(img, e, size=size, flip=f, **kwargs)
+    c, info = aligned_head(img, e, size=size, flip=bool(f), pixel_aspect=float(pa), **kwargs)
     crops.append(c)
     infos.append(info)
   shapes = {c.shape for c in crops}

@@ -143,6 +143,36 @@ def test_rotating_the_image_180_degrees_gives_the_flipped_crop(case):
   assert cols.mean() > SIZE[1] / 2 > cols_f.mean()
 
 
+@pytest.mark.parametrize("aspect", [640 / 392, 959 / 661])
+def test_pixel_aspect_undoes_a_stretched_image(aspect):
+  # A scene with a true-proportion head, then squeezed to a square as the 640x640
+  # copies were: the ellipse in the stored pixels is the true one squeezed in x.
+  e = _ellipse(290.0, 200.0, 150.0, 115.0, 30.0)
+  true_img = _scene(e, (400, round(400 * aspect)))
+  stored = cv2.resize(true_img, (400, 400), interpolation=cv2.INTER_AREA)
+  sx = 400 / true_img.shape[1]
+  aspect = 1 / sx  # the exact stretch of this (rounded) width
+  e_stored = align._stretched(e, sx)
+  # cv2.resize maps pixel centres x -> (x + 0.5) * sx - 0.5
+  e_stored = Ellipse.make(e_stored.cx + 0.5 * sx - 0.5, e_stored.cy, e_stored.a, e_stored.b,
+                          e_stored.theta)
+  ref, _ = align.aligned_head(true_img, e, size=SIZE)
+  undone, info = align.aligned_head(stored, e_stored, size=SIZE, pixel_aspect=aspect)
+  kept, _ = align.aligned_head(stored, e_stored, size=SIZE)
+  assert info["alignment"].ellipse.b / info["alignment"].ellipse.a == pytest.approx(e.b / e.a)
+  d_undone = np.abs(undone.astype(int) - ref).mean()
+  d_kept = np.abs(kept.astype(int) - ref).mean()
+  print(f"\nstretch {aspect:.3f}: mean |crop - true-proportion crop| {d_undone:.2f} undone, "
+        f"{d_kept:.2f} kept")
+  assert d_undone < 0.5 and d_kept > 10 * d_undone, (d_undone, d_kept)
+  # The maps still round-trip through the stretch.
+  al = info["alignment"]
+  np.testing.assert_allclose(al.to_crop(al.to_image([[10.0, 20.0]])), [[10.0, 20.0]])
+  # NaN (unknown) means no correction.
+  nan, _ = align.aligned_head(stored, e_stored, size=SIZE, pixel_aspect=float("nan"))
+  np.testing.assert_array_equal(nan, kept)
+
+
 def test_large_downscale_is_area_averaged_not_aliased():
   # A head 1,000 px wide shrunk ~10x: the crop of a fine checkerboard is its mean grey,
   # not a moire pattern.
@@ -181,6 +211,10 @@ def test_batched_helper_keeps_order_and_marks_missing_heads():
   assert infos[1] is None and not crops[1].any()
   one, _ = align.aligned_head(imgs[2], es[2], size=SIZE, flip=True)
   np.testing.assert_array_equal(crops[2], one)
+  stretched, infos2 = align.aligned_heads(imgs, es, size=SIZE, pixel_aspect=[1.0, 1.0, 1.5])
+  assert infos2[2]["alignment"].pixel_aspect == 1.5 and infos2[0]["alignment"].pixel_aspect == 1
+  with pytest.raises(ValueError, match="3 images but 2 pixel_aspect values"):
+    align.aligned_heads(imgs, es, pixel_aspect=[1.0, 2.0])
   with pytest.raises(ValueError, match="2 images but 1 ellipses"):
     align.aligned_heads(imgs[:2], es[:1])
   with pytest.raises(ValueError, match="not a usable head ellipse"):

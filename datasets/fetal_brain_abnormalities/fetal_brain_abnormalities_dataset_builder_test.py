@@ -93,6 +93,7 @@ def test_labels(built):
     else:
       assert e["plane"] == -1
     assert not e["has_head_mask"] and np.isnan(e["pixel_spacing_mm"])
+    assert np.isnan(e["pixel_aspect"])  # stretched to 640x640 from an unrecorded size
     assert e["image"].shape == (48, 48, 1)
   assert by_cond == {"normal": 9, "arachnoid_cyst": 8, "moderate_ventriculomegaly": 5,
                      "mild_ventriculomegaly": 3, "cerebellar_hypoplasia": 2,

@@ -203,6 +203,9 @@ def scan(roots: dict[str, pathlib.Path], brain_only: bool) -> dict[str, list[Ite
     for it in scan_folder(root, brain_only, folder == STRETCHED,
                           f"{folder}/" if prefix else "", problems):
       stem = it.path.stem
+      if stem in names and (names[stem].plane, names[stem].group) != (it.plane, it.group):
+        problems.append(f"{it.path}: the same image as {names[stem].path} with another "
+                        f"plane or patient in its CSV")
       if stem in names:
         logging.warning("fetal_planes_db: %s is also %s; kept once (%s)", it.path,
                         names[stem].path, names[stem].id)

@@ -166,3 +166,13 @@ def test_rebuilding_from_the_same_folders_reuses_the_build(tmp_path, config):
   other = bt.copy_tree(DUMMY, tmp_path / "copy")
   with pytest.raises(ValueError, match="built from"):
     bt.build(NAME, other, tmp_path, config=config)
+
+
+def test_an_image_in_both_layouts_with_other_labels_is_an_error(tmp_path):
+  d = bt.copy_tree(DUMMY, tmp_path / "m")
+  csv = d / "fetal_planes_db_640" / "FETAL_PLANES_DB_data.csv"
+  csv.write_text(csv.read_text().replace("Patient00002_Plane3_1_of_2;2;Fetal brain;"
+                                         "Trans-ventricular", "Patient00002_Plane3_1_of_2;2;"
+                                         "Fetal brain;Trans-thalamic"))
+  with pytest.raises(builder_utils.DataError, match="with another plane or patient"):
+    bt.build(NAME, d, tmp_path / "tfds", config="brain_combined")

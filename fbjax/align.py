@@ -264,3 +264,50 @@ def aligned_heads(images: Sequence, ellipses: Sequence[Ellipse | None], *,
   if len(shapes) > 1:
     raise ValueError(f"images differ in channels: crops of shapes {sorted(shapes)}")
   return np.stack(crops) if crops else np.zeros((0, *size)), infos
+
+
+# ---------------------------------------------------------------------------
+# On the accelerator: the same crop as a pure jnp function (jit / vmap)
+
+
+def aligned_head_jnp(image, ellipse, *, size=DEFAULT_SIZE,
+                     head_fraction: float = DEFAULT_HEAD_FRACTION,
+                     margin: float = DEFAULT_MARGIN, flip=False, pixel_aspect=1.0):
+  """`aligned_head` of one grey image (H, W) in jnp, for use inside jit / vmap.
+
+  `ellipse` is an array (cx, cy, a, b, theta) (a >= b, as `Ellipse`); `flip`
+  and `pixel_aspect` may be traced. Bilinear sampling without the low-pass
+  that `aligned_head` applies before downscaling by more than 2: give it
+  images already near the crop's scale (e.g. the network's letterboxed grid).
+  Returns the float32 crop (size), 0 outside the head region and the image.
+  """
+  import jax.numpy as jnp
+  from jax.scipy import ndimage
+
+  h, w = (int(v) for v in size)
+  cx, cy, a, b, theta = (jnp.asarray(ellipse, jnp.float32)[i] for i in range(5))
+  sx = jnp.where(jnp.isfinite(pixel_aspect), jnp.asarray(pixel_aspect, jnp.float32), 1.0)
+  # The ellipse in true proportions (x -> sx x), from its conic as in `_stretched`.
+  c, s = jnp.cos(theta), jnp.sin(theta)
+  ia, ib = 1.0 / a**2, 1.0 / b**2
+  qa = (c * c * ia + s * s * ib) / sx**2
+  qb = 2.0 * c * s * (ia - ib) / sx
+  qc = s * s * ia + c * c * ib
+  a_true = 1.0 / jnp.sqrt(0.5 * (qa + qc - jnp.sqrt((qa - qc) ** 2 + qb**2)))
+  b_true = 1.0 / jnp.sqrt(0.5 * (qa + qc + jnp.sqrt((qa - qc) ** 2 + qb**2)))
+  # The major axis (smallest eigenvalue), in [0, pi) as `Ellipse.theta`.
+  t = jnp.mod(0.5 * jnp.arctan2(qb, qa - qc) + jnp.pi / 2, jnp.pi)
+  t = t + jnp.where(flip, jnp.pi, 0.0)
+  scale = head_fraction * w / (2.0 * a_true)
+  # Crop pixel -> image pixel: undo centre, scale, rotation, then the stretch.
+  yy, xx = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
+  u, v = (xx - (w - 1) / 2.0) / scale, (yy - (h - 1) / 2.0) / scale
+  ct, st = jnp.cos(t), jnp.sin(t)
+  x_img = cx + (ct * u - st * v) / sx
+  y_img = cy + st * u + ct * v
+  crop = ndimage.map_coordinates(jnp.asarray(image, jnp.float32), [y_img, x_img], order=1,
+                                 mode="constant", cval=0.0)
+  inside = ((x_img > -0.5) & (x_img < image.shape[1] - 0.5)
+            & (y_img > -0.5) & (y_img < image.shape[0] - 0.5))
+  r2 = (u / (a_true * (1 + margin))) ** 2 + (v / (b_true * (1 + margin))) ** 2
+  return jnp.where((r2 <= 1.0) & inside, crop, 0.0)

@@ -173,6 +173,46 @@ def test_pixel_aspect_undoes_a_stretched_image(aspect):
   np.testing.assert_array_equal(nan, kept)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c[2] <= 100] + [
+    (200.0, 150.0, 95.0, 70.0, 140.0)])
+@pytest.mark.parametrize("flip, aspect", [(False, 1.0), (True, 1.0), (False, 1.45)])
+def test_jnp_twin_matches_the_opencv_crop(case, flip, aspect):
+  import jax
+  cx, cy, a, b, deg = case
+  shrink = 1.0 if aspect == 1.0 else 0.6  # stays within a 2x downscale once unstretched
+  e = _ellipse(cx, cy, shrink * a, shrink * b, deg)
+  img = cv2.GaussianBlur(_scene(e), (0, 0), 3.0)  # float32 below: OpenCV's bilinear is exact
+  ref, info = align.aligned_head(img.astype(np.float32), e, size=SIZE, flip=flip,
+                                 pixel_aspect=aspect)
+  assert info["alignment"].scale * min(1.0, aspect) >= 0.5  # no low-pass in the reference
+  fn = jax.jit(lambda im, el, f, pa: align.aligned_head_jnp(im, el, size=SIZE, flip=f,
+                                                            pixel_aspect=pa))
+  got = np.asarray(fn(img.astype(np.float32), np.array([e.cx, e.cy, e.a, e.b, e.theta]),
+                      flip, aspect))
+  both = info["head"] & info["valid"]
+  agree = (got > 0) == (ref > 0)
+  assert agree.mean() > 0.999  # the region kept (a pixel may differ on its border)
+  diff = np.abs(got - ref)[both & (got > 0)]
+  print(f"\njnp vs OpenCV {case} flip={flip} aspect={aspect}: region agreement "
+        f"{agree.mean():.4f}, |diff| mean {diff.mean():.3f} max {diff.max():.3f}")
+  assert diff.mean() < 0.005 and diff.max() < 0.05, (diff.mean(), diff.max())
+
+
+def test_jnp_twin_vmaps_over_a_batch():
+  import jax
+  es = [_ellipse(*c) for c in CASES[1:4]]
+  imgs = np.stack([cv2.GaussianBlur(_scene(e), (0, 0), 3.0) for e in es]).astype(np.float32)
+  params = np.array([[e.cx, e.cy, e.a, e.b, e.theta] for e in es], np.float32)
+  flips = np.array([False, True, False])
+  batched = jax.jit(jax.vmap(lambda im, el, f: align.aligned_head_jnp(im, el, size=SIZE,
+                                                                       flip=f)))
+  out = np.asarray(batched(imgs, params, flips))
+  assert out.shape == (3, *SIZE)
+  for k in range(3):
+    one = np.asarray(align.aligned_head_jnp(imgs[k], params[k], size=SIZE, flip=flips[k]))
+    np.testing.assert_allclose(out[k], one, atol=1e-3)
+
+
 def test_large_downscale_is_area_averaged_not_aliased():
   # A head 1,000 px wide shrunk ~10x: the crop of a fine checkerboard is its mean grey,
   # not a moire pattern.

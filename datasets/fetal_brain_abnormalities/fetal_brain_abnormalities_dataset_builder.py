@@ -4,8 +4,10 @@ Reads the Roboflow "multi-class classification" export (`train|valid|test/`
 JPEGs, each folder with a one-hot `_classes.csv`). The export's own splits
 leak: augmented copies of one source image sit in several of them. This
 builder ignores them and rebuilds `train` / `validation` / `test` by source
-group (`source_group`), stratified by class (`builder_utils.stratified_group_split`):
-every class with at least 3 groups has at least one group in each split.
+group (`source_group`) with `fbjax.data.splits.assign`: FETAL_PLANES_DB
+patients (the `normal` images) get the split they have in every data set;
+the other groups are stratified by class (`builder_utils.stratified_group_split`),
+so every class with at least 3 groups has at least one group in each split.
 
 - `condition`: the class, mapped to `fbjax.data.labels.CONDITIONS` (`CLASS_MAP`);
 - `abnormal`: 0 for `normal`, 1 otherwise;
@@ -13,7 +15,9 @@ every class with at least 3 groups has at least one group in each split.
   file: the FETAL_PLANES_DB plane of the source image), else -1;
 - `group`: the source-group key; FETAL_PLANES_DB images (all `normal` ones)
   are grouped by patient as `PatientNNNNN`, the key the `fetal_planes_db`
-  builder uses, so the same patient carries the same group in both.
+  builder uses, so the same patient carries the same group in both;
+- `pixel_aspect`: NaN: every image was stretched to 640x640 from a size the
+  export does not record.
 """
 
 from __future__ import annotations
@@ -26,14 +30,12 @@ import re
 import tensorflow_datasets as tfds
 from absl import logging
 
-from fbjax.data import builder_utils, features, labels
+from fbjax.data import builder_utils, features, labels, splits
 
 FOLDERS = ("train", "valid", "test")
 CLASSES_CSV = "_classes.csv"
 PLANES_CSV = "normal_brain_planes.csv"
 EXPECTED = tuple(f"{f}/{CLASSES_CSV}" for f in FOLDERS)
-SPLIT_SEED = 16
-FRACTIONS = {"validation": 0.15, "test": 0.15}
 
 # Export class names (original spellings) -> fbjax condition names.
 CLASS_MAP = {
@@ -84,7 +86,7 @@ def source_key(filename: str) -> str:
   s = _AUG.sub("", s)
   m = _FPDB.match(s)
   if m:
-    return m.group(1)
+    return splits.fpdb_group(m.group(1))
   s = re.sub(r"^Copy-of-", "", s).lower().replace("_", "-")
   s = re.sub(r"-image$", "", s)
   s = re.sub(r"([a-z])(\d)", r"\1-\2", s)
@@ -200,11 +202,11 @@ def scan(root: pathlib.Path) -> list[Item]:
 
 
 def assign_splits(items: list[Item]) -> dict[str, str]:
-  """group -> split, stratified by class over source groups."""
+  """group -> split (`splits.assign`, stratified by class over this set's own groups)."""
   group_classes: dict[str, set[str]] = collections.defaultdict(set)
   for it in items:
     group_classes[it.group].add(it.label)
-  return builder_utils.stratified_group_split(group_classes, FRACTIONS, SPLIT_SEED)
+  return splits.assign(group_classes)
 
 
 def encode(item: Item) -> tuple[str, dict]:
@@ -219,10 +221,13 @@ def encode(item: Item) -> tuple[str, dict]:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Fetal brain abnormalities ultrasound (Roboflow v1 export; manual download)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Splits rebuilt by source group, stratified by class; conditions mapped to "
                "fbjax names; planes of normal images from normal_brain_planes.csv.",
+      "2.0.0": "Splits from fbjax.data.splits: FETAL_PLANES_DB patients (the normal images) "
+               "have the split they have in every data set (Patient00712, 00719, 00723 and "
+               "00724 fixed in test); feature pixel_aspect (NaN: stretched, size unknown).",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download "Fetal Brain Abnormalities Ultrasound", version 1, from Roboflow Universe
@@ -256,8 +261,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     self.info.metadata[builder_utils.MANUAL_DIR_KEY] = str(root.resolve())
     items = scan(root)
     split_of = assign_splits(items)
-    by_split = {s: [i for i in items if split_of[i.group] == s]
-                for s in ("train", "validation", "test")}
+    by_split = {s: [i for i in items if split_of[i.group] == s] for s in splits.SPLITS}
     for s, its in by_split.items():
       logging.info("fetal_brain_abnormalities %s: %d images, %d groups", s, len(its),
                    len({i.group for i in its}))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fbjax.data import builder_testing as bt
-from fbjax.data import builder_utils, builders, io, labels
+from fbjax.data import builder_utils, builders, io, labels, splits
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 NAME = "fetal_brain_abnormalities"
@@ -49,7 +49,7 @@ def built(tmp_path_factory):
 
 def test_splits_rebuilt_by_source_group(built):
   counts = bt.split_counts(built)
-  assert counts == {"train": 16, "validation": 5, "test": 7}
+  assert counts == {"train": 16, "validation": 3, "test": 9}
   seen: dict[str, str] = {}
   groups: dict[str, set] = {}
   for split in counts:
@@ -65,6 +65,10 @@ def test_splits_rebuilt_by_source_group(built):
       assert a == b or not groups[a] & groups[b]
   # The export leaks: 35a sits in its train and test folders; here it is one group.
   assert "arachnoid-cyst-35a" in groups["train"] | groups["validation"] | groups["test"]
+  # FETAL_PLANES_DB patients have the split they have in every data set.
+  patients = {g: s for s in counts for g in groups[s] if g.startswith("Patient")}
+  assert len(patients) == 4
+  assert all(splits.split_of(g) == s for g, s in patients.items()), patients
   # arachnoid-cyst has 3 groups: one in each split
   for split in counts:
     assert sum(g.startswith("arachnoid-cyst") for g in groups[split]) == 1
@@ -89,6 +93,7 @@ def test_labels(built):
     else:
       assert e["plane"] == -1
     assert not e["has_head_mask"] and np.isnan(e["pixel_spacing_mm"])
+    assert np.isnan(e["pixel_aspect"])  # stretched to 640x640 from an unrecorded size
     assert e["image"].shape == (48, 48, 1)
   assert by_cond == {"normal": 9, "arachnoid_cyst": 8, "moderate_ventriculomegaly": 5,
                      "mild_ventriculomegaly": 3, "cerebellar_hypoplasia": 2,
@@ -111,6 +116,17 @@ def test_stratified_split_reaches_every_split():
   assert per["b"]["test"] == round(0.15 * 21) and per["b"]["validation"] == round(0.15 * 21)
   assert s == builder_utils.stratified_group_split(
       dict(reversed(classes.items())), {"validation": 0.15, "test": 0.15}, 0)
+
+
+def test_stratified_split_keeps_fixed_groups_and_counts_them():
+  classes = {f"b{i}": {"b"} for i in range(20)}
+  fixed = {f"b{i}": "test" for i in range(4)}
+  s = builder_utils.stratified_group_split(classes, {"validation": 0.15, "test": 0.15}, 0,
+                                           fixed=fixed)
+  assert all(s[g] == "test" for g in fixed)
+  counts = collections.Counter(s.values())
+  # The test quota (round(0.15 * 20) = 3) is already met by the 4 fixed groups.
+  assert counts == {"test": 4, "validation": 3, "train": 13}
 
 
 # --- errors ---------------------------------------------------------------------------

@@ -23,9 +23,11 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
-from fbjax.data import features, phantom
+from fbjax.data import features, phantom, splits
 
-SPLIT_SEEDS = {"train": 101, "validation": 102, "test": 103, "unlabelled": 104}
+# Each split is its own phantom stream; `fbjax.data.splits` maps a group's
+# stream seed back to its split.
+SPLIT_SEEDS = splits.SYNTH_SEEDS
 UNLABELLED = 2949
 
 
@@ -45,7 +47,15 @@ class PhantomConfig(tfds.core.BuilderConfig):
 def labelled_example(args: tuple) -> tuple[str, dict]:
   seed, index, size = args
   sim = phantom.simulate(seed, index, size=size)
-  return sim["id"], features.example(**sim)
+  _check_split(sim["group"], seed)
+  return sim["id"], features.example(**sim, pixel_aspect=1.0)
+
+
+def _check_split(group: str, seed: int) -> None:
+  split = {v: k for k, v in SPLIT_SEEDS.items()}[seed]
+  if splits.split_of(group) != split:
+    raise AssertionError(f"{group}: generated for {split}, but splits.split_of says "
+                         f"{splits.split_of(group)}")
 
 
 def unlabelled_example(args: tuple) -> tuple[str, dict]:
@@ -53,16 +63,19 @@ def unlabelled_example(args: tuple) -> tuple[str, dict]:
   sim = phantom.simulate(seed, index, size=size)
   # The pixel spacing is acquisition metadata (a scanner writes it into every
   # image's header), not a label: it stays, so biometry can be given in mm.
+  _check_split(sim["group"], seed)
   return sim["id"], features.example(id=sim["id"], group=sim["group"], image=sim["image"],
-                                     pixel_spacing_mm=sim["pixel_spacing_mm"])
+                                     pixel_spacing_mm=sim["pixel_spacing_mm"], pixel_aspect=1.0)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
   """The fbjax fetal head phantom (B-mode simulation with full ground truth)."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release: TT/TC/TV (+ other) planes, 11 conditions.",
-                   "1.1.0": "The unlabelled split keeps pixel_spacing_mm (metadata, not a label)."}
+                   "1.1.0": "The unlabelled split keeps pixel_spacing_mm (metadata, not a label).",
+                   "1.2.0": "Feature pixel_aspect (1); each group's split checked against "
+                            "fbjax.data.splits."}
   BUILDER_CONFIGS = [
       PhantomConfig(name="tiny", description="64 px, 132/33/33 + 16 unlabelled (unit tests)",
                     size=64, num_train=132, num_validation=33, num_test=33, num_unlabelled=16),

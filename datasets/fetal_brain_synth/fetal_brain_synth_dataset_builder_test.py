@@ -85,6 +85,8 @@ def test_unlabelled_examples_carry_no_labels(tiny):
     for k in features.MEASUREMENTS:
       if k == "pixel_spacing_mm":   # acquisition metadata, kept
         assert ex[k] == pytest.approx(sim["pixel_spacing_mm"], rel=1e-6)
+      elif k == "pixel_aspect":   # image geometry, kept: square pixels
+        assert ex[k] == 1.0
       else:
         assert math.isnan(ex[k])
 
@@ -96,6 +98,10 @@ def test_groups_are_disjoint_across_splits(tiny):
   for i, a in enumerate(splits):
     for b_ in splits[i + 1:]:
       assert not groups[a] & groups[b_], (a, b_)
+  # ... and each group is in the split that the shared rule gives it.
+  from fbjax.data import splits as shared
+  for s, gs in groups.items():
+    assert {shared.split_of(g.decode() if isinstance(g, bytes) else str(g)) for g in gs} == {s}
 
 
 def test_every_condition_in_every_split(tiny):

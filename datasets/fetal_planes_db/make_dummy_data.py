@@ -1,6 +1,12 @@
-"""Writes `dummy_data/`: a tiny synthetic FETAL_PLANES_DB in the Zenodo layout.
+"""Writes `dummy_data/`: a tiny synthetic FETAL_PLANES_DB in both layouts.
 
     python datasets/fetal_planes_db/make_dummy_data.py
+
+`dummy_data/fetal_planes_db/` is the Zenodo layout (PNG), and
+`dummy_data/fetal_planes_db_640/` the stretched JPEG re-export's: square
+3-channel JPEGs (one grey, of another size), one image also in the original
+layout (taken once by `brain_combined`), patient 2 in both layouts, and
+patient 712 (a fixed test patient of `fbjax.data.splits`).
 
 The CSV reproduces the original's quirks: ";" separators, the header column
 `Train ` with a trailing space, and a space at the end of every line. Images
@@ -16,7 +22,8 @@ import pathlib
 import cv2
 import numpy as np
 
-OUT = pathlib.Path(__file__).resolve().parent / "dummy_data"
+OUT = pathlib.Path(__file__).resolve().parent / "dummy_data" / "fetal_planes_db"
+OUT_640 = OUT.parent / "fetal_planes_db_640"
 HEADER = "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train "
 # patient, image index, of n, Plane, Brain_plane, Train, (w, h), channels
 ROWS = [
@@ -36,6 +43,17 @@ ROWS = [
 ]
 
 
+# patient, image index, of n, Brain_plane, machine, Train, side, channels
+ROWS_640 = [
+    (2, 1, 2, "Trans-ventricular", "Voluson E6", 1, 48, 3),  # also in the original layout
+    (9, 1, 2, "Trans-thalamic", "Aloka", 1, 48, 3),
+    (9, 2, 2, "Other", "Voluson E6", 0, 48, 3),
+    (12, 1, 1, "Trans-cerebellum", "Voluson S10", 0, 40, 1),
+    (13, 1, 1, "Trans-ventricular", "Other", 1, 48, 3),
+    (712, 1, 1, "Trans-thalamic", "Voluson E6", 1, 48, 3),
+]
+
+
 def name(patient: int, i: int, n: int) -> str:
   return f"Patient{patient:05d}_Plane3_{i}_of_{n}"
 
@@ -51,6 +69,16 @@ def main() -> None:
     lines.append(f"{name(patient, i, n)};{patient};{plane};{brain_plane};Op. 1;Voluson E6;"
                  f"{train} ")
   (OUT / "FETAL_PLANES_DB_data.csv").write_text("\n".join(lines) + "\n")
+  rng = np.random.default_rng(640)
+  (OUT_640 / "Images").mkdir(parents=True, exist_ok=True)
+  lines = [HEADER]
+  for patient, i, n, brain_plane, machine, train, side, channels in ROWS_640:
+    grey = rng.integers(0, 256, (side, side)).astype(np.uint8)
+    img = grey if channels == 1 else cv2.merge([grey] * channels)
+    cv2.imwrite(str(OUT_640 / "Images" / f"{name(patient, i, n)}.jpg"), img)
+    lines.append(f"{name(patient, i, n)};{patient};Fetal brain;{brain_plane};Op. 1;{machine};"
+                 f"{train} ")
+  (OUT_640 / "FETAL_PLANES_DB_data.csv").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ and writes array_record shards in the fbjax data model:
 - `group`: `hc18-NNN` from the numeric prefix (`010_HC`, `010_2HC`, ... are
   one pregnancy), `hc18-test-NNN` for the unlabelled test images.
 
-Splits: `train` / `validation` 4:1 by group (salted-hash rank, seed
-`SPLIT_SEED`) from the training set; `test` = the official test set without
-annotations (`has_head_mask` False, `hc_mm` NaN).
+Splits (`fbjax.data.splits.assign`): `train` / `validation` 4:1 by group
+(salted-hash rank) from the training set; `test` = the official test set
+without annotations (`has_head_mask` False, `hc_mm` NaN). `pixel_aspect` is 1
+(images on the scanner's grid).
 """
 
 from __future__ import annotations
@@ -32,10 +33,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from fbjax.data import builder_utils, features
+from fbjax.data import builder_utils, features, splits
 
-SPLIT_SEED = 18
-VALIDATION_FRACTION = 0.2
 TRAIN_CSV = "training_set_pixel_size_and_HC.csv"
 TEST_CSV = "test_set_pixel_size.csv"
 EXPECTED = ("training_set", TRAIN_CSV, "test_set", TEST_CSV)
@@ -182,7 +181,7 @@ def encode(item: Item) -> tuple[str, dict]:
   image = builder_utils.read_grey_uint8(item.image)
   if item.annotation is None:
     return item.id, features.example(id=item.id, group=item.group, image=image,
-                                     pixel_spacing_mm=item.spacing_mm)
+                                     pixel_spacing_mm=item.spacing_mm, pixel_aspect=1.0)
   ann = builder_utils.read_grey_uint8(item.annotation)
   if ann.shape != image.shape:
     raise ValueError(f"{item.annotation}: annotation size {ann.shape[::-1]} differs from its "
@@ -191,16 +190,19 @@ def encode(item: Item) -> tuple[str, dict]:
   s = item.spacing_mm
   return item.id, features.example(
       id=item.id, group=item.group, image=image, head_mask=mask,
-      pixel_spacing_mm=s, hc_mm=item.hc_mm, bpd_mm=min(w, h) * s, ofd_mm=max(w, h) * s)
+      pixel_spacing_mm=s, hc_mm=item.hc_mm, bpd_mm=min(w, h) * s, ofd_mm=max(w, h) * s,
+      pixel_aspect=1.0)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
   """HC18 head-circumference images (manual download)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
       "1.0.0": "Filled head masks, BPD/OFD from the fitted ellipse, 4:1 train/validation "
                "by numeric-prefix group, unlabelled test split.",
+      "1.1.0": "Splits from fbjax.data.splits (the same assignment as 1.0.0); feature "
+               "pixel_aspect (1).",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download from Zenodo (doi:10.5281/zenodo.1327317, https://zenodo.org/records/1327317):
@@ -230,15 +232,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                          self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     self.info.metadata[builder_utils.MANUAL_DIR_KEY] = str(root.resolve())
     labelled, unlabelled = scan(root)
-    val_groups = builder_utils.carve_groups((i.group for i in labelled),
-                                            VALIDATION_FRACTION, SPLIT_SEED)
-    train = [i for i in labelled if i.group not in val_groups]
-    val = [i for i in labelled if i.group in val_groups]
-    logging.info("hc18 from %s: train %d, validation %d (%d groups), test %d", root,
-                 len(train), len(val), len(val_groups), len(unlabelled))
-    return {"train": self._generate_examples(train),
-            "validation": self._generate_examples(val),
-            "test": self._generate_examples(unlabelled)}
+    split_of = splits.assign(i.group for i in labelled + unlabelled)
+    by_split = {s: [i for i in labelled + unlabelled if split_of[i.group] == s]
+                for s in splits.SPLITS}
+    logging.info("hc18 from %s: %s", root, {s: len(v) for s, v in by_split.items()})
+    return {s: self._generate_examples(v) for s, v in by_split.items()}
 
   def _generate_examples(self, items):
     yield from builder_utils.ordered_map(encode, items)

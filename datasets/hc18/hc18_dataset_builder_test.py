@@ -58,6 +58,7 @@ def test_features_of_labelled_examples(built):
     assert ex["has_head_mask"] and not ex["has_skull_mask"] and not ex["has_clean"]
     assert ex["group"] == "hc18-" + name[:3]
     assert ex["pixel_spacing_mm"] == pytest.approx(spacing)
+    assert ex["pixel_aspect"] == 1.0  # on the scanner grid
     assert ex["hc_mm"] == pytest.approx(hc)
     (_, _), (w, h), _ = _fit_mask(ex["head_mask"][..., 0])
     # tiny 120x90 images: pixelisation allows a few percent

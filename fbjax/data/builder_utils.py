@@ -48,7 +48,7 @@ class DataError(ValueError):
     super().__init__("\n".join(lines))
 
 
-def _requested_manual_dir(dl_manager) -> pathlib.Path:
+def requested_manual_dir(dl_manager) -> pathlib.Path:
   # `dl_manager.manual_dir` raises a generic AssertionError when the folder is
   # missing or empty; read the configured path to give a per-file message.
   base = getattr(dl_manager, "_manual_dir", None)
@@ -67,7 +67,7 @@ def find_manual_dir(dl_manager_or_path, name: str, expected: Sequence[str],
   if isinstance(dl_manager_or_path, (str, os.PathLike)):
     base = pathlib.Path(dl_manager_or_path)
   else:
-    base = _requested_manual_dir(dl_manager_or_path)
+    base = requested_manual_dir(dl_manager_or_path)
   candidates = [base / name, base]
   for c in candidates:
     if all((c / e).exists() for e in expected):
@@ -124,7 +124,8 @@ def carve_groups(groups: Iterable[str], fraction: float, seed: int) -> set[str]:
 
 def stratified_group_split(group_classes: Mapping[str, Iterable[str]],
                            fractions: Mapping[str, float], seed: int,
-                           default: str = "train", min_groups: int = 3) -> dict[str, str]:
+                           default: str = "train", min_groups: int = 3,
+                           fixed: Mapping[str, str] | None = None) -> dict[str, str]:
   """Assigns every group to one split, stratified by class.
 
   Args:
@@ -135,6 +136,8 @@ def stratified_group_split(group_classes: Mapping[str, Iterable[str]],
     min_groups: a class with fewer groups goes wholly to `default` (beyond
       groups already placed through another class); a class with at least
       this many gets at least one group in every held-out split.
+    fixed: groups whose split is decided elsewhere (e.g. patients shared with
+      another data set); they keep it and count towards their classes' quotas.
 
   Classes are processed from the rarest (fewest groups) up, and within a
   class groups are taken in salted-hash order, so the result depends only on
@@ -145,7 +148,7 @@ def stratified_group_split(group_classes: Mapping[str, Iterable[str]],
   for g, classes in group_classes.items():
     for c in set(classes):
       by_class[c].append(g)
-  assign: dict[str, str] = {}
+  assign: dict[str, str] = dict(fixed or {})
   order = sorted(by_class, key=lambda c: (len(by_class[c]), c))
   for c in order:
     gs = sorted(by_class[c], key=lambda g: (hash_unit(g, seed), g))

@@ -68,8 +68,19 @@ def builder(name: str, *, data_dir: str | os.PathLike, config: str | None = None
   return b
 
 
-def _manual_root(name: str, manual_dir: str | os.PathLike) -> pathlib.Path:
-  """The folder a builder reads: `<manual_dir>/<name>` if it exists, else `manual_dir`."""
+def _manual_root(name: str, manual_dir: str | os.PathLike,
+                 config: str | None = None) -> pathlib.Path:
+  """The folder a builder reads: `<manual_dir>/<name>` if it exists, else `manual_dir`.
+
+  A builder module whose configs read other folders says which with
+  `manual_root(manual_dir, config)`.
+  """
+  module = builder_module(name)
+  if hasattr(module, "manual_root"):
+    try:
+      return module.manual_root(manual_dir, config)
+    except FileNotFoundError:
+      pass
   base = pathlib.Path(manual_dir)
   return (base / name if (base / name).is_dir() else base).resolve()
 
@@ -86,7 +97,8 @@ def prepare(name: str, *, data_dir: str | os.PathLike, config: str | None = None
   b = builder(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
   if manual_dir is not None and b.is_prepared():
     built_from = (b.info.metadata or {}).get("manual_dir")
-    wanted = str(_manual_root(name, manual_dir))
+    wanted = str(_manual_root(name, manual_dir, b.builder_config.name
+                              if b.builder_config else None))
     if built_from is not None and built_from != wanted:
       raise ValueError(
           f"{b.data_path} holds {name} built from {built_from}, but manual_dir points at "

@@ -18,8 +18,11 @@ import tensorflow_datasets as tfds
 from fbjax.data import io, labels
 
 MASKS = ("head_mask", "skull_mask", "brain_mask")
+# `pixel_aspect`: width / height of the area one stored pixel covers (1 for an
+# image on its scanner's grid; e.g. ~1.45 for a 959x661 scan stretched to
+# 640x640; NaN unknown). Resizing the width by it restores the true shape.
 MEASUREMENTS = ("pixel_spacing_mm", "hc_mm", "bpd_mm", "ofd_mm", "ga_weeks",
-                "atrial_width_mm", "tcd_mm")
+                "atrial_width_mm", "tcd_mm", "pixel_aspect")
 
 
 def _image():

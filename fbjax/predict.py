@@ -312,7 +312,7 @@ class Predictor:
       mm = biometry.biometry_from_ellipse(e, spacing_mm)
       out.update(hc_mm=mm.hc_mm, bpd_mm=mm.bpd_mm, ofd_mm=mm.ofd_mm)
     # Agreement of the fitted ellipse with the predicted head region (on the grid).
-    eg = e.scaled(g.scale, (g.offset_yx[1], g.offset_yx[0]))
+    eg = e.to_grid(g)
     ell = biometry.rasterize(eg, head.shape)[y0:y1, x0:x1] > 0
     inter = np.logical_and(ell, region).sum()
     out["ellipse_dice"] = float(2 * inter / max(ell.sum() + region.sum(), 1))
@@ -350,7 +350,10 @@ def write_overlay(path: pathlib.Path, image: np.ndarray, masks, ellipse, text: s
     size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))
     img = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     m = {k: cv2.resize(v, size, interpolation=cv2.INTER_NEAREST) for k, v in (masks or {}).items()}
-    e = ellipse.scaled(s) if ellipse is not None else None
+    # Exact per-axis scales and pixel centres of the resize (as in `preprocess.Geometry`).
+    sx, sy = size[0] / image.shape[1], size[1] / image.shape[0]
+    e = ellipse.affine((sx, sy), (0.5 * sx - 0.5, 0.5 * sy - 0.5)) if ellipse is not None \
+        else None
   rgb = plots.overlay(img, masks=m, ellipse=e, text=text)
   cv2.imwrite(os.fspath(path), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
 

@@ -555,7 +555,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
 
     bar = tqdm(unit="img", desc=f"predict {shard_index + 1}/{num_shards}", dynamic_ncols=True)
   counts = collections.Counter()
-  skipped_tmp = folder / "skipped.csv.tmp"
+  skipped_tmp = folder / f"skipped.csv.{os.getpid()}.tmp"
   t1 = time.perf_counter()
   with open(skipped_tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as sf:
     skipped = csv.writer(sf, lineterminator="\n")
@@ -662,7 +662,7 @@ def ensure_overlays(predictor: Predictor, c: files.Collected, overlay_dir: pathl
 
 def _concat(sources: Sequence[pathlib.Path], dest: pathlib.Path) -> None:
   """Concatenates CSVs with one header (streamed) into `dest`, atomically."""
-  tmp = dest.with_name(dest.name + ".tmp")
+  tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
   with open(tmp, "wb") as f:
     header = None
     for src in sources:

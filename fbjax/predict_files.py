@@ -136,7 +136,8 @@ def is_done(done: np.ndarray, file: str) -> bool:
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
+  """Writes through a per-process temporary file and a rename (two merging shards may race)."""
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
   tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
   os.replace(tmp, path)
 

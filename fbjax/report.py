@@ -222,5 +222,5 @@ def write(out: pathlib.Path, c, summary: dict, *, occlusion: list[dict] = ()) ->
   parts.append("<p class='small'>Files: predictions.csv (one row per image), errors.csv, "
                "skipped.csv, overlays/, summary.json.</p></body></html>")
   path = out / "report.html"
-  path.write_text("\n".join(parts), encoding="utf-8")
+  files.write_atomic(path, "\n".join(parts))
   return path

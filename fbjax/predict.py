@@ -542,6 +542,8 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         "only, the mm columns stay empty")
   predictor = Predictor(workdir, seg_workdir, segmenter=segmenter, batch_size=batch_size,
                         abnormal_threshold=abnormal_threshold)
+  check_same_run(folder, run_identity(workdir, seg_workdir, segmenter, predictor, inputs,
+                                      spacing_csv, spacing_column, pixel_spacing_mm))
   overlay_dir = out / "overlays"
   overlay_dir.mkdir(exist_ok=True)
   preds = files.Appender(folder / "predictions.csv", COLUMNS)
@@ -599,9 +601,9 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
   n_new = counts["rows"] + counts["errors"]
   c = files.collect([folder], num_report_images)
   t2 = time.perf_counter()
-  ensure_overlays(predictor, c, overlay_dir, table, pixel_spacing_mm, workers)
   occ = []
   if report:
+    ensure_overlays(predictor, c, overlay_dir, table, pixel_spacing_mm, workers)
     from fbjax import report as report_lib  # noqa: PLC0415
 
     ranked = c.most_abnormal["abnormal_prob"].rows()[:num_saliency]
@@ -630,6 +632,42 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         "merges once all are complete (the last shard to finish does it itself)")
     return files.summarize(c)
   return merge(out, wandb_mode=wandb_mode, log=log)
+
+
+def _checkpoints(workdir) -> list[str]:
+  d = pathlib.Path(workdir) / "checkpoints"
+  return sorted(p.name for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def run_identity(workdir, seg_workdir, segmenter, predictor: Predictor, inputs, spacing_csv,
+                 spacing_column, pixel_spacing_mm) -> dict:
+  """What the rows of a run depend on: a rerun may only continue a run with the same."""
+  ident = {"inputs": os.fspath(inputs) if not isinstance(inputs, (list, tuple)) else
+           [os.fspath(x) for x in inputs], **model_info(predictor),
+           "spacing_csv": os.path.abspath(spacing_csv) if spacing_csv else None,
+           "spacing_column": spacing_column, "pixel_spacing_mm": pixel_spacing_mm}
+  for k, w in (("workdir", workdir), ("seg_workdir", seg_workdir)):
+    ident[k] = os.path.abspath(w) if w else None
+    ident[f"{k}_checkpoints"] = _checkpoints(w) if w else []
+  if segmenter is not None:
+    ident["segmenter"] = f"{list(segmenter.size)} {segmenter.method}"
+  return json.loads(json.dumps(ident, default=str))
+
+
+def check_same_run(folder: pathlib.Path, ident: dict) -> None:
+  """Writes `identity.json` on a fresh run; a rerun must match it (else its rows would mix)."""
+  path = folder / "identity.json"
+  old = files.read_json(path)
+  if old is None:
+    files.write_atomic(path, json.dumps(ident, indent=1) + "\n")
+    return
+  diff = {k: (old.get(k), ident.get(k)) for k in sorted(set(old) | set(ident))
+          if old.get(k) != ident.get(k)}
+  if diff:
+    raise ValueError(f"{folder} holds rows of another run; resuming would mix them. "
+                     "Differences (before, now): "
+                     + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+                     + ". Give another --out, or remove the folder to start over.")
 
 
 def model_info(predictor: Predictor) -> dict:

@@ -14,6 +14,7 @@ the most abnormal and least certain images (a bounded heap each).
 
 from __future__ import annotations
 
+import array
 import collections
 import csv
 import heapq
@@ -187,8 +188,9 @@ class Collected:
   """What the summary and the report need from a run's CSVs, gathered in one streamed pass."""
 
   def __init__(self, num_images: int):
-    self.values = {k: [] for k in ("abnormal_prob", "anomaly_score", "hc_mm", "hc_px",
-                                   "uncertainty")}
+    # array("d"): 8 bytes per image, no Python object per file (10^6 files: 40 MB).
+    self.values = {k: array.array("d") for k in ("abnormal_prob", "anomaly_score", "hc_mm",
+                                                 "hc_px", "uncertainty")}
     self.counts = {k: collections.Counter() for k in ("plane", "condition", "seg_quality")}
     self.flagged = {"abnormal": 0, "anomaly": 0}
     self.has_flag = {"abnormal": False, "anomaly": False}
@@ -230,7 +232,7 @@ class Collected:
     self.skipped_reasons[s["reason"].split(" (")[0]] += 1
 
   def array(self, key: str) -> np.ndarray:
-    return np.asarray(self.values.get(key, []), np.float64)
+    return np.frombuffer(self.values[key], np.float64) if key in self.values else np.zeros(0)
 
   def top_abnormal(self) -> tuple[str, list[dict]]:
     """(the key ranked by, its rows): the abnormal probability, else the anomaly score."""

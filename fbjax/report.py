@@ -75,11 +75,6 @@ def _card(out: pathlib.Path, r: dict, extra: str = "") -> str:
   return f'<div class="card">{img}<br>{"<br>".join(bits)}</div>'
 
 
-def _finite(rows, key):
-  v = np.array([r.get(key, math.nan) for r in rows], np.float64)
-  return v[np.isfinite(v)]
-
-
 def occlusion_figures(predictor, rows: list[dict], folder: pathlib.Path, num: int) -> list[dict]:
   """Occlusion maps of the abnormal logit for the `num` most abnormal of `rows`.
 

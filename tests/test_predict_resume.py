@@ -150,3 +150,20 @@ def test_appender_cuts_a_half_written_row(tmp_path):
   assert predict_files.is_done(done, "é,\"q\".png") and not predict_files.is_done(done, "c.png")
   with pytest.raises(ValueError, match="has the columns"):
     predict_files.Appender(p, ("file", "other"))
+
+
+def test_rerun_with_another_model_setting_refuses_to_mix_rows(workdir, tmp_path):
+  d = tmp_path / "in"
+  d.mkdir()
+  rng = np.random.default_rng(2)
+  for i in range(3):
+    cv2.imwrite(str(d / f"im{i}.png"), rng.integers(0, 255, (40, 60), dtype=np.uint8))
+  out = tmp_path / "out"
+  kw = dict(batch_size=2, progress=False, report=False, log=lambda s: None)
+  predict.run(workdir, None, d, out, **kw)
+  again = predict.run(workdir, None, d, out, **kw)                 # same run: nothing to redo
+  assert again["predicted"] == 3 and again["timing"]["new_images"] == 0
+  with pytest.raises(ValueError, match=r"holds rows of another run.*abnormal_threshold: 0.5 "
+                     r"-> 0.3"):
+    predict.run(workdir, None, d, out, abnormal_threshold=0.3, **kw)
+  assert len(_read(out / "predictions.csv")) == 3

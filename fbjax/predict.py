@@ -13,19 +13,34 @@ fitted and mapped back to the original image (`fbjax.segment_post`), so
 HC, BPD and OFD are measured in original pixels and, where the pixel spacing
 is known (`spacing_csv` or `pixel_spacing_mm`), in millimetres.
 
+Inputs (`fbjax.inputs.scan`, streamed): files with an image suffix, or
+whose first bytes are an image signature, are predicted; a file that then
+cannot be decoded, an image under `MIN_SIDE` pixels a side (a 3x3 image
+holds no head), a dangling link or a directory named like an image is an
+error row naming the problem; anything else (`notes.txt`, `labels.csv`,
+hidden files) is skipped and counted.
+
 Mechanics: files are read and decoded by a thread pool (OpenCV releases the
 GIL) while the device runs the previous batch; every batch has the same shape
 (the last one is padded), so each network is compiled once; post-processing
-(ellipse fit, overlay PNG) runs in the same pool. Unreadable files go to
-`errors.csv` with the reason and the run goes on.
+(ellipse fit, overlay PNG) runs in the same pool. Rows are appended batch by
+batch (`fbjax.predict_files.Appender`), so a killed run loses at most the
+batch in flight; the same call again predicts only the files with neither a
+row nor an error row (and refuses to continue a run of another model or
+setting, `identity.json`). With `num_shards` > 1 each shard takes the files
+whose relative path hashes to it and writes under `out/shards/`; `merge`
+(run by the last shard to finish) writes the outputs below for all of them.
 
 Outputs under `out`:
   predictions.csv   one row per readable image (columns: `COLUMNS`)
-  errors.csv        file, reason (one row per unreadable file)
-  overlays/*.png    the image with masks, head ellipse and a caption
+  errors.csv        file, reason (one row per file that should be but is no readable image)
+  skipped.csv       file, reason (files that are not images)
+  overlays/*.png    the image with masks, head ellipse and a caption: the first
+                    `num_overlays` images and every image the report shows
   report.html       counts, distributions, the most abnormal and least certain
                     images, and occlusion maps of where the abnormal head looks
-  summary.json      the counts and timings shown in the report
+  report_files/     the report's figures (the folder opens from disk as it is)
+  summary.json      the counts and timings shown in the report (whole folder)
 """
 
 from __future__ import annotations

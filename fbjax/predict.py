@@ -570,7 +570,8 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
   if progress:
     from tqdm import tqdm  # noqa: PLC0415
 
-    bar = tqdm(unit="img", desc=f"predict {shard_index + 1}/{num_shards}", dynamic_ncols=True)
+    bar = tqdm(unit="img", dynamic_ncols=True, desc="predict" if num_shards == 1 else
+               f"predict shard {shard_index} of {num_shards}")
   counts = collections.Counter()
   skipped_tmp = folder / f"skipped.csv.{os.getpid()}.tmp"
   t1 = time.perf_counter()
@@ -635,7 +636,8 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
                      "batch_size": batch_size, "workers": workers,
                      "device": str(jax.devices()[0].device_kind)}}
   files.write_atomic(folder / "run.json", json.dumps(info, indent=1, default=str) + "\n")
-  log(f"shard {shard_index + 1}/{num_shards}: predicted {counts['rows']} images, "
+  where = "" if num_shards == 1 else f"shard {shard_index} (of {num_shards}, from 0): "
+  log(f"{where}predicted {counts['rows']} images, "
       f"{counts['errors']} errors in {t_predict:.1f} s ({info['timing']['images_per_s']:.1f} "
       f"images/s), {counts['already_done']} done before, {c.skipped} skipped; wrote {folder}")
   if num_shards == 1:

@@ -104,10 +104,26 @@ class Ellipse:
     return Ellipse(self.cx * scale + offset_xy[0], self.cy * scale + offset_xy[1],
                    self.a * scale, self.b * scale, self.theta)
 
+  def affine(self, scale_xy, offset_xy=(0.0, 0.0)) -> Ellipse:
+    """The image of this ellipse under (x, y) -> (x * sx + ox, y * sy + oy), exactly.
+
+    A per-axis scaling keeps an ellipse an ellipse, with new axes and angle:
+    the singular values and left singular vectors of diag(sx, sy) R diag(a, b).
+    """
+    sx, sy = (float(v) for v in scale_xy)
+    c, s = math.cos(self.theta), math.sin(self.theta)
+    m = np.array([[sx * c * self.a, -sx * s * self.b], [sy * s * self.a, sy * c * self.b]])
+    u, sv, _ = np.linalg.svd(m)
+    return Ellipse.make(self.cx * sx + offset_xy[0], self.cy * sy + offset_xy[1],
+                        sv[0], sv[1], math.atan2(u[1, 0], u[0, 0]))
+
   def to_original(self, g: Geometry) -> Ellipse:
-    """Network-grid ellipse -> original-image ellipse (letterbox is isotropic)."""
-    (cx, cy), = g.to_original_points(np.array([[self.cx, self.cy]]))
-    return Ellipse(float(cx), float(cy), self.a / g.scale, self.b / g.scale, self.theta)
+    """Network-grid ellipse -> original-image ellipse (per-axis scales, pixel centres)."""
+    return self.affine(*g.to_original_affine())
+
+  def to_grid(self, g: Geometry) -> Ellipse:
+    """Original-image ellipse -> network-grid ellipse (inverse of `to_original`)."""
+    return self.affine(*g.to_grid_affine())
 
   def points(self, n: int = 360) -> np.ndarray:
     """`n` points (x, y) on the ellipse, equally spaced in the parameter."""
@@ -334,8 +350,7 @@ def valid_box(g: Geometry | None, shape: tuple[int, int]) -> tuple[int, int, int
   """(y0, x0, y1, x1), exclusive end, of the region holding image data."""
   if g is None:
     return 0, 0, shape[0], shape[1]
-  h, w = g.orig_hw
-  rh, rw = max(1, round(h * g.scale)), max(1, round(w * g.scale))
+  rh, rw = g.resized_hw
   oy, ox = g.offset_yx
   return oy, ox, oy + rh, ox + rw
 

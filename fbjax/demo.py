@@ -31,6 +31,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import time
 
 import numpy as np
@@ -219,7 +220,12 @@ def report_picture(out: pathlib.Path, pred_dir: pathlib.Path, metrics_: dict) ->
     except ValueError:
       return math.nan
 
-  with_overlay = [r for r in rows if r.get("overlay")]
+  from fbjax.predict_files import overlay_name  # noqa: PLC0415
+
+  # The report's images always have overlays (fbjax.predict.ensure_overlays), listed or not.
+  for r in rows:
+    r["overlay"] = r.get("overlay") or overlay_name(r["file"])
+  with_overlay = [r for r in rows if (pred_dir / "overlays" / r["overlay"]).exists()]
   most_abnormal = sorted(with_overlay, key=lambda r: -num(r, "abnormal_prob"))[:4]
   rest = [r for r in with_overlay if r not in most_abnormal]
   least_certain = sorted(rest, key=lambda r: -num(r, "uncertainty"))[:4]
@@ -357,6 +363,8 @@ def run(out: str | os.PathLike, *, size: str = "demo", data_dir: str | None = No
 
   t = stage("predict")
   spacing_csv = export_unlabelled(s, data_dir, out / "unlabelled", log)
+  # Predicted afresh on every run, so that the metrics describe a whole run (not a resumed one).
+  shutil.rmtree(out / "predict", ignore_errors=True)
   summary = predict.run(out / "classify", out / "segment", out / "unlabelled" / "images",
                         out / "predict", spacing_csv=str(spacing_csv),
                         num_overlays=s.num_overlays, num_report_images=s.report_images,

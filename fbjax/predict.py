@@ -13,19 +13,34 @@ fitted and mapped back to the original image (`fbjax.segment_post`), so
 HC, BPD and OFD are measured in original pixels and, where the pixel spacing
 is known (`spacing_csv` or `pixel_spacing_mm`), in millimetres.
 
+Inputs (`fbjax.inputs.scan`, streamed): files with an image suffix, or
+whose first bytes are an image signature, are predicted; a file that then
+cannot be decoded, an image under `MIN_SIDE` pixels a side (a 3x3 image
+holds no head), a dangling link or a directory named like an image is an
+error row naming the problem; anything else (`notes.txt`, `labels.csv`,
+hidden files) is skipped and counted.
+
 Mechanics: files are read and decoded by a thread pool (OpenCV releases the
 GIL) while the device runs the previous batch; every batch has the same shape
 (the last one is padded), so each network is compiled once; post-processing
-(ellipse fit, overlay PNG) runs in the same pool. Unreadable files go to
-`errors.csv` with the reason and the run goes on.
+(ellipse fit, overlay PNG) runs in the same pool. Rows are appended batch by
+batch (`fbjax.predict_files.Appender`), so a killed run loses at most the
+batch in flight; the same call again predicts only the files with neither a
+row nor an error row (and refuses to continue a run of another model or
+setting, `identity.json`). With `num_shards` > 1 each shard takes the files
+whose relative path hashes to it and writes under `out/shards/`; `merge`
+(run by the last shard to finish) writes the outputs below for all of them.
 
 Outputs under `out`:
   predictions.csv   one row per readable image (columns: `COLUMNS`)
-  errors.csv        file, reason (one row per unreadable file)
-  overlays/*.png    the image with masks, head ellipse and a caption
+  errors.csv        file, reason (one row per file that should be but is no readable image)
+  skipped.csv       file, reason (files that are not images)
+  overlays/*.png    the image with masks, head ellipse and a caption: the first
+                    `num_overlays` images and every image the report shows
   report.html       counts, distributions, the most abnormal and least certain
                     images, and occlusion maps of where the abnormal head looks
-  summary.json      the counts and timings shown in the report
+  report_files/     the report's figures (the folder opens from disk as it is)
+  summary.json      the counts and timings shown in the report (whole folder)
 """
 
 from __future__ import annotations
@@ -34,14 +49,13 @@ import collections
 import concurrent.futures as cf
 import csv
 import dataclasses
-import glob
 import importlib
 import json
 import math
 import os
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import cv2
 import jax
@@ -50,6 +64,8 @@ import numpy as np
 
 from fbjax import anomaly as anomaly_lib
 from fbjax import biometry, plots, segment_post
+from fbjax import inputs as inputs_lib
+from fbjax import predict_files as files
 from fbjax.data import io, preprocess
 
 COLUMNS = (
@@ -59,6 +75,9 @@ COLUMNS = (
     "hc_mm", "bpd_mm", "ofd_mm", "hc_px", "bpd_px", "ofd_px",
     "seg_quality", "head_area_fraction", "ellipse_dice", "uncertainty", "overlay")
 ERROR_COLUMNS = ("file", "reason")
+SKIPPED_COLUMNS = ("file", "reason")
+# Smaller images (icons, a 3x3 test pattern) hold no head to measure: an error, not a row.
+MIN_SIDE = 8
 SEG_QUALITY = ("ok", "no_head", "fit_failed", "poor_fit", "cut_by_border", "no_segmenter")
 
 
@@ -68,42 +87,67 @@ SEG_QUALITY = ("ok", "no_head", "fit_failed", "poor_fit", "cut_by_border", "no_s
 
 
 def list_inputs(spec: str | os.PathLike | Sequence) -> list[pathlib.Path]:
-  """Files named by a folder (every non-hidden file below it), a glob, or a list of paths."""
-  if isinstance(spec, (list, tuple)):
-    return [pathlib.Path(p) for p in spec]
-  s = os.fspath(spec)
-  p = pathlib.Path(s).expanduser()
-  if p.is_dir():
-    return sorted(f for f in p.rglob("*") if f.is_file()
-                  and not any(part.startswith(".") for part in f.relative_to(p).parts))
-  if p.is_file():
-    return [p]
-  hits = sorted(pathlib.Path(h) for h in glob.glob(os.path.expanduser(s), recursive=True))
-  hits = [h for h in hits if h.is_file()]
-  if not hits:
-    raise FileNotFoundError(f"--input {s!r}: no such folder or file, and no file matches it")
-  return hits
+  """The image files named by a folder, a glob or a list (see `fbjax.inputs.scan`)."""
+  return [pathlib.Path(e.path) for e in inputs_lib.scan(spec) if e.kind == "image"]
 
 
-def read_spacing_csv(path: str | os.PathLike) -> dict[str, float]:
+# Spacing column names that mean "mm per pixel" (lower case, spaces/underscores ignored).
+_SPACING_WORDS = ("pixelsize", "pixelspacing", "spacing", "mmperpixel", "mmperpx", "mm/px",
+                  "mm/pixel", "resolution")
+_FILE_WORDS = ("filename", "file", "image", "imagename", "name", "path")
+
+
+def _norm(h: str) -> str:
+  return "".join(c for c in h.strip().lower() if c not in " _-")
+
+
+def find_column(header: Sequence[str], path, *, explicit: str | None, what: str,
+                exact: Sequence[str], contains: Sequence[str] = (),
+                flag: str = "") -> int:
+  """Index of the column named `explicit`, else of the one column that clearly is `what`.
+
+  Exact (normalised) names win; else names containing one of `contains`.
+  Zero or several candidates: a ValueError naming the file and listing the columns.
+  """
+  cols = [h.strip() for h in header]
+  hint = f" (name it with {flag})" if flag else ""
+  if explicit is not None:
+    if explicit.strip() not in cols:
+      raise ValueError(f"{path}: no column {explicit!r}; the columns are {cols}")
+    return cols.index(explicit.strip())
+  norm = [_norm(h) for h in cols]
+  for words in (exact, contains):
+    hits = [i for i, h in enumerate(norm) if any(
+        (h == w if words is exact else w in h) for w in words)]
+    if len(hits) == 1:
+      return hits[0]
+    if len(hits) > 1:
+      raise ValueError(f"{path}: {len(hits)} columns could be the {what} "
+                       f"({[cols[i] for i in hits]}); the columns are {cols}{hint}")
+  raise ValueError(f"{path}: no {what} column; the columns are {cols}{hint}")
+
+
+def read_spacing_csv(path: str | os.PathLike, column: str | None = None,
+                     file_column: str | None = None) -> dict[str, float]:
   """{file name: mm per pixel} from a CSV with a file column and a spacing column.
 
-  The file column is the first whose name contains "file" or "image"; the
-  spacing column the first whose name contains "spacing", "pixel size" or
-  "mm" (HC18's `test_set_pixel_size.csv` has `filename,pixel size(mm)`).
-  Keys are the names as written and their stems, so either matches.
+  `column` names the spacing column; without it the column is found only
+  when exactly one name says "pixel size" / "spacing" / "mm per pixel" (HC18's
+  `pixel size(mm)` does; `hc_mm` does not), else a ValueError lists the
+  columns. Keys are the names as written, their base names and their stems.
   """
   path = pathlib.Path(path)
   with open(path, newline="", encoding="utf-8-sig") as f:
     rows = list(csv.reader(f))
   if not rows:
     raise ValueError(f"{path}: empty spacing CSV")
-  head = [h.strip().lower() for h in rows[0]]
-  fcol = next((i for i, h in enumerate(head) if "file" in h or "image" in h), None)
-  scol = next((i for i, h in enumerate(head) if any(k in h for k in ("spacing", "pixel size",
-                                                                     "mm"))), None)
-  if fcol is None or scol is None:
-    raise ValueError(f"{path}: need a file column and a spacing column, header is {rows[0]}")
+  fcol = find_column(rows[0], path, explicit=file_column, what="file name",
+                     exact=_FILE_WORDS, contains=("file", "image"))
+  scol = find_column(rows[0], path, explicit=column, what="pixel spacing (mm)",
+                     exact=("pixelsize(mm)", "pixelspacingmm", "pixelsizemm", "spacingmm"),
+                     contains=_SPACING_WORDS, flag="--spacing_column")
+  if fcol == scol:
+    raise ValueError(f"{path}: the file column and the spacing column are both {rows[0][fcol]!r}")
   out = {}
   for n, r in enumerate(rows[1:], start=2):
     if len(r) <= max(fcol, scol) or not r[fcol].strip():
@@ -112,6 +156,8 @@ def read_spacing_csv(path: str | os.PathLike) -> dict[str, float]:
       v = float(r[scol])
     except ValueError:
       raise ValueError(f"{path}:{n}: spacing {r[scol]!r} is not a number") from None
+    if not (math.isfinite(v) and v > 0):
+      raise ValueError(f"{path}:{n}: spacing {r[scol]!r} must be a positive number of mm")
     name = r[fcol].strip()
     out[name] = v
     out[pathlib.Path(name).name] = v
@@ -156,6 +202,38 @@ def load_segmenter(seg_workdir: str | os.PathLike) -> Segmenter:
                    method=cfg.get("eval_method", "robust"))
 
 
+def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
+                    log=print) -> float:
+  """The abnormal decision threshold, from the flag or `decision.json`, never a silent default.
+
+  A classifier with an "abnormal" head needs `<workdir>/decision.json` (the
+  threshold the trainer calibrated on normal validation images) unless a
+  threshold is given. A workdir without an anomaly model is said so.
+  """
+  if workdir and anomaly is None:
+    log(f"{workdir}: no anomaly model ({pathlib.Path(workdir) / anomaly_lib.FOLDER}/"
+        "anomaly.json): the anomaly columns stay empty")
+  if abnormal_threshold is not None:
+    t = float(abnormal_threshold)
+    if not 0.0 <= t <= 1.0:
+      raise ValueError(f"abnormal_threshold must be in [0, 1], got {t}")
+    return t
+  if clf is None or "abnormal" not in clf.tasks:
+    return math.nan
+  decision = pathlib.Path(workdir) / "decision.json"
+  if not decision.exists():
+    raise FileNotFoundError(
+        f"{workdir}: no decision.json, the calibrated threshold of the abnormal probability. "
+        "The classification trainer writes it at the end of training when the validation "
+        "split holds normal images (fbjax.trainers.classify.write_decision). Retrain with "
+        "normal validation images, or give the threshold explicitly (--abnormal_threshold, "
+        "e.g. 0.5).")
+  try:
+    return float(json.loads(decision.read_text())["abnormal_threshold"])
+  except (ValueError, KeyError) as e:
+    raise ValueError(f"{decision}: no readable 'abnormal_threshold' ({e})") from None
+
+
 @dataclasses.dataclass
 class Prepared:
   """One decoded image: the original (float grey) and its grid versions."""
@@ -181,11 +259,8 @@ class Predictor:
     if self.clf is None and self.seg is None:
       raise ValueError("nothing to predict with: give a classification workdir and/or a "
                        "segmentation workdir")
-    decision = pathlib.Path(workdir or "") / "decision.json"
-    if abnormal_threshold is None:
-      abnormal_threshold = (json.loads(decision.read_text())["abnormal_threshold"]
-                            if workdir and decision.exists() else 0.5)
-    self.abnormal_threshold = float(abnormal_threshold)
+    self.abnormal_threshold = check_artefacts(workdir, self.clf, self.anomaly,
+                                              abnormal_threshold)
     self.overlay_max_side = overlay_max_side
     self.sizes = sorted({tuple(s) for s in (
         self.clf.size if self.clf else None, self.anomaly.ae.size if self.anomaly else None,
@@ -213,8 +288,9 @@ class Predictor:
   def prepare(self, path: pathlib.Path) -> Prepared:
     """Reads and letterboxes one file (raises `io.ImageReadError` naming it)."""
     img = io.read_image(path)
-    if img.ndim != 2 or min(img.shape) < 8:
-      raise io.ImageReadError(path, f"image too small ({img.shape})")
+    if img.ndim != 2 or min(img.shape) < MIN_SIDE:
+      raise io.ImageReadError(path, f"image too small ({img.shape[1]}x{img.shape[0]} px; "
+                              f"at least {MIN_SIDE} px a side)")
     grids, geoms = {}, {}
     for s in self.sizes:
       grids[s], geoms[s] = preprocess.letterbox(img, s)
@@ -312,7 +388,7 @@ class Predictor:
       mm = biometry.biometry_from_ellipse(e, spacing_mm)
       out.update(hc_mm=mm.hc_mm, bpd_mm=mm.bpd_mm, ofd_mm=mm.ofd_mm)
     # Agreement of the fitted ellipse with the predicted head region (on the grid).
-    eg = e.scaled(g.scale, (g.offset_yx[1], g.offset_yx[0]))
+    eg = e.to_grid(g)
     ell = biometry.rasterize(eg, head.shape)[y0:y1, x0:x1] > 0
     inter = np.logical_and(ell, region).sum()
     out["ellipse_dice"] = float(2 * inter / max(ell.sum() + region.sum(), 1))
@@ -350,7 +426,10 @@ def write_overlay(path: pathlib.Path, image: np.ndarray, masks, ellipse, text: s
     size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))
     img = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     m = {k: cv2.resize(v, size, interpolation=cv2.INTER_NEAREST) for k, v in (masks or {}).items()}
-    e = ellipse.scaled(s) if ellipse is not None else None
+    # Exact per-axis scales and pixel centres of the resize (as in `preprocess.Geometry`).
+    sx, sy = size[0] / image.shape[1], size[1] / image.shape[0]
+    e = ellipse.affine((sx, sy), (0.5 * sx - 0.5, 0.5 * sy - 0.5)) if ellipse is not None \
+        else None
   rgb = plots.overlay(img, masks=m, ellipse=e, text=text)
   cv2.imwrite(os.fspath(path), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
 
@@ -360,29 +439,24 @@ def write_overlay(path: pathlib.Path, image: np.ndarray, masks, ellipse, text: s
 # ---------------------------------------------------------------------------
 
 
-def _overlay_name(path: pathlib.Path, used: set) -> str:
-  base = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem)[:80] or "image"
-  name, k = f"{base}.png", 1
-  while name in used:
-    k += 1
-    name = f"{base}_{k}.png"
-  used.add(name)
-  return name
+def _failed(path: str, reason: str):
+  raise io.ImageReadError(path, reason)
 
 
-def iterate(predictor: Predictor, paths: Sequence[pathlib.Path], *, workers: int = 2,
+def iterate(predictor: Predictor, paths: Iterable, *, workers: int = 2,
             spacing: Callable[[pathlib.Path], float] = lambda p: math.nan,
             overlay_dir: pathlib.Path | None = None, num_overlays: int = -1,
             progress=None):
   """Yields ("row", dict) or ("error", dict) per file, in input order.
 
-  Decoding runs `2 * batch_size` files ahead in a thread pool; a batch goes
-  to the device as soon as it is complete, and its post-processing (ellipse
-  fit, overlay) is handed to the same pool, so reading, the networks and the
-  post-processing overlap.
+  `paths` are paths or `fbjax.inputs.Entry`s (an "error" entry becomes an
+  error row). Decoding runs `2 * batch_size` files ahead in a thread pool; a
+  batch goes to the device as soon as it is complete, and its post-processing
+  (ellipse fit, overlay) is handed to the same pool, so reading, the networks
+  and the post-processing overlap. Overlays are written for the first
+  `num_overlays` images (-1: all).
   """
   bs = predictor.batch_size
-  used: set = set()
   results: dict[int, tuple | None] = {}   # input index -> None (in the open batch) or result
   batch: list[tuple[int, Prepared]] = []
   n_overlays = 0
@@ -395,8 +469,11 @@ def iterate(predictor: Predictor, paths: Sequence[pathlib.Path], *, workers: int
         nxt = next(todo, None)
         if nxt is None:
           return
-        idx, path = nxt
-        reads.append((idx, path, pool.submit(predictor.prepare, path)))
+        idx, e = nxt
+        if not isinstance(e, inputs_lib.Entry):
+          e = inputs_lib.Entry(os.fspath(e), os.fspath(e), "image")
+        fn = (predictor.prepare, e.path) if e.kind == "image" else (_failed, e.path, e.reason)
+        reads.append((idx, e.path, pool.submit(*fn)))
 
     def flush():
       nonlocal n_overlays
@@ -406,7 +483,7 @@ def iterate(predictor: Predictor, paths: Sequence[pathlib.Path], *, workers: int
       for i, (idx, item) in enumerate(batch):
         opath = None
         if overlay_dir is not None and (num_overlays < 0 or n_overlays < num_overlays):
-          opath = overlay_dir / _overlay_name(item.path, used)
+          opath = overlay_dir / files.overlay_name(str(item.path))
           n_overlays += 1
         results[idx] = ("row", pool.submit(predictor.finish, item, out, i,
                                            spacing(item.path), opath))
@@ -442,114 +519,283 @@ def iterate(predictor: Predictor, paths: Sequence[pathlib.Path], *, workers: int
     yield from ready()
 
 
-def _write_csv(path: pathlib.Path, columns, rows) -> None:
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: _fmt(r.get(k, "")) for k in columns})
-
-
-def _fmt(v):
-  if isinstance(v, float):
-    return "" if not math.isfinite(v) else f"{v:.6g}"
-  return v
+def shard_folder(out: pathlib.Path, num_shards: int, shard_index: int) -> pathlib.Path:
+  """Where one shard's CSVs go: `out` itself for one shard, else out/shards/IIIII-of-NNNNN."""
+  if num_shards == 1:
+    return out
+  return out / "shards" / f"{shard_index:05d}-of-{num_shards:05d}"
 
 
 def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None,
         inputs, out: str | os.PathLike, *, spacing_csv: str | None = None,
+        spacing_column: str | None = None,
         pixel_spacing_mm: float | None = None, batch_size: int = 32, workers: int = 2,
         num_overlays: int = -1, report: bool = True, num_report_images: int = 12,
         num_saliency: int = 6, abnormal_threshold: float | None = None,
         segmenter: Segmenter | None = None, progress: bool = True,
-        wandb_mode: str | None = None, log=print) -> dict:
-  """Predicts every file of `inputs` (folder, glob or list); writes CSVs, overlays, report.
+        wandb_mode: str | None = None, num_shards: int = 1, shard_index: int = 0,
+        log=print) -> dict:
+  """Predicts every image of `inputs` (folder, glob or list) of this shard; resumes.
 
-  Returns the summary (also written as `summary.json`).
+  Rows are appended batch by batch; rerunning with the same `inputs` and
+  `out` predicts only the files with neither a row nor an error row. With
+  several shards, each writes under `shard_folder(...)`, and the shard that
+  finds every shard complete merges them (`merge`). Returns the summary of
+  the whole folder (of this shard while other shards are still running).
   """
   t0 = time.perf_counter()
+  if not (num_shards >= 1 and 0 <= shard_index < num_shards):
+    raise ValueError(f"shard_index {shard_index} is not in [0, num_shards={num_shards})")
   out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  paths = list_inputs(inputs)
-  table = read_spacing_csv(spacing_csv) if spacing_csv else None
+  folder = shard_folder(out, num_shards, shard_index)
+  folder.mkdir(parents=True, exist_ok=True)
+  table = read_spacing_csv(spacing_csv, spacing_column) if spacing_csv else None
   if pixel_spacing_mm is not None and not (pixel_spacing_mm > 0):
     raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
+  if table is None and pixel_spacing_mm is None and (seg_workdir or segmenter):
+    log("no pixel spacing given (--spacing_csv or --pixel_spacing_mm): HC/BPD/OFD in pixels "
+        "only, the mm columns stay empty")
   predictor = Predictor(workdir, seg_workdir, segmenter=segmenter, batch_size=batch_size,
                         abnormal_threshold=abnormal_threshold)
-  overlay_dir = out / "overlays" if num_overlays != 0 else None
-  if overlay_dir is not None:
-    overlay_dir.mkdir(exist_ok=True)
+  check_same_run(folder, run_identity(workdir, seg_workdir, segmenter, predictor, inputs,
+                                      spacing_csv, spacing_column, pixel_spacing_mm))
+  overlay_dir = out / "overlays"
+  overlay_dir.mkdir(exist_ok=True)
+  preds = files.Appender(folder / "predictions.csv", COLUMNS)
+  errs = files.Appender(folder / "errors.csv", ERROR_COLUMNS)
+  done = files.done_hashes([preds.path, errs.path])
   t_load = time.perf_counter() - t0
   t_compile = predictor.warmup()
   bar = None
   if progress:
     from tqdm import tqdm  # noqa: PLC0415
 
-    bar = tqdm(total=len(paths), unit="img", desc="predict", dynamic_ncols=True)
-  rows, errors = [], []
+    bar = tqdm(unit="img", dynamic_ncols=True, desc="predict" if num_shards == 1 else
+               f"predict shard {shard_index} of {num_shards}")
+  counts = collections.Counter()
+  skipped_tmp = folder / f"skipped.csv.{os.getpid()}.tmp"
   t1 = time.perf_counter()
-  try:
-    for kind, r in iterate(predictor, paths, workers=workers,
-                           spacing=lambda p: spacing_for(p, table, pixel_spacing_mm),
-                           overlay_dir=overlay_dir, num_overlays=num_overlays, progress=bar):
-      (rows if kind == "row" else errors).append(r)
-  finally:
-    if bar is not None:
-      bar.close()
+  with open(skipped_tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as sf:
+    skipped = csv.writer(sf, lineterminator="\n")
+    skipped.writerow(SKIPPED_COLUMNS)
+
+    def todo():
+      for e in inputs_lib.scan(inputs):
+        if inputs_lib.shard_of(e.key, num_shards) != shard_index:
+          continue
+        if e.kind == "skipped":
+          skipped.writerow((e.path, e.reason))
+        elif files.is_done(done, e.path):
+          counts["already_done"] += 1
+        else:
+          yield e
+
+    rows, errors = [], []
+
+    def commit():
+      errs.append(errors)      # a row implies its overlay exists: finish() wrote it first
+      preds.append(rows)
+      counts["rows"] += len(rows)
+      counts["errors"] += len(errors)
+      rows.clear()
+      errors.clear()
+
+    try:
+      for kind, r in iterate(predictor, todo(), workers=workers,
+                             spacing=lambda p: spacing_for(p, table, pixel_spacing_mm),
+                             overlay_dir=overlay_dir if num_overlays != 0 else None,
+                             num_overlays=num_overlays, progress=bar):
+        (rows if kind == "row" else errors).append(r)
+        if len(rows) + len(errors) >= batch_size:
+          commit()
+      commit()
+    finally:
+      if bar is not None:
+        bar.close()
+  os.replace(skipped_tmp, folder / "skipped.csv")
   t_predict = time.perf_counter() - t1
-  _write_csv(out / "predictions.csv", COLUMNS, rows)
-  _write_csv(out / "errors.csv", ERROR_COLUMNS, errors)
-  summary = summarize(rows, errors, predictor)
-  summary["timing"] = {"load_s": t_load, "compile_s": t_compile, "predict_s": t_predict,
-                       "images_per_s": len(paths) / t_predict if t_predict > 0 else math.nan,
-                       "batch_size": batch_size, "workers": workers,
-                       "device": str(jax.devices()[0].device_kind)}
-  summary["inputs"] = str(inputs) if not isinstance(inputs, (list, tuple)) else len(inputs)
-  summary["workdir"], summary["seg_workdir"] = str(workdir or ""), str(seg_workdir or "")
+  n_new = counts["rows"] + counts["errors"]
+  c = files.collect([folder], num_report_images)
+  t2 = time.perf_counter()
+  occ = []
   if report:
+    ensure_overlays(predictor, c, overlay_dir, table, pixel_spacing_mm, workers)
     from fbjax import report as report_lib  # noqa: PLC0415
 
-    t2 = time.perf_counter()
-    report_lib.write(out, rows, errors, summary, predictor, num_images=num_report_images,
-                     num_saliency=num_saliency)
-    summary["timing"]["report_s"] = time.perf_counter() - t2
-  (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-  if wandb_mode:
-    _log_wandb(out, rows, summary, wandb_mode)
-  log(f"predicted {len(rows)} images, {len(errors)} errors in {t_predict:.1f} s "
-      f"({summary['timing']['images_per_s']:.1f} images/s); wrote {out}")
+    ranked = c.most_abnormal["abnormal_prob"].rows()[:num_saliency]
+    occ = report_lib.occlusion_figures(predictor, ranked, out / "report_files", num_saliency)
+  info = {"complete": True, "num_shards": num_shards, "shard_index": shard_index,
+          "inputs": str(inputs) if not isinstance(inputs, (list, tuple)) else len(inputs),
+          "workdir": str(workdir or ""), "seg_workdir": str(seg_workdir or ""),
+          "num_report_images": num_report_images, "num_saliency": num_saliency,
+          "report": report, "occlusion": occ, **model_info(predictor),
+          "timing": {"load_s": t_load, "compile_s": t_compile, "predict_s": t_predict,
+                     "new_images": n_new, "resumed_after": counts["already_done"],
+                     "images_per_s": n_new / t_predict if t_predict > 0 else math.nan,
+                     "report_prep_s": time.perf_counter() - t2,
+                     "batch_size": batch_size, "workers": workers,
+                     "device": str(jax.devices()[0].device_kind)}}
+  files.write_atomic(folder / "run.json", json.dumps(info, indent=1, default=str) + "\n")
+  where = "" if num_shards == 1 else f"shard {shard_index} (of {num_shards}, from 0): "
+  log(f"{where}predicted {counts['rows']} images, "
+      f"{counts['errors']} errors in {t_predict:.1f} s ({info['timing']['images_per_s']:.1f} "
+      f"images/s), {counts['already_done']} done before, {c.skipped} skipped; wrote {folder}")
+  if num_shards == 1:
+    return write_outputs(out, [folder], [info], wandb_mode=wandb_mode)
+  missing = [i for i in range(num_shards) if not (
+      files.read_json(shard_folder(out, num_shards, i) / "run.json") or {}).get("complete")]
+  if missing:
+    log(f"waiting for shards {missing} of {num_shards}; `launch.predict --merge {out}` "
+        "merges once all are complete (the last shard to finish does it itself)")
+    return files.summarize(c)
+  return merge(out, wandb_mode=wandb_mode, log=log)
+
+
+def _checkpoints(workdir) -> list[str]:
+  d = pathlib.Path(workdir) / "checkpoints"
+  return sorted(p.name for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def run_identity(workdir, seg_workdir, segmenter, predictor: Predictor, inputs, spacing_csv,
+                 spacing_column, pixel_spacing_mm) -> dict:
+  """What the rows of a run depend on: a rerun may only continue a run with the same."""
+  ident = {"inputs": os.fspath(inputs) if not isinstance(inputs, (list, tuple)) else
+           [os.fspath(x) for x in inputs], **model_info(predictor),
+           "spacing_csv": os.path.abspath(spacing_csv) if spacing_csv else None,
+           "spacing_column": spacing_column, "pixel_spacing_mm": pixel_spacing_mm}
+  for k, w in (("workdir", workdir), ("seg_workdir", seg_workdir)):
+    ident[k] = os.path.abspath(w) if w else None
+    ident[f"{k}_checkpoints"] = _checkpoints(w) if w else []
+  if segmenter is not None:
+    ident["segmenter"] = f"{list(segmenter.size)} {segmenter.method}"
+  return json.loads(json.dumps(ident, default=str))
+
+
+def check_same_run(folder: pathlib.Path, ident: dict) -> None:
+  """Writes `identity.json` on a fresh run; a rerun must match it (else its rows would mix)."""
+  path = folder / "identity.json"
+  old = files.read_json(path)
+  if old is None:
+    files.write_atomic(path, json.dumps(ident, indent=1) + "\n")
+    return
+  diff = {k: (old.get(k), ident.get(k)) for k in sorted(set(old) | set(ident))
+          if old.get(k) != ident.get(k)}
+  if diff:
+    raise ValueError(f"{folder} holds rows of another run; resuming would mix them. "
+                     "Differences (before, now): "
+                     + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+                     + ". Give another --out, or remove the folder to start over.")
+
+
+def model_info(predictor: Predictor) -> dict:
+  t = predictor.abnormal_threshold
+  d = {"abnormal_threshold": t if math.isfinite(t) else None}
+  if predictor.anomaly is not None:
+    a = predictor.anomaly
+    d.update(anomaly_threshold=a.thresholds[a.primary], anomaly_score_kind=a.primary,
+             anomaly_calibration_specificity=a.specificity)
+  return d
+
+
+def ensure_overlays(predictor: Predictor, c: files.Collected, overlay_dir: pathlib.Path,
+                    table, pixel_spacing_mm, workers: int) -> int:
+  """Writes the overlays of the images a report shows, whatever `num_overlays` said."""
+  want = {r["file"]: r for rows in ([t.rows() for t in c.most_abnormal.values()]
+                                    + [c.least_certain.rows()]) for r in rows}
+  todo = [f for f in want if not (overlay_dir / files.overlay_name(f)).exists()]
+  n = 0
+  for i in range(0, len(todo), predictor.batch_size):
+    chunk = todo[i:i + predictor.batch_size]
+    items = [predictor.prepare(pathlib.Path(f)) for f in chunk]
+    out = predictor.infer(items)
+    for k, item in enumerate(items):
+      predictor.finish(item, out, k, spacing_for(item.path, table, pixel_spacing_mm),
+                       overlay_dir / files.overlay_name(str(item.path)))
+      n += 1
+  return n
+
+
+def _concat(sources: Sequence[pathlib.Path], dest: pathlib.Path) -> None:
+  """Concatenates CSVs with one header (streamed) into `dest`, atomically."""
+  tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+  with open(tmp, "wb") as f:
+    header = None
+    for src in sources:
+      if not src.exists():
+        continue
+      with open(src, "rb") as g:
+        first = g.readline()
+        if header is None:
+          header = first
+          f.write(first)
+        elif first != header:
+          raise ValueError(f"{src}: columns {first!r} differ from {header!r}")
+        while chunk := g.read(1 << 20):
+          f.write(chunk)
+  os.replace(tmp, dest)
+
+
+def merge(out: str | os.PathLike, *, wandb_mode: str | None = None, log=print) -> dict:
+  """One predictions.csv, errors.csv, skipped.csv, summary.json and report.html from the shards."""
+  out = pathlib.Path(out)
+  folders = sorted(p for p in (out / "shards").glob("*-of-*") if p.is_dir())
+  if not folders:
+    raise FileNotFoundError(f"{out}/shards: no shard folders to merge (run launch.predict "
+                            "with --num_shards first)")
+  n = {int(p.name.split("-of-")[1]) for p in folders}
+  if len(n) != 1:
+    raise ValueError(f"{out}/shards: shards of different runs ({sorted(n)} shards); "
+                     "remove the stale ones")
+  num_shards = n.pop()
+  infos, missing = [], []
+  for i in range(num_shards):
+    info = files.read_json(shard_folder(out, num_shards, i) / "run.json")
+    if not (info or {}).get("complete"):
+      missing.append(i)
+    infos.append(info)
+  if missing:
+    raise ValueError(f"{out}: shards {missing} of {num_shards} are not complete "
+                     "(rerun them with the same --input, --out and --num_shards)")
+  folders = [shard_folder(out, num_shards, i) for i in range(num_shards)]
+  for name in ("predictions.csv", "errors.csv", "skipped.csv"):
+    _concat([f / name for f in folders], out / name)
+  summary = write_outputs(out, [out], infos, wandb_mode=wandb_mode)
+  log(f"merged {num_shards} shards: {summary['predicted']} images, {summary['errors']} errors, "
+      f"{summary['skipped']} skipped; wrote {out}")
   return summary
 
 
-def summarize(rows: list[dict], errors: list[dict], predictor: Predictor | None = None) -> dict:
-  s: dict = {"images": len(rows) + len(errors), "predicted": len(rows), "errors": len(errors)}
-  if errors:
-    s["error_reasons"] = dict(collections.Counter(
-        e["reason"].split(":")[0] for e in errors).most_common())
-  for k in ("plane", "condition", "seg_quality"):
-    vals = [r[k] for r in rows if r.get(k)]
-    if vals:
-      s[f"{k}_counts"] = dict(collections.Counter(vals).most_common())
-  for k in ("abnormal", "anomaly"):
-    vals = [r[k] for r in rows if isinstance(r.get(k), int)]
-    if vals:
-      s[f"{k}_flagged"] = int(sum(vals))
-  for k in ("abnormal_prob", "anomaly_score", "hc_mm", "hc_px", "uncertainty"):
-    v = np.array([r.get(k, math.nan) for r in rows], np.float64)
-    v = v[np.isfinite(v)]
-    if v.size:
-      s[f"{k}_quantiles"] = {q: float(np.quantile(v, float(q))) for q in
-                             ("0.05", "0.25", "0.5", "0.75", "0.95")}
-  if predictor is not None:
-    s["abnormal_threshold"] = predictor.abnormal_threshold
-    if predictor.anomaly is not None:
-      s["anomaly_threshold"] = predictor.anomaly.thresholds[predictor.anomaly.primary]
-      s["anomaly_score_kind"] = predictor.anomaly.primary
-      s["anomaly_calibration_specificity"] = predictor.anomaly.specificity
-  return s
+def write_outputs(out: pathlib.Path, folders: Sequence[pathlib.Path], infos: Sequence[dict],
+                  *, wandb_mode: str | None = None) -> dict:
+  """summary.json and report.html of the whole folder, from the CSVs in `folders`."""
+  first = infos[0]
+  c = files.collect(folders, first["num_report_images"])
+  summary = files.summarize(c)
+  for k in ("abnormal_threshold", "anomaly_threshold", "anomaly_score_kind",
+            "anomaly_calibration_specificity", "inputs", "workdir", "seg_workdir"):
+    if k in first:
+      summary[k] = first[k]
+  timings = [i["timing"] for i in infos]
+  summary["timing"] = dict(timings[0]) if len(timings) == 1 else {
+      "shards": timings, "new_images": sum(t["new_images"] for t in timings),
+      "images_per_s": sum(t["images_per_s"] for t in timings
+                          if math.isfinite(t["images_per_s"])),
+      "device": timings[0]["device"]}
+  if first.get("report", True):
+    from fbjax import report as report_lib  # noqa: PLC0415
+
+    t2 = time.perf_counter()
+    occ = sorted((o for i in infos for o in i.get("occlusion", [])),
+                 key=lambda o: (-o["abnormal_prob"], o["file"]))[:first["num_saliency"]]
+    report_lib.write(out, c, summary, occlusion=occ)
+    summary["timing"]["report_s"] = time.perf_counter() - t2
+  files.write_atomic(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+  if wandb_mode:
+    _log_wandb(out, c, summary, wandb_mode)
+  return summary
 
 
-def _log_wandb(out: pathlib.Path, rows: list[dict], summary: dict, mode: str) -> None:
+def _log_wandb(out: pathlib.Path, c: files.Collected, summary: dict, mode: str) -> None:
   """The run summary, the report's figures and example overlays to wandb (`mode`)."""
   import ml_collections  # noqa: PLC0415
 
@@ -568,11 +814,11 @@ def _log_wandb(out: pathlib.Path, rows: list[dict], summary: dict, mode: str) ->
     figs = {}
     for p in sorted((out / "report_files").glob("*.png"))[:24]:
       figs[f"predict/{p.stem}"] = cv2.imread(os.fspath(p))[..., ::-1] / 255.0
-    for r in rows[:8]:
-      if r.get("overlay"):
-        img = cv2.imread(os.fspath(out / "overlays" / r["overlay"]))
-        if img is not None:
-          figs[f"predict/examples/{pathlib.Path(r['overlay']).stem}"] = img[..., ::-1] / 255.0
+    for r in c.top_abnormal()[1][:8]:
+      name = files.overlay_name(r["file"])
+      img = cv2.imread(os.fspath(out / "overlays" / name))
+      if img is not None:
+        figs[f"predict/examples/{pathlib.Path(name).stem}"] = img[..., ::-1] / 255.0
     writer.images(0, figs)
   finally:
     writer.close()

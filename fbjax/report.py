@@ -5,7 +5,10 @@ quality), distributions (abnormal probability, anomaly score, head
 circumference, uncertainty), thumbnails of the most abnormal and the least
 certain images, and occlusion maps of where the abnormal head looks, with the
 share of each map that falls on the predicted head. Figures are PNG files in
-`report_files/`; the page links the overlays in `overlays/`.
+`report_files/`; the page links the overlays in `overlays/` (written for every
+image the page shows, `fbjax.predict.ensure_overlays`), all by relative paths,
+so the output folder opens from disk and can be moved as a whole. Long file
+names wrap inside their card or cell; wide tables scroll inside their box.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import html
 import math
 import os
 import pathlib
+import urllib.parse
 
 import cv2
 import jax
@@ -21,14 +25,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from fbjax import plots, saliency
+from fbjax import predict_files as files
 from fbjax.data import preprocess
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:left}th{background:#f4f4f4}.grid{display:flex;flex-wrap:wrap;gap:10px}
-.card{width:200px;font-size:12px}.card img{width:200px;border:1px solid #ddd}
-.figs img{margin:4px;border:1px solid #eee}h2{margin-top:28px}.small{color:#666;font-size:12px}
+text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f4f4f4}
+.grid{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+.card{width:200px;font-size:12px;overflow-wrap:anywhere;min-width:0}
+.card img{display:block;width:200px;height:auto;border:1px solid #ddd;box-sizing:border-box}
+.card.wide{width:400px}.card.wide img{width:400px}
+.errors{table-layout:fixed;width:100%}.errors td:first-child{width:55%}
+.figs img{margin:4px;border:1px solid #eee;max-width:100%}h2{margin-top:28px}
+.small{color:#666;font-size:12px;overflow-wrap:anywhere}
 """
 
 
@@ -50,8 +60,8 @@ def _save(folder: pathlib.Path, name: str, rgb: np.ndarray) -> str:
 
 
 def _card(out: pathlib.Path, r: dict, extra: str = "") -> str:
-  src = f"overlays/{r['overlay']}" if r.get("overlay") else ""
-  img = f'<a href="{src}"><img src="{src}" loading="lazy"></a>' if src else ""
+  src = "overlays/" + urllib.parse.quote(files.overlay_name(r["file"]))
+  img = f'<a href="{src}"><img src="{src}" alt="overlay"></a>'
   name = html.escape(pathlib.Path(r["file"]).name)
   bits = [f"<b>{name}</b>"]
   if r.get("plane"):
@@ -65,13 +75,13 @@ def _card(out: pathlib.Path, r: dict, extra: str = "") -> str:
   return f'<div class="card">{img}<br>{"<br>".join(bits)}</div>'
 
 
-def _finite(rows, key):
-  v = np.array([r.get(key, math.nan) for r in rows], np.float64)
-  return v[np.isfinite(v)]
-
-
 def occlusion_figures(predictor, rows: list[dict], folder: pathlib.Path, num: int) -> list[dict]:
-  """Occlusion maps of the abnormal logit for the `num` most abnormal images."""
+  """Occlusion maps of the abnormal logit for the `num` most abnormal of `rows`.
+
+  Returns one JSON-able dict per map: file, abnormal_prob, src (relative to
+  the report), inside_head (share of the evidence on the predicted head).
+  """
+  folder.mkdir(parents=True, exist_ok=True)
   clf = predictor.clf
   if clf is None or "abnormal" not in clf.tasks or num <= 0:
     return []
@@ -113,13 +123,15 @@ def occlusion_figures(predictor, rows: list[dict], folder: pathlib.Path, num: in
     pic = np.concatenate([plots.to_rgb_uint8(grid), plots.heatmap_overlay(grid, heat)], axis=1)
     k = max(1, 192 // grid.shape[0])     # small grids are enlarged for viewing
     pic = cv2.resize(pic, (pic.shape[1] * k, pic.shape[0] * k), interpolation=cv2.INTER_NEAREST)
-    name = "occlusion_" + (r.get("overlay") or f"{len(figs)}.png")
-    figs.append({"row": r, "src": _save(folder, name, pic), "inside_head": frac})
+    name = "occlusion_" + files.overlay_name(r["file"])
+    figs.append({"file": r["file"], "abnormal_prob": float(r["abnormal_prob"]),
+                 "src": _save(folder, name, pic),
+                 "inside_head": frac if math.isfinite(frac) else None})
   return figs
 
 
-def write(out: pathlib.Path, rows: list[dict], errors: list[dict], summary: dict, predictor,
-          *, num_images: int = 12, num_saliency: int = 6) -> pathlib.Path:
+def write(out: pathlib.Path, c, summary: dict, *, occlusion: list[dict] = ()) -> pathlib.Path:
+  """report.html of a run from its collected CSVs (`fbjax.predict_files.Collected`)."""
   out = pathlib.Path(out)
   folder = out / "report_files"
   folder.mkdir(exist_ok=True)
@@ -133,8 +145,9 @@ def write(out: pathlib.Path, rows: list[dict], errors: list[dict], summary: dict
 
   # Counts.
   counts = {"images": summary["images"], "predicted": summary["predicted"],
-            "unreadable (errors.csv)": summary["errors"]}
-  if "abnormal_flagged" in summary:
+            "unreadable (errors.csv)": summary["errors"],
+            "skipped, not images (skipped.csv)": summary.get("skipped", 0)}
+  if "abnormal_flagged" in summary and summary.get("abnormal_threshold") is not None:
     counts[f"abnormal (probability > {summary['abnormal_threshold']:.3g})"] = \
         summary["abnormal_flagged"]
   if "anomaly_flagged" in summary:
@@ -143,16 +156,18 @@ def write(out: pathlib.Path, rows: list[dict], errors: list[dict], summary: dict
            "validation images)"] = summary["anomaly_flagged"]
   parts.append("<h2>Counts</h2><div class='grid'>" + _table(counts))
   for k, title in (("plane_counts", "plane"), ("condition_counts", "condition"),
-                   ("seg_quality_counts", "segmentation quality")):
+                   ("seg_quality_counts", "segmentation quality"),
+                   ("skipped_reasons", "skipped")):
     if k in summary:
-      parts.append(_table(summary[k], (title, "images")))
+      parts.append(_table(summary[k], (title, "files")))
   parts.append("</div>")
-  if errors:
-    shown = errors[:50]
-    parts.append(f"<h3>Unreadable files ({len(errors)})</h3><table><tr><th>file</th>"
+  if c.first_errors:
+    parts.append(f"<h3>Unreadable files ({c.errors}"
+                 + (f", the first {len(c.first_errors)} shown" if c.errors > len(
+                     c.first_errors) else "") + ")</h3><table class='errors'><tr><th>file</th>"
                  "<th>reason</th></tr>" + "".join(
                      f"<tr><td>{html.escape(e['file'])}</td><td>{html.escape(e['reason'])}"
-                     "</td></tr>" for e in shown) + "</table>")
+                     "</td></tr>" for e in c.first_errors) + "</table>")
 
   # Distributions.
   figs = []
@@ -162,48 +177,45 @@ def write(out: pathlib.Path, rows: list[dict], errors: list[dict], summary: dict
                           ("hc_mm", "head circumference (mm)", None),
                           ("hc_px", "head circumference (px)", None),
                           ("uncertainty", "uncertainty (mean normalised entropy)", None)):
-    v = _finite(rows, key)
+    v = c.array(key)
     if v.size:
       img = plots.histogram_image(v, title=f"{title} (n={v.size})", threshold=thr)
       figs.append(_save(folder, f"hist_{key}.png", img))
   if figs:
     parts.append("<h2>Distributions</h2><div class='figs'>"
-                 + "".join(f"<img src='{f}'>" for f in figs) + "</div>")
+                 + "".join(f"<img src='{f}' alt='histogram'>" for f in figs) + "</div>")
 
   # Thumbnails.
-  if rows:
-    key = "abnormal_prob" if _finite(rows, "abnormal_prob").size else "anomaly_score"
-    top = sorted((r for r in rows if math.isfinite(r.get(key, math.nan))),
-                 key=lambda r: -r[key])[:num_images]
-    if top:
-      parts.append(f"<h2>Most abnormal ({key})</h2><div class='grid'>"
-                   + "".join(_card(out, r) for r in top) + "</div>")
-    unsure = sorted((r for r in rows if math.isfinite(r.get("uncertainty", math.nan))),
-                    key=lambda r: -r["uncertainty"])[:num_images]
-    if unsure:
-      parts.append("<h2>Least certain (highest mean normalised entropy)</h2><div class='grid'>"
-                   + "".join(_card(out, r, f"uncertainty {r['uncertainty']:.2f}")
-                             for r in unsure) + "</div>")
+  key, top = c.top_abnormal()
+  if top:
+    parts.append(f"<h2>Most abnormal ({key})</h2><div class='grid'>"
+                 + "".join(_card(out, r) for r in top) + "</div>")
+  unsure = c.least_certain.rows()
+  if unsure:
+    parts.append("<h2>Least certain (highest mean normalised entropy)</h2><div class='grid'>"
+                 + "".join(_card(out, r, f"uncertainty {r['uncertainty']:.2f}")
+                           for r in unsure) + "</div>")
 
   # Where the abnormal head looks.
-  occ = occlusion_figures(predictor, rows, folder, num_saliency)
+  occ = list(occlusion)
   if occ:
     fr = np.array([o["inside_head"] for o in occ], np.float64)
     note = (f"mean share of the positive occlusion evidence on the predicted head: "
             f"{np.nanmean(fr):.2f}" if np.isfinite(fr).any() else
             "no segmentation model: the head is not outlined")
     summary["occlusion_inside_head_mean"] = float(np.nanmean(fr)) if np.isfinite(fr).any() \
-        else math.nan
+        else None
     parts.append("<h2>Where the abnormal head looks (occlusion)</h2><p class='small'>Each map "
                  "shows how much the abnormal logit drops when a square patch is blanked out "
                  f"(red = evidence for abnormal); {note}.</p><div class='grid'>" + "".join(
-                     f"<div class='card' style='width:400px'><img style='width:400px' "
-                     f"src='{o['src']}'><br>{html.escape(pathlib.Path(o['row']['file']).name)}"
-                     f" abnormal {o['row']['abnormal_prob']:.2f}"
-                     + (f", {o['inside_head']:.0%} on the head" if math.isfinite(
-                         o["inside_head"]) else "") + "</div>" for o in occ) + "</div>")
+                     f"<div class='card wide'><img src='{o['src']}' alt='occlusion map'>"
+                     f"{html.escape(pathlib.Path(o['file']).name)}"
+                     f" abnormal {o['abnormal_prob']:.2f}"
+                     + (f", {o['inside_head']:.0%} on the head" if o["inside_head"] is not None
+                        and math.isfinite(o["inside_head"]) else "") + "</div>"
+                     for o in occ) + "</div>")
   parts.append("<p class='small'>Files: predictions.csv (one row per image), errors.csv, "
-               "overlays/, summary.json.</p></body></html>")
+               "skipped.csv, overlays/, summary.json.</p></body></html>")
   path = out / "report.html"
-  path.write_text("\n".join(parts))
+  files.write_atomic(path, "\n".join(parts))
   return path

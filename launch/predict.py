@@ -3,13 +3,26 @@ r"""Predicts planes, anomalies and head biometry for every image of a folder.
   python -m launch.predict --workdir ~/runs/cls --seg_workdir ~/runs/seg \
       --input ~/scans/ --out ~/scans_out --pixel_spacing_mm 0.15
   python -m launch.predict --workdir ~/runs/cls --seg_workdir ~/runs/seg \
-      --input "../shared/data/hc18/test_set/*.png" --out /tmp/hc18_test \
+      --input ../shared/data/hc18/test_set --out /tmp/hc18_test \
       --spacing_csv ../shared/data/hc18/test_set_pixel_size.csv
 
-Writes OUT/predictions.csv (one row per image), OUT/errors.csv (unreadable
-files and why), OUT/overlays/*.png, OUT/report.html and OUT/summary.json
-(see fbjax/predict.py). HC/BPD/OFD are in mm where the pixel spacing is known
+Writes OUT/predictions.csv (one row per image), OUT/errors.csv (files that
+should be images but cannot be read, and why), OUT/skipped.csv (other files),
+OUT/overlays/*.png, OUT/report.html and OUT/summary.json (see
+fbjax/predict.py). HC/BPD/OFD are in mm where the pixel spacing is known
 (from --spacing_csv or --pixel_spacing_mm), and always in pixels.
+
+Resuming: rows are appended batch by batch; the same command again (same
+--input and --out) predicts only the files without a row or an error row.
+
+Sharding: --num_shards N --shard_index I predicts the files whose relative
+path hashes to I (defaults: jax.process_count() / jax.process_index(), i.e.
+one shard per process under jax.distributed). Each shard writes under
+OUT/shards/; the last one to finish merges them, or run
+
+  python -m launch.predict --merge OUT
+
+(launch/slurm/predict_array.sh runs the shards as a SLURM job array.)
 """
 
 from absl import app, flags
@@ -17,36 +30,66 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained classification workdir "
                                "(configs/classify.py), with its anomaly model.")
 _SEG = flags.DEFINE_string("seg_workdir", None, "Trained segmentation workdir (optional).")
-_INPUT = flags.DEFINE_string("input", None, "A folder (every file below it), a glob or a file.")
+_INPUT = flags.DEFINE_string("input", None, "A folder (every image below it), a glob or a file.")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _SPACING_CSV = flags.DEFINE_string("spacing_csv", None, "CSV with a file column and a pixel "
                                    "spacing (mm) column.")
+_SPACING_COLUMN = flags.DEFINE_string("spacing_column", None, "The pixel spacing column of "
+                                      "--spacing_csv (default: the one column named like a "
+                                      "pixel size / spacing; an error when ambiguous).")
 _SPACING = flags.DEFINE_float("pixel_spacing_mm", None, "Pixel spacing of every image (mm).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per device batch.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Threads reading images and post-processing.")
-_OVERLAYS = flags.DEFINE_integer("num_overlays", -1, "Overlay PNGs to write (-1: all).")
+_OVERLAYS = flags.DEFINE_integer("num_overlays", -1, "Overlay PNGs to write (-1: all); the "
+                                 "images the report shows always get theirs.")
 _THRESHOLD = flags.DEFINE_float("abnormal_threshold", None, "Decision threshold of the "
-                                "abnormal probability (default: the workdir's calibrated one).")
+                                "abnormal probability (default: the workdir's decision.json; "
+                                "an error if it has none).")
 _REPORT = flags.DEFINE_bool("report", True, "Write report.html.")
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards of the input (default: "
+                                   "jax.process_count()).")
+_SHARD = flags.DEFINE_integer("shard_index", None, "This process's shard (default: "
+                              "jax.process_index()).")
+_MERGE = flags.DEFINE_string("merge", None, "Only merge the complete shards under this output "
+                             "folder into one CSV, errors file, summary and report.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                                 "Initialise jax.distributed (auto: when the environment "
+                                 "describes several processes).")
 _WANDB = flags.DEFINE_enum("wandb", None, ["online", "offline", "disabled"],
                            "Also log the summary and figures to wandb in this mode.")
-flags.mark_flags_as_required(["input", "out"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from fbjax import predict  # noqa: PLC0415
+
+  if _MERGE.value:
+    predict.merge(_MERGE.value, wandb_mode=_WANDB.value)
+    return
+  if not _INPUT.value or not _OUT.value:
+    raise app.UsageError("give --input and --out (or --merge OUT)")
   if not _WORKDIR.value and not _SEG.value:
     raise app.UsageError("give --workdir and/or --seg_workdir")
   if _SPACING_CSV.value and _SPACING.value:
     raise app.UsageError("give --spacing_csv or --pixel_spacing_mm, not both")
-  from fbjax import predict  # noqa: PLC0415
+  if _SPACING_COLUMN.value and not _SPACING_CSV.value:
+    raise app.UsageError("--spacing_column needs --spacing_csv")
+  num_shards, shard_index = _NUM_SHARDS.value, _SHARD.value
+  if num_shards is None or shard_index is None:
+    import jax  # noqa: PLC0415
 
+    from fbjax import parallel  # noqa: PLC0415
+
+    parallel.initialize(_DISTRIBUTED.value)
+    num_shards = jax.process_count() if num_shards is None else num_shards
+    shard_index = jax.process_index() if shard_index is None else shard_index
   predict.run(_WORKDIR.value, _SEG.value, _INPUT.value, _OUT.value,
-              spacing_csv=_SPACING_CSV.value, pixel_spacing_mm=_SPACING.value,
-              batch_size=_BATCH.value, workers=_WORKERS.value, num_overlays=_OVERLAYS.value,
-              report=_REPORT.value, abnormal_threshold=_THRESHOLD.value,
-              wandb_mode=_WANDB.value)
+              spacing_csv=_SPACING_CSV.value, spacing_column=_SPACING_COLUMN.value,
+              pixel_spacing_mm=_SPACING.value, batch_size=_BATCH.value,
+              workers=_WORKERS.value, num_overlays=_OVERLAYS.value, report=_REPORT.value,
+              abnormal_threshold=_THRESHOLD.value, num_shards=num_shards,
+              shard_index=shard_index, wandb_mode=_WANDB.value)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,8 +45,13 @@ def random_params(model, size, seed: int = 0):
   return jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
 
 
-def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True):
-  """Writes config.json, a checkpoint of random heads and an anomaly model (no training)."""
+def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True,
+                 abnormal_threshold: float | None = 0.5):
+  """Writes config.json, a checkpoint of random heads, decision.json and an anomaly model.
+
+  `abnormal_threshold=None` leaves decision.json out (as a run without normal
+  validation images does).
+  """
   config = config or tiny_config()
   model = classify.make_model(config)
   size = tuple(config.image_size)
@@ -56,6 +64,9 @@ def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True)
   ckpt_lib.save(mngr, 0, state, force=True)
   mngr.wait_until_finished()
   mngr.close()
+  if abnormal_threshold is not None:
+    (pathlib.Path(path) / "decision.json").write_text(
+        json.dumps({"abnormal_threshold": abnormal_threshold}))
   if with_anomaly:
     ae_model = autoencoder.Model(**config.model.ae)
     ae_params = random_params(ae_model, size, seed + 2)

@@ -99,9 +99,12 @@ def test_measure_maps_network_grid_back_to_original(orig_hw, out_hw):
     assert r.ofd_mm == pytest.approx(2 * e.a * spacing, rel=0.015)
     assert r.bpd_mm == pytest.approx(2 * e.b * spacing, rel=0.015)
     assert r.ellipse.cx == pytest.approx(e.cx, abs=2.0 / g.scale)
-  # The same map measured on the grid with the grid spacing agrees.
+  # The same map measured on the grid with the (nominal, isotropic) grid spacing agrees up to
+  # the rounding of the resized size, which the exact per-axis mapping accounts for.
   r2 = biometry.measure(soft, g.spacing_on_grid(spacing))
-  assert r2.hc_mm == pytest.approx(biometry.measure(soft, spacing, geometry=g).hc_mm, rel=1e-6)
+  exact = biometry.measure(soft, spacing, geometry=g).hc_mm
+  rounding = max(abs(s / g.scale - 1) for s in g.scale_xy)
+  assert r2.hc_mm == pytest.approx(exact, rel=rounding + 1e-6)
 
 
 def test_measure_without_head_or_spacing():

@@ -71,15 +71,18 @@ def test_every_file_gets_a_row_or_an_error_and_biometry_maps_back(folder, workdi
                         batch_size=4, segmenter=_circle_segmenter(), progress=False,
                         num_saliency=1, num_report_images=3, log=lambda s: None)
   rows, errors = _read(out / "predictions.csv"), _read(out / "errors.csv")
+  skipped = _read(out / "skipped.csv")
   files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
-  got = sorted([r["file"] for r in rows] + [e["file"] for e in errors])
+  got = sorted([r["file"] for r in rows + errors + skipped])
   assert got == sorted(str(d / f) for f in files)            # every file, exactly once
-  assert {r["file"] for r in rows} == {str(d / f) for f in good} | {str(d / "spacing.csv")} \
-      - {str(d / "spacing.csv")}
+  assert {r["file"] for r in rows} == {str(d / f) for f in good}
   reasons = {e["file"].rsplit("/", 1)[1]: e["reason"] for e in errors}
-  assert set(reasons) == {"corrupt.png", "empty.jpg", "notes.txt", "spacing.csv"}
+  assert set(reasons) == {"corrupt.png", "empty.jpg"}
   assert "truncated" in reasons["corrupt.png"] and "empty" in reasons["empty.jpg"]
-  assert summary["predicted"] == len(good) and summary["errors"] == 4
+  assert {s["file"].rsplit("/", 1)[1]: s["reason"] for s in skipped} == {
+      "notes.txt": "not an image (.txt)", "spacing.csv": "not an image (.csv)"}
+  assert summary["predicted"] == len(good) and summary["errors"] == 2
+  assert summary["skipped"] == 2 and summary["images"] == len(good) + 2
   for r in rows:
     name = r["file"].split("/")[-1]
     h, w = (int(r["height"]), int(r["width"]))
@@ -99,7 +102,7 @@ def test_every_file_gets_a_row_or_an_error_and_biometry_maps_back(folder, workdi
     assert float(r["anomaly_score"]) > 0 and r["anomaly"] in ("0", "1")
     assert (out / "overlays" / r["overlay"]).exists()
   report = (out / "report.html").read_text()
-  assert "Most abnormal" in report and "occlusion" in report and "notes.txt" in report
+  assert "Most abnormal" in report and "occlusion" in report and "corrupt.png" in report
 
 
 def test_fixed_batch_shape_compiles_once(folder, workdir, tmp_path):
@@ -118,7 +121,8 @@ def test_inputs_glob_and_spacing_errors(folder, tmp_path):
     predict.list_inputs(str(tmp_path / "nothing*.png"))
   bad = tmp_path / "bad.csv"
   bad.write_text("name,value\nx,1\n")
-  with pytest.raises(ValueError, match="file column"):
+  with pytest.raises(ValueError, match=r"no pixel spacing \(mm\) column; the columns are "
+                     r"\['name', 'value'\]"):
     predict.read_spacing_csv(bad)
   bad.write_text("file,spacing_mm\nx.png,abc\n")
   with pytest.raises(ValueError, match="not a number"):

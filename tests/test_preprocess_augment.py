@@ -85,3 +85,51 @@ def test_gain_gamma_changes_image_not_clean():
   np.testing.assert_array_equal(out["clean"], ex["clean"])
   assert not np.allclose(out["image"], ex["image"])
   assert out["image"].min() >= 0 and out["image"].max() <= 1
+
+
+def _soft_ellipse(hw, e, sharpness):
+  """Head probability of ellipse `e` on an (h, w) image: a logistic of the signed distance."""
+  yy, xx = np.mgrid[0:hw[0], 0:hw[1]].astype(np.float64)
+  c, s = np.cos(e.theta), np.sin(e.theta)
+  u = (xx - e.cx) * c + (yy - e.cy) * s
+  v = -(xx - e.cx) * s + (yy - e.cy) * c
+  d = (1 - np.sqrt((u / e.a) ** 2 + (v / e.b) ** 2)) * np.sqrt(e.a * e.b)
+  return (1 / (1 + np.exp(-d * sharpness))).astype(np.float32)
+
+
+@pytest.mark.parametrize("orig", [(541, 797), (333, 611), (1001, 703), (93, 141)])
+def test_grid_to_original_is_exact_at_odd_sizes(orig):
+  """Rendered in the original, letterboxed by cv2, fitted on the grid and mapped back."""
+  from fbjax import biometry, segment_post  # noqa: PLC0415
+
+  h, w = orig
+  e = biometry.Ellipse.make(w * 0.47, h * 0.53, min(h, w) * 0.33, min(h, w) * 0.27, 0.4)
+  grid, g = preprocess.letterbox(_soft_ellipse(orig, e, 1.5 if h > 300 else 3.0), (128, 192))
+  f = segment_post.fitted_ellipse(grid, g, method="direct")
+  assert f.perimeter == pytest.approx(e.perimeter, rel=5e-4)    # HC within 0.05 %
+  assert np.hypot(f.cx - e.cx, f.cy - e.cy) < 0.1                # original pixels
+  # The per-axis scales are what cv2.resize applied, not the nominal one.
+  assert tuple(g.resized_hw) == (round(h * g.scale), round(w * g.scale))
+  np.testing.assert_allclose(g.scale_xy, [g.resized_hw[1] / w, g.resized_hw[0] / h])
+
+
+def test_points_and_ellipses_round_trip_through_the_grid():
+  from fbjax import biometry  # noqa: PLC0415
+
+  g = preprocess.letterbox_geometry((541, 797), (128, 192))
+  pts = np.array([[0.0, 0.0], [796.0, 540.0], [-0.5, -0.5], [123.25, 77.5]])
+  np.testing.assert_allclose(g.to_original_points(g.to_grid_points(pts)), pts, atol=1e-9)
+  # The original's outer pixel edges (-0.5 and w - 0.5) land on the resized block's edges.
+  oy, ox = g.offset_yx
+  rh, rw = g.resized_hw
+  np.testing.assert_allclose(g.to_grid_points([[-0.5, -0.5], [796.5, 540.5]]),
+                             [[ox - 0.5, oy - 0.5], [ox + rw - 0.5, oy + rh - 0.5]], atol=1e-9)
+  # An ellipse mapped by the affine equals the ellipse fitted to its mapped points.
+  e = biometry.Ellipse.make(400.0, 260.0, 180.0, 140.0, 0.7)
+  eg = e.to_grid(g)
+  fit = biometry.fit_direct(g.to_grid_points(e.points(720)))
+  for k in ("cx", "cy", "a", "b", "theta"):
+    assert getattr(eg, k) == pytest.approx(getattr(fit, k), rel=1e-6, abs=1e-6)
+  back = eg.to_original(g)
+  for k in ("cx", "cy", "a", "b", "theta"):
+    assert getattr(back, k) == pytest.approx(getattr(e, k), rel=1e-9, abs=1e-9)

@@ -16,8 +16,14 @@ and writes array_record shards in the fbjax data model:
 
 Splits (`fbjax.data.splits.assign`): `train` / `validation` 4:1 by group
 (salted-hash rank) from the training set; `test` = the official test set
-without annotations (`has_head_mask` False, `hc_mm` NaN). `pixel_aspect` is 1
-(images on the scanner's grid).
+without annotations (`has_head_mask` False, `hc_mm` NaN). A folder holding
+only the labelled part (no `test_set/` and no `test_set_pixel_size.csv`)
+builds without the `test` split; one of the two without the other is an
+error. `pixel_aspect` is 1 (images on the scanner's grid).
+
+The CSV columns are found by name (`filename`, `pixel size(mm)`,
+`head circumference (mm)`), whatever their order; a missing one is an error
+listing the header.
 """
 
 from __future__ import annotations
@@ -37,7 +43,11 @@ from fbjax.data import builder_utils, features, splits
 
 TRAIN_CSV = "training_set_pixel_size_and_HC.csv"
 TEST_CSV = "test_set_pixel_size.csv"
-EXPECTED = ("training_set", TRAIN_CSV, "test_set", TEST_CSV)
+EXPECTED = ("training_set", TRAIN_CSV)                # the labelled part: required
+TEST_PART = ("test_set", TEST_CSV)                    # the unlabelled part: both or neither
+FILE_COLUMN = "filename"
+SPACING_COLUMN = "pixel size(mm)"
+HC_COLUMN = "head circumference (mm)"
 _STEM = re.compile(r"^(\d+)_(\d*)HC$")
 
 
@@ -91,28 +101,36 @@ def fill_outline(outline: np.ndarray, path: pathlib.Path | str = "<array>") -> t
   return mask, ellipse
 
 
-def _read_csv(path: pathlib.Path, columns: int, problems: list[str]) -> dict[str, list[float]]:
+def _read_csv(path: pathlib.Path, columns: tuple[str, ...],
+              problems: list[str]) -> dict[str, list[float]]:
+  """{file name: [values of `columns`]} of an HC18 CSV; columns found by name."""
   rows: dict[str, list[float]] = {}
-  with open(path, newline="") as f:
+  with open(path, newline="", encoding="utf-8-sig") as f:
     lines = list(csv.reader(f))
   if not lines:
     problems.append(f"{path}: empty CSV")
     return rows
+  head = [h.strip().lower() for h in lines[0]]
+  missing = [c for c in (FILE_COLUMN, *columns) if c not in head]
+  if missing:
+    problems.append(f"{path}:1: missing column(s) {missing}; the columns are {lines[0]}")
+    return rows
+  fcol, cols = head.index(FILE_COLUMN), [head.index(c) for c in columns]
   for i, row in enumerate(lines[1:], start=2):
     if not row or all(not c.strip() for c in row):
       continue
-    if len(row) != columns:
-      problems.append(f"{path}:{i}: expected {columns} fields, got {len(row)}: {row}")
+    if len(row) != len(head):
+      problems.append(f"{path}:{i}: expected {len(head)} fields, got {len(row)}: {row}")
       continue
     try:
-      vals = [float(c) for c in row[1:]]
+      vals = [float(row[c]) for c in cols]
     except ValueError:
       problems.append(f"{path}:{i}: non-numeric value in {row}")
       continue
     if not all(math.isfinite(v) and v > 0 for v in vals):
       problems.append(f"{path}:{i}: values must be positive numbers: {row}")
       continue
-    name = row[0].strip()
+    name = row[fcol].strip()
     if name in rows:
       problems.append(f"{path}:{i}: duplicate row for {name}")
     rows[name] = vals
@@ -126,8 +144,13 @@ def _pngs(folder: pathlib.Path) -> list[pathlib.Path]:
 def scan(root: pathlib.Path) -> tuple[list[Item], list[Item]]:
   """Lists and cross-checks the manual files; raises `DataError` listing every problem."""
   problems: list[str] = []
-  train_rows = _read_csv(root / TRAIN_CSV, 3, problems)
-  test_rows = _read_csv(root / TEST_CSV, 2, problems)
+  train_rows = _read_csv(root / TRAIN_CSV, (SPACING_COLUMN, HC_COLUMN), problems)
+  present = [(root / p).exists() for p in TEST_PART]
+  if any(present) and not all(present):
+    have, lack = (TEST_PART if present[0] else TEST_PART[::-1])
+    problems.append(f"{root / lack}: missing, but {root / have} is there (the unlabelled "
+                    "test part needs both, or neither for a labelled-only folder)")
+  test_rows = _read_csv(root / TEST_CSV, (SPACING_COLUMN,), problems) if all(present) else {}
   labelled: list[Item] = []
   tdir = root / "training_set"
   files = {p.name: p for p in _pngs(tdir)}
@@ -157,7 +180,7 @@ def scan(root: pathlib.Path) -> tuple[list[Item], list[Item]]:
                       f"{tdir / name.replace('_Annotation', '')}")
   unlabelled: list[Item] = []
   sdir = root / "test_set"
-  test_images = {p.name: p for p in _pngs(sdir)}
+  test_images = {p.name: p for p in _pngs(sdir)} if all(present) else {}
   for name in test_rows:
     if name not in test_images:
       problems.append(f"{root / TEST_CSV}: row {name!r} has no image {sdir / name}")
@@ -213,8 +236,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     training_set/NNN_HC.png, NNN_2HC.png, ...       images
     training_set/NNN_HC_Annotation.png, ...         ellipse outlines, one per image
     training_set_pixel_size_and_HC.csv              filename,pixel size(mm),head circumference (mm)
-    test_set/NNN_HC.png, ...                        unlabelled test images
-    test_set_pixel_size.csv                         filename,pixel size(mm)
+    test_set/NNN_HC.png, ...                        unlabelled test images (optional)
+    test_set_pixel_size.csv                         filename,pixel size(mm) (with test_set/)
 
   The folder is only read (it may be read-only).
   """
@@ -236,7 +259,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     by_split = {s: [i for i in labelled + unlabelled if split_of[i.group] == s]
                 for s in splits.SPLITS}
     logging.info("hc18 from %s: %s", root, {s: len(v) for s, v in by_split.items()})
-    return {s: self._generate_examples(v) for s, v in by_split.items()}
+    if not unlabelled:
+      logging.warning("hc18 from %s: no unlabelled test images (%s): built without a test "
+                      "split", root, " / ".join(TEST_PART))
+    return {s: self._generate_examples(v) for s, v in by_split.items() if v}
 
   def _generate_examples(self, items):
     yield from builder_utils.ordered_map(encode, items)

@@ -158,3 +158,34 @@ def test_read_only_parent_folder_is_found_and_left_untouched(tmp_path):
   other = bt.copy_tree(DUMMY, tmp_path / "other")
   with pytest.raises(ValueError, match="separate data_dir"):
     bt.build("hc18", other, tmp_path / "tfds")
+
+
+def test_labelled_only_folder_builds_without_a_test_split(tmp_path):
+  import shutil  # noqa: PLC0415
+
+  d = bt.copy_tree(DUMMY, tmp_path / "hc18")
+  shutil.rmtree(d / "test_set")
+  (d / "test_set_pixel_size.csv").unlink()
+  b = bt.build("hc18", d, tmp_path / "tfds")
+  assert bt.split_counts(b) == {"train": 6, "validation": 1}
+  # Half of the test part is a mistake, named as such.
+  (d / "test_set").mkdir()
+  with pytest.raises(builder_utils.DataError, match=r"test_set_pixel_size.csv: missing, but "
+                     r".*test_set is there"):
+    bt.build("hc18", d, tmp_path / "tfds2")
+
+
+def test_csv_columns_are_found_by_name(tmp_path):
+  d = bt.copy_tree(DUMMY, tmp_path / "hc18")
+  csv = d / "training_set_pixel_size_and_HC.csv"
+  rows = [r.split(",") for r in csv.read_text().splitlines()]
+  csv.write_text("\n".join(",".join((r[2], r[0], r[1])) for r in rows) + "\n")   # reordered
+  b = bt.build("hc18", d, tmp_path / "tfds")
+  exs = {ex["id"]: ex for ex in bt.examples(b, "train") + bt.examples(b, "validation")}
+  for r in rows[1:]:
+    ex = exs[f"training_set/{r[0]}"]
+    assert (ex["pixel_spacing_mm"], ex["hc_mm"]) == pytest.approx((float(r[1]), float(r[2])))
+  csv.write_text("name,spacing,hc\n001_HC.png,0.1,100\n")
+  with pytest.raises(builder_utils.DataError, match=r"missing column\(s\) \['filename', "
+                     r"'pixel size\(mm\)', 'head circumference \(mm\)'\]; the columns are "):
+    bt.build("hc18", d, tmp_path / "tfds2")

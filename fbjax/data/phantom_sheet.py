@@ -73,13 +73,22 @@ def hc18_items(real_data: str | os.PathLike,
   if not table.exists():
     raise FileNotFoundError(f"{table}: HC18 table not found (expected the Zenodo layout)")
   items = []
-  with open(table, newline="") as f:
-    for row in list(csv.reader(f))[1:]:
-      name, spacing, hc = row[0], float(row[1]), float(row[2])
-      if hc_range[0] <= hc <= hc_range[1]:
-        stem = name[:-4]
-        items.append((root / "training_set" / name,
-                      root / "training_set" / f"{stem}_Annotation.png", spacing, hc))
+  with open(table, newline="", encoding="utf-8-sig") as f:
+    rows = list(csv.reader(f))
+  head = [h.strip().lower() for h in rows[0]] if rows else []
+  want = ("filename", "pixel size(mm)", "head circumference (mm)")
+  if any(c not in head for c in want):
+    raise ValueError(f"{table}: expected the columns {list(want)}; the columns are "
+                     f"{rows[0] if rows else []}")
+  cols = [head.index(c) for c in want]
+  for row in rows[1:]:
+    if not any(v.strip() for v in row):
+      continue
+    name, spacing, hc = row[cols[0]].strip(), float(row[cols[1]]), float(row[cols[2]])
+    if hc_range[0] <= hc <= hc_range[1]:
+      stem = name[:-4]
+      items.append((root / "training_set" / name,
+                    root / "training_set" / f"{stem}_Annotation.png", spacing, hc))
   return items
 
 

@@ -1,0 +1,177 @@
+r"""Predict at scale: images/s of one process vs 2 shards, and the memory of listing 10^6 files.
+
+    python benchmarks/predict.py --num_images 2949 --list_files 1000000 > predict.json
+    python benchmarks/predict.py --workdir ~/runs/cls --seg_workdir ~/runs/seg \
+        --input ~/scans --list_files 0
+
+Prints one JSON object on stdout:
+
+- `single` / `sharded`: `python -m launch.predict` over the same folder, once
+  as one process and once as 2 shard processes started together on this
+  machine (each followed by the merge the last shard does). `wall_s` is from
+  the start to the last process's exit (start-up, compile, report included);
+  `predict_images_per_s` counts only the prediction loops (images / the
+  longest shard's loop, the loops running at the same time); `ratio_wall` =
+  single wall / sharded wall (> 1: sharding is faster).
+- `listing`: `fbjax.inputs.scan` over `--list_files` empty files (1,000 per
+  folder) in a fresh process, with the shard filter and the resume check of a
+  run; `peak_traced_mib` is the peak of Python allocations (tracemalloc)
+  and `rss_growth_mib` the growth of the maximum resident set during the listing.
+
+Without `--input`, `--num_images` phantom images (`launch.phantom`, 256 px)
+are exported to a temporary folder; without `--workdir`, a classification
+workdir with random weights (`tests/classify_util.py`; the same networks and
+cost as a trained one) is written, and likewise a segmentation workdir
+(configs/segment.py:runlocal U-Net) without `--seg_workdir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LISTING = r"""
+import json, resource, sys, time, tracemalloc
+import numpy as np
+from fbjax import inputs, predict_files
+root, n_shards = sys.argv[1], 2
+done = np.zeros(0, np.int64)
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+t0 = time.perf_counter()
+counts = {"image": 0, "error": 0, "skipped": 0}
+mine = 0
+for e in inputs.scan(root):
+  counts[e.kind] += 1
+  if inputs.shard_of(e.key, n_shards) == 0 and not predict_files.is_done(done, e.path):
+    mine += 1
+dt = time.perf_counter() - t0
+peak = tracemalloc.get_traced_memory()[1]
+rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"entries": sum(counts.values()), "kinds": counts, "shard0_of_2": mine,
+                  "seconds": dt, "entries_per_s": sum(counts.values()) / dt,
+                  "peak_traced_mib": peak / 2**20, "rss_growth_mib": (rss1 - rss0) / 1024,
+                  "max_rss_mib": rss1 / 1024}))
+"""
+
+
+def _env():
+  return dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="disabled",
+              TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def _predict_cmd(args, folder, out, *extra):
+  cmd = [sys.executable, "-m", "launch.predict", f"--input={folder}", f"--out={out}",
+         f"--batch_size={args.batch_size}", f"--workers={args.workers}",
+         f"--num_overlays={args.num_overlays}", "--distributed=off", "--pixel_spacing_mm=0.15"]
+  if args.workdir:
+    cmd.append(f"--workdir={args.workdir}")
+  if args.seg_workdir:
+    cmd.append(f"--seg_workdir={args.seg_workdir}")
+  return cmd + list(extra)
+
+
+def _timed(cmds) -> float:
+  t0 = time.perf_counter()
+  procs = [subprocess.Popen(c, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for c in cmds]
+  for p in procs:
+    err = p.communicate()[1]
+    if p.returncode:
+      raise RuntimeError(f"{' '.join(p.args)} failed:\n{err[-3000:]}")
+  return time.perf_counter() - t0
+
+
+def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
+  one, two = tmp / "single", tmp / "sharded"
+  wall1 = _timed([_predict_cmd(args, folder, one)])
+  s1 = json.loads((one / "summary.json").read_text())
+  wall2 = _timed([_predict_cmd(args, folder, two, "--num_shards=2", f"--shard_index={i}")
+                  for i in range(2)])
+  s2 = json.loads((two / "summary.json").read_text())
+  shards = s2["timing"]["shards"]
+  n = s1["predicted"] + s1["errors"]
+  return {
+      "images": n, "predicted": s1["predicted"], "same_rows": s1["predicted"] == s2["predicted"],
+      "single": {"wall_s": wall1, "images_per_s_wall": n / wall1,
+                 "predict_images_per_s": s1["timing"]["images_per_s"],
+                 "compile_s": s1["timing"]["compile_s"]},
+      "sharded": {"wall_s": wall2, "images_per_s_wall": n / wall2,
+                  "predict_images_per_s": n / max(t["predict_s"] for t in shards),
+                  "per_shard_images": [t["new_images"] for t in shards],
+                  "per_shard_predict_s": [t["predict_s"] for t in shards]},
+      "ratio_wall": wall1 / wall2,
+      "ratio_predict_images_per_s": n / max(t["predict_s"] for t in shards)
+      / s1["timing"]["images_per_s"]}
+
+
+def listing(n: int, tmp: pathlib.Path) -> dict:
+  root = tmp / "listing"
+  t0 = time.perf_counter()
+  for i in range(0, n, 1000):
+    d = root / f"d{i // 1000:05d}"
+    d.mkdir(parents=True)
+    for k in range(i, min(n, i + 1000)):
+      os.close(os.open(d / f"scan_{k:07d}.png", os.O_CREAT | os.O_WRONLY, 0o644))
+  made = time.perf_counter() - t0
+  r = subprocess.run([sys.executable, "-c", LISTING, str(root)], cwd=ROOT, env=_env(),
+                     capture_output=True, text=True, check=True)
+  out = json.loads(r.stdout)
+  out["create_s"] = made
+  return out
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--input", help="Folder of images (default: export phantom images).")
+  ap.add_argument("--num_images", type=int, default=2949)
+  ap.add_argument("--workdir", help="Classification workdir (default: random weights).")
+  ap.add_argument("--seg_workdir", help="Segmentation workdir (default: random U-Net).")
+  ap.add_argument("--batch_size", type=int, default=32)
+  ap.add_argument("--workers", type=int, default=2)
+  ap.add_argument("--num_overlays", type=int, default=0)
+  ap.add_argument("--list_files", type=int, default=1_000_000)
+  ap.add_argument("--tmp", default=None, help="Scratch folder (default: a new temporary one).")
+  args = ap.parse_args()
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix="fbjax_predict_bench_", dir=args.tmp))
+  result: dict = {"cpu_count": os.cpu_count(), "batch_size": args.batch_size,
+                  "workers": args.workers, "num_overlays": args.num_overlays}
+  try:
+    from tests import classify_util  # noqa: PLC0415
+
+    if not args.workdir:
+      args.workdir = str(classify_util.fake_workdir(tmp / "cls"))
+      result["workdir"] = "random weights (tests/classify_util.py: tiny_config)"
+    if not args.seg_workdir:
+      args.seg_workdir = str(classify_util.fake_seg_workdir(tmp / "seg"))
+      result["seg_workdir"] = "random weights (configs/segment.py:runlocal)"
+    folder = pathlib.Path(args.input) if args.input else None
+    if folder is None and args.num_images > 0:
+      from fbjax.data import phantom_export  # noqa: PLC0415
+
+      t0 = time.perf_counter()
+      phantom_export.export(tmp / "phantom", num=args.num_images, seed=0, size=256, workers=2)
+      folder = tmp / "phantom" / "images"
+      result["input"] = (f"{args.num_images} phantom images, 256 px "
+                         f"({time.perf_counter() - t0:.0f} s to export)")
+    if folder is not None:
+      result["throughput"] = throughput(args, folder, tmp)
+    if args.list_files > 0:
+      result["listing"] = listing(args.list_files, tmp)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+  main()

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import distance
 from sklearn import covariance
 
-from fbjax import anomaly, metrics
+from fbjax import anomaly, inference, metrics
 from fbjax.data import labels, sources
 from fbjax.data.mix import MixSource
 from fbjax.models import autoencoder, heads
@@ -61,7 +61,7 @@ def test_class_weights():
 
 
 def test_condition_lookup_and_label_counts_over_a_mixture():
-  table = classify.condition_lookup(("normal", "arachnoid_cyst", "colpocephaly"))
+  table = inference.condition_lookup(("normal", "arachnoid_cyst", "colpocephaly"))
   assert table[labels.condition_index("arachnoid_cyst")] == 1
   assert table[labels.condition_index("colpocephaly")] == 2
   assert (table >= 0).sum() == 3
@@ -69,13 +69,13 @@ def test_condition_lookup_and_label_counts_over_a_mixture():
   b = sources.ListSource([{"plane": -1, "abnormal": 1, "condition": 12} for _ in range(2)])
   c = classify_util.tiny_config()
   c.condition_classes = ("normal", "arachnoid_cyst", "colpocephaly")
-  mix = MixSource([a, classify.TaskMask(b, ("abnormal", "condition"))], [0.5, 0.5])
-  counts = classify.label_counts(c, mix, {})
+  mix = MixSource([a, sources.TaskMask(b, ("abnormal", "condition"))], [0.5, 0.5])
+  counts = classify.label_counts(c, mix)
   # One epoch: 8 of `a` and 8 of `b` (b repeated 4 times).
   np.testing.assert_allclose(counts["plane"], [2, 2, 2, 2])
   np.testing.assert_allclose(counts["abnormal"], [0, 8])
   np.testing.assert_allclose(counts["condition"], [0, 0, 8])
-  masked = classify.TaskMask(a, ("abnormal",))
+  masked = sources.TaskMask(a, ("abnormal",))
   assert masked[1]["plane"] == -1 and a[1]["plane"] == 1
 
 

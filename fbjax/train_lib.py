@@ -86,7 +86,7 @@ class Run:
 def eval_run(config, workdir: str = "", batch_size: int | None = None) -> Run:
   """A `Run` for evaluating outside training (`launch.evaluate`, benchmarks, the demo)."""
   mesh = parallel.make_mesh(None)
-  if batch_size and batch_size % mesh.devices.size:
+  if (batch_size or config.eval_batch_size) % mesh.devices.size:
     mesh = parallel.make_mesh(1)   # a batch that does not split evenly runs on one device
   return Run(config=config, workdir=workdir, mesh=mesh, batch_size=batch_size)
 

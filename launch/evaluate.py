@@ -50,7 +50,7 @@ def main(argv):
   from fbjax import evaluate, tracking  # noqa: PLC0415 (after flag parsing: grain needs it)
 
   tracking.quiet_library_logs()
-  name = f"{_DATA.value or 'validation'}_{(_SPLIT.value or 'val').replace('+', '_')}"
+  name = f"{_DATA.value or 'default'}_{(_SPLIT.value or 'val_split').replace('+', '_')}"
   out = _OUT.value or os.path.join(_WORKDIR.value, "eval", name)
   kwargs = dict(data=_DATA.value, split=_SPLIT.value, out_dir=out,
                 num_overlays=_OVERLAYS.value, limit=_LIMIT.value, step=_STEP.value,

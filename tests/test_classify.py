@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import distance
 from sklearn import covariance
 
-from fbjax import anomaly, inference, metrics
+from fbjax import anomaly, inference, losses, metrics
 from fbjax.data import labels, sources
 from fbjax.data.mix import MixSource
 from fbjax.models import autoencoder, heads
@@ -50,14 +50,14 @@ def test_frozen_encoder_gets_no_gradient():
 
 
 def test_class_weights():
-  w = classify.class_weights(np.array([100, 25, 0, 4]), "inverse_sqrt")
+  w = losses.class_weights(np.array([100, 25, 0, 4]), "inverse_sqrt")
   raw = np.array([1 / 10, 1 / 5, 1 / 2])
   np.testing.assert_allclose(w[[0, 1, 3]], raw / raw.mean(), rtol=1e-6)
   assert w[2] == 1.0
-  np.testing.assert_allclose(classify.class_weights(np.array([3, 1]), "inverse"), [0.5, 1.5])
-  np.testing.assert_array_equal(classify.class_weights(np.array([3, 1]), "none"), [1, 1])
+  np.testing.assert_allclose(losses.class_weights(np.array([3, 1]), "inverse"), [0.5, 1.5])
+  np.testing.assert_array_equal(losses.class_weights(np.array([3, 1]), "none"), [1, 1])
   with pytest.raises(ValueError, match="class_weighting"):
-    classify.class_weights(np.array([1, 1]), "log")
+    losses.class_weights(np.array([1, 1]), "log")
 
 
 def test_condition_lookup_and_label_counts_over_a_mixture():

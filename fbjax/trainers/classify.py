@@ -38,6 +38,7 @@ from fbjax import (
   anomaly,
   evaluators,
   inference,
+  losses,
   metrics,
   optim,
   parallel,
@@ -46,7 +47,6 @@ from fbjax import (
   train_lib,
 )
 from fbjax.data import sources
-from fbjax.data.mix import MixSource
 from fbjax.enhance import modules as enhance_lib
 from fbjax.models import autoencoder as ae_lib
 from fbjax.models import heads as heads_lib
@@ -68,8 +68,8 @@ def label_counts(config, mix) -> dict[str, np.ndarray]:
   """Per task, the class counts of one epoch of the mixture (repeats counted)."""
   lookup = inference.condition_lookup(config.condition_classes)
   counts = {t: np.zeros(n, np.float64) for t, n in inference.head_sizes(config)}
-  parts = zip(mix.sources, mix.counts, strict=True) if isinstance(mix, MixSource) else \
-      [(mix, len(mix))]
+  parts = zip(mix.sources, mix.counts, strict=True) if hasattr(mix, "counts") else \
+      [(mix, len(mix))]                                  # a MixSource, or one source
   for src, count in parts:
     table = sources.label_table(src, tuple(counts))
     for t in counts:
@@ -80,22 +80,6 @@ def label_counts(config, mix) -> dict[str, np.ndarray]:
       counts[t] += count / len(src) * np.bincount(y, minlength=len(counts[t]))[
           : len(counts[t])]
   return counts
-
-
-def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
-  """Weights with mean 1 over the classes present: none, inverse or inverse_sqrt frequency."""
-  c = np.asarray(counts, np.float64)
-  present = c > 0
-  if mode == "none" or not present.any():
-    return np.ones_like(c, np.float32)
-  if mode == "inverse":
-    w = np.where(present, 1.0 / np.maximum(c, 1e-9), 0.0)
-  elif mode == "inverse_sqrt":
-    w = np.where(present, 1.0 / np.sqrt(np.maximum(c, 1e-9)), 0.0)
-  else:
-    raise ValueError(f"unknown class_weighting {mode!r}; expected none, inverse, inverse_sqrt")
-  w = w / w[present].mean()
-  return np.where(present, w, 1.0).astype(np.float32)
 
 
 def resolve_init(config) -> dict | None:
@@ -191,17 +175,12 @@ def evaluate(run, eval_fn, params, val_sources: dict, step: int):
       pooled["p"].append(res["abnormal"][:, 1])
     k = min(config.num_images, len(res["label_plane"]))
     if k:
-      imgs = [np.asarray(src_img) for src_img in _first_images(run, src, k)]
+      imgs = list(next(iter(evaluators.host_batches(
+          sources.Subset(src, np.arange(k)), config.image_size, k, keys=("image",))))["image"])
       texts = [_caption(config, res, i) for i in range(k)]
       run.writer.images(step, {f"val/{name}/examples": plots.label_grid(
           imgs, texts, columns=4, thumb=max(64, imgs[0].shape[0])) / 255.0})
   return row, {k: np.concatenate(v) for k, v in pooled.items() if v}
-
-
-def _first_images(run, source, k: int):
-  b = next(iter(evaluators.host_batches(sources.Subset(source, np.arange(k)),
-                                        run.config.image_size, k, keys=("image",))))
-  return b["image"]
 
 
 def finish(run, params, step: int, pooled: dict) -> None:
@@ -239,7 +218,7 @@ def train_and_evaluate(config, workdir: str):
   train_lib.log_source(blocks, mix)
   class_w = {}
   for t, c in label_counts(config, mix).items():
-    class_w[t] = jnp.asarray(class_weights(c, config.class_weighting))
+    class_w[t] = jnp.asarray(losses.class_weights(c, config.class_weighting))
     tracking.log(f"{t}: counts per epoch {np.round(c).astype(int).tolist()}, class weights "
                  f"{np.round(np.asarray(class_w[t]), 2).tolist()}")
   ae_params = resolve_init(config)

@@ -147,10 +147,13 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
     elif model.kind == "autoencoder":
       fn = run.jit(evaluators.reconstruction_fn(config))
       keys = ("image",) if config.target == "image" else ("image", config.target)
-      entry["metrics"] = evaluators.reconstruction(run, fn, model.params, src, keys, name)[0]
+      # Named as in training (`val/mse`) for the block trained and validated on.
+      entry["metrics"] = evaluators.reconstruction(run, fn, model.params, src, keys,
+                                                   "" if name == "data" else name)[0]
     else:
       fn = run.jit(evaluators.denoising_fn(config))
-      entry["metrics"] = evaluators.denoising(run, fn, model.params, src, name)[0]
+      entry["metrics"] = evaluators.denoising(run, fn, model.params, src,
+                                              "" if name == "data" else name)[0]
     summary["sources"][name] = entry
   if out_dir is not None:
     os.makedirs(out_dir, exist_ok=True)

@@ -79,3 +79,16 @@ def test_launch_evaluate_prints_the_logged_validation_numbers(classifier, tmp_pa
   assert json.loads((tmp_path / "evaluation.json").read_text())["kind"] == "classifier"
   decision = summary["sources"]["phantom"]["abnormal_decision"]
   assert decision["specificity"] >= 0.95
+
+
+def test_autoencoder_evaluation_equals_the_logged_validation(tmp_path):
+  from fbjax import evaluate
+  from fbjax.trainers import autoencoder
+  from tests import trainer_util
+
+  c = trainer_util.tiny_config()
+  autoencoder.train_and_evaluate(c, str(tmp_path))
+  logged = tracking.read_metrics(tmp_path)[-1]
+  got = evaluate.evaluate_workdir(str(tmp_path), c)["sources"]["data"]["metrics"]
+  assert got == {"val/mse": pytest.approx(logged["val/mse"], rel=1e-6)}
+  assert inference.load(tmp_path).kind == "autoencoder"

@@ -50,8 +50,8 @@ def train_and_evaluate(config, workdir: str):
   """
   # Process 0 builds the data set if needed; the others then open it.
   train_source, val_source = parallel.main_process_first(lambda: (
-      sources.get_source(config.data, config.data.train_split),
-      sources.get_source(config.data, config.data.val_split)))
+      sources.block_source(config.data, config.data.train_split),
+      sources.block_source(config.data, config.data.val_split)))
   model = ae.Model(**config.model)
   inputs = inference.autoencoder_inputs(config)
   eval_fn = None

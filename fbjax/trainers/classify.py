@@ -202,6 +202,7 @@ def finish(run, params, step: int, pooled: dict) -> None:
   am = anomaly.fit_from_config(config, source_blocks(config, train=True),
                                source_blocks(config, train=False))
   if am is not None:
+    am.info["step"] = int(step)
     anomaly.save(am, run.workdir)
     run.writer.scalars(step, {f"val/{name}/anomaly_{k}/{key}": val
                               for name, r in am.info["validation"].items()

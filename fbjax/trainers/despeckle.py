@@ -61,8 +61,8 @@ def make_loss_fn(model, config):
 def train_and_evaluate(config, workdir: str):
   """Trains the despeckler described by `config`, resuming from `workdir`."""
   train_source, val_source = parallel.main_process_first(lambda: (
-      sources.get_source(config.data, config.data.train_split),
-      sources.get_source(config.data, config.data.val_split)))
+      sources.block_source(config.data, config.data.train_split),
+      sources.block_source(config.data, config.data.val_split)))
   model = despeckle.Model(**config.model)
   size, crop = tuple(config.data.size), int(config.crop)
   eval_fn = None

@@ -120,7 +120,7 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
   summary: dict = {"workdir": workdir, "kind": model.kind, "step": step, "sources": {}}
   for name, block in blocks.items():
     sp = split or block.val_split
-    src = sources.block_source(block, sp, masked=model.kind != "classifier")
+    src = sources.block_source(block, sp)   # labels masked to the block's tasks, as in training
     if limit:
       src = sources.Subset(src, np.arange(min(limit, len(src))))
     tracking.log(f"evaluating {workdir} ({model.kind}) on {name} ({block.name}) {sp}: "

@@ -92,3 +92,27 @@ def test_autoencoder_evaluation_equals_the_logged_validation(tmp_path):
   got = evaluate.evaluate_workdir(str(tmp_path), c)["sources"]["data"]["metrics"]
   assert got == {"val/mse": pytest.approx(logged["val/mse"], rel=1e-6)}
   assert inference.load(tmp_path).kind == "autoencoder"
+
+
+def test_batch_fn_transforms_the_batch_in_the_step_with_a_step_folded_rng():
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  def batch_fn(rng, batch):            # e.g. on-device augmentation
+    return {"x": batch["x"] + jax.random.normal(rng, batch["x"].shape)}
+
+  def loss_fn(params, batch, rng):
+    return jnp.mean(jnp.square(params["w"] - batch["x"])), {}
+
+  tx = optax.sgd(0.0)                  # the parameters stay 0: the loss shows the batch
+  update = jax.jit(train_lib.make_update_fn(loss_fn, tx, lambda s: 0.0, batch_fn))
+  s0 = train_lib.make_init_fn(lambda r: {"w": jnp.zeros(4)}, tx)(jax.random.key(0))
+  batch = {"x": jnp.zeros(4)}
+  s1, m1 = update(s0, batch)
+  _, m2 = update(s1, batch)
+  rng = jax.random.fold_in(jax.random.wrap_key_data(s0["rng"]), 0)
+  want = jnp.mean(jnp.square(jax.random.normal(jax.random.split(rng)[1], (4,))))
+  assert float(m1["loss"]) == pytest.approx(float(want), rel=1e-6)
+  assert float(update(s0, batch)[1]["loss"]) == float(m1["loss"])   # a resumed step: same draw
+  assert float(m2["loss"]) != float(m1["loss"])                      # the next step: new draw

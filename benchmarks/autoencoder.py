@@ -157,7 +157,7 @@ def speed_variant(variant: str) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from fbjax import parallel
+  from fbjax import inference, optim, parallel, train_lib
   from fbjax.data import sources
   from fbjax.models import autoencoder as ae
   from fbjax.trainers import autoencoder as trainer
@@ -169,17 +169,17 @@ def speed_variant(variant: str) -> dict:
   source = sources.get_source(config.data, config.data.train_split)
   steps_per_epoch = len(source) // config.batch_size
   model = ae.Model(**config.model)
-  schedule = trainer.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
-  tx = trainer.make_optimizer(config.optimizer, schedule)
+  schedule = optim.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
+  tx = optim.make_optimizer(config.optimizer, schedule)
   size = tuple(config.data.size)
-  inputs = trainer.make_inputs(config, trainer.make_enhance(config.enhance,
-                                                            jnp.zeros((1, *size))))
-  init = trainer.make_init_fn(config, model, tx)
+  loss_fn = trainer.make_loss_fn(model, inference.autoencoder_inputs(config))
+  init = train_lib.make_init_fn(
+      lambda r: model.init(r, jnp.zeros((1, *size, config.model.channels)))["params"], tx)
   rng = jax.random.key(0)
   state = parallel.compile_once(init, rng, out_shardings=rep)(rng)
-  update = jax.jit(trainer.make_update_fn(model, tx, schedule, inputs), donate_argnums=(0,),
+  update = jax.jit(train_lib.make_update_fn(loss_fn, tx, schedule), donate_argnums=(0,),
                    out_shardings=(rep, rep))
-  it = iter(trainer.train_dataset(config, source))
+  it = iter(train_lib.train_dataset(config, source, trainer.data_keys(config)))
   batch = parallel.shard_batch(next(it), mesh)
   t0 = time.perf_counter()
   step = update.lower(state, batch).compile()

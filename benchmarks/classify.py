@@ -163,12 +163,11 @@ def ae_outputs(am, source, batch_size=64) -> dict:
   import jax.numpy as jnp
   import numpy as np
 
-  from fbjax import anomaly
-  from fbjax.trainers import classify
+  from fbjax import anomaly, evaluators
 
   fn = anomaly.make_score_fn(am.ae)
   feats, recon, bright, inb = [], [], [], []
-  for b in classify.batches(source, am.ae.size, batch_size, keys=("image", "abnormal")):
+  for b in evaluators.host_batches(source, am.ae.size, batch_size, keys=("image", "abnormal")):
     keep = b["_mask"] > 0
     o = jax.device_get(fn(jnp.asarray(b["image"])))
     feats.append(np.asarray(o["features"])[keep])
@@ -193,10 +192,10 @@ def thumbnail_features(source, size=64):
   import cv2
   import numpy as np
 
-  from fbjax.trainers import classify
+  from fbjax import evaluators
 
   x, ys = [], {k: [] for k in ("plane", "abnormal", "condition")}
-  for b in classify.batches(source, (size, size), 64):
+  for b in evaluators.host_batches(source, (size, size), 64):
     keep = b["_mask"] > 0
     for img in b["image"][keep]:
       thumb = cv2.resize(img, (16, 16), interpolation=cv2.INTER_AREA).ravel()
@@ -225,6 +224,13 @@ def baseline_probs(model, x, num_classes):
   return p
 
 
+def _summaries(clf, res: dict) -> dict:
+  """Per task, `metrics.classification_summary` (`fbjax.evaluators.classification`)."""
+  from fbjax import evaluators
+
+  return evaluators.classification(res, {t: clf.class_names(t) for t in clf.tasks}, "test")[1]
+
+
 def _table(summary: dict) -> dict:
   return {n: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
           for n, r in summary["per_class"].items()}
@@ -233,13 +239,13 @@ def _table(summary: dict) -> dict:
 def eval_phantom(workdir: str) -> dict:
   import numpy as np
 
-  from fbjax import anomaly, metrics
-  from fbjax.trainers import classify
+  from fbjax import anomaly, evaluators, inference, metrics
+  from fbjax.data import sources
 
-  clf = classify.load(workdir)
-  src = classify.get_source(clf.config.sources.phantom, "test", masked=False)
-  res = classify.predict_source(clf, src, tta=_TTA.value)
-  summ = classify.summarize(clf.config, res)
+  clf = inference.load(workdir, kind="classifier")
+  src = sources.block_source(clf.config.sources.phantom, "test", masked=False)
+  res = evaluators.predict_source(clf, src, 64, tta=_TTA.value)
+  summ = _summaries(clf, res)
   cond = summ["condition"]
   am = anomaly.load(workdir)
   s = ae_outputs(am, src)
@@ -285,14 +291,13 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
   import jax.numpy as jnp
   import numpy as np
 
-  from fbjax import plots, saliency
-  from fbjax.trainers import classify
+  from fbjax import evaluators, plots, saliency
 
   idx = [int(i) for i in np.argsort(-probs)[: num * 3] if y[i] == 1][:num]
   if not idx:
     return {}
   sub = [source[i] for i in idx]
-  imgs = np.concatenate([b["image"][b["_mask"] > 0] for b in classify.batches(
+  imgs = np.concatenate([b["image"][b["_mask"] > 0] for b in evaluators.host_batches(
       sub, clf.size, 16, keys=("image",))])
   logit = clf.logit_fn("abnormal", 1)
   params = jax.tree.map(jnp.asarray, clf.params)
@@ -325,7 +330,7 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
     head = np.zeros((h, w), np.uint8)
     if seg is not None:
       # Segment the original image; bring the head mask onto the classifier's grid.
-      orig = pipeline._grey(ex["image"]).astype(np.float32) / 255.0  # noqa: SLF001
+      orig = pipeline.grey(ex["image"]).astype(np.float32) / 255.0
       grid, g = preprocess.letterbox(orig, seg.size)
       prob = np.asarray(seg.predict(grid[None]))[0, ..., 0]
       mask = preprocess.unletterbox((prob > 0.5).astype(np.uint8), g, nearest=True)
@@ -356,16 +361,16 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
 def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
   import numpy as np
 
-  from fbjax import anomaly, metrics
-  from fbjax.trainers import classify
+  from fbjax import anomaly, evaluators, inference, metrics
+  from fbjax.data import sources
 
-  clf = classify.load(workdir)
+  clf = inference.load(workdir, kind="classifier")
   cfg = clf.config
   thr = _threshold(workdir)
   fba = cfg.sources.fba
-  test = classify.get_source(fba, "test", masked=False)
-  res = classify.predict_source(clf, test, tta=_TTA.value)
-  summ = classify.summarize(cfg, res)
+  test = sources.block_source(fba, "test", masked=False)
+  res = evaluators.predict_source(clf, test, 64, tta=_TTA.value)
+  summ = _summaries(clf, res)
   y_ab = res["label_abnormal"]
   out = {"n_test": len(test), "decision_threshold": thr,
          "abnormal_head": _binary(y_ab, res["abnormal"][:, 1], thr),
@@ -381,8 +386,8 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
     out["unsupervised"] = unsupervised(am, y_ab, ae_outputs(am, test))
 
   # The shortcut baseline, trained on the abnormalities set's training split.
-  train = classify.get_source(fba, "train", masked=False)
-  val = classify.get_source(fba, "validation", masked=False)
+  train = sources.block_source(fba, "train", masked=False)
+  val = sources.block_source(fba, "validation", masked=False)
   x_tr, y_tr = thumbnail_features(train)
   x_va, y_va = thumbnail_features(val)
   x_te, y_te = thumbnail_features(test)
@@ -390,7 +395,7 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
   p_va = baseline_probs(m_ab, x_va, 2)[:, 1]
   b_thr = metrics.threshold_at_specificity(p_va[y_va["abnormal"] == 0], 0.95)
   p_te = baseline_probs(m_ab, x_te, 2)[:, 1]
-  lookup = classify.condition_lookup(cfg.condition_classes)
+  lookup = inference.condition_lookup(cfg.condition_classes)
   yc_tr = np.where(y_tr["condition"] >= 0, lookup[np.maximum(y_tr["condition"], 0)], -1)
   yc_te = np.where(y_te["condition"] >= 0, lookup[np.maximum(y_te["condition"], 0)], -1)
   m_c = baseline_fit(x_tr, yc_tr)
@@ -401,8 +406,8 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
                     "macro_f1": metrics.macro_f1(yc_te, pc.argmax(1))}}
 
   # Unseen normal screening images from another source: HC18's test images.
-  hc18 = classify.get_source(cfg.sources.hc18, "test", masked=False)
-  r_h = classify.predict_source(clf, hc18, tta=_TTA.value)
+  hc18 = sources.block_source(cfg.sources.hc18, "test", masked=False)
+  r_h = evaluators.predict_source(clf, hc18, 64, tta=_TTA.value)
   x_h, _ = thumbnail_features(hc18)
   out["hc18_test_flagged_abnormal"] = {
       "n": len(hc18), "model": float(np.mean(r_h["abnormal"][:, 1] > thr)),
@@ -417,13 +422,13 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
                                      _OCCLUSION.value, out_dir)
 
   # Planes on the real labelled test images: FETAL_PLANES_DB + the normals with planes.
-  fpdb = classify.get_source(cfg.sources.fpdb, "test", masked=False)
-  r_p = classify.predict_source(clf, fpdb, tta=_TTA.value)
+  fpdb = sources.block_source(cfg.sources.fpdb, "test", masked=False)
+  r_p = evaluators.predict_source(clf, fpdb, 64, tta=_TTA.value)
   y_pl = np.concatenate([r_p["label_plane"], res["label_plane"]])
   p_pl = np.concatenate([r_p["plane"], res["plane"]])
   sp = metrics.classification_summary(y_pl, p_pl, clf.class_names("plane"))
   # Baseline for planes: the same features, trained on the training images with planes.
-  x_f, y_f = thumbnail_features(classify.get_source(cfg.sources.fpdb, "train", masked=False))
+  x_f, y_f = thumbnail_features(sources.block_source(cfg.sources.fpdb, "train", masked=False))
   x_fte, y_fte = thumbnail_features(fpdb)
   m_p = baseline_fit(np.concatenate([x_tr, x_f]), np.concatenate([y_tr["plane"], y_f["plane"]]))
   pp = baseline_probs(m_p, np.concatenate([x_fte, x_te]), 4)
@@ -471,11 +476,10 @@ def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
   import cv2
   import numpy as np
 
-  from fbjax import predict
+  from fbjax import inference, predict
   from fbjax.data import pipeline, sources
-  from fbjax.trainers import classify
 
-  clf_cfg = classify.load(cls_workdir).config
+  clf_cfg = inference.load(cls_workdir, kind="classifier").config
   block = type(clf_cfg.sources.phantom)(clf_cfg.sources.phantom.to_dict())
   src = sources.get_source(block, "unlabelled")
   folder = out_dir / "phantom_unlabelled"
@@ -484,7 +488,7 @@ def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
   for i in range(n):
     p = folder / f"{i:05d}.png"
     if not p.exists():
-      cv2.imwrite(str(p), pipeline._grey(src[i]["image"]))  # noqa: SLF001
+      cv2.imwrite(str(p), pipeline.grey(src[i]["image"]))
   if _SEG.value:
     seg, seg_note = predict.load_segmenter(_SEG.value), f"trained model {_SEG.value}"
   else:

@@ -71,8 +71,8 @@ def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
   import jax.numpy as jnp
 
   from fbjax import losses
+  from fbjax.optim import make_optimizer
   from fbjax.trainers import segment
-  from fbjax.trainers.autoencoder import make_optimizer
 
   model = segment.make_model(c)
   size, b = tuple(c.data.size), c.batch_size
@@ -125,6 +125,15 @@ def _train(c, workdir):
   return time.perf_counter() - t0
 
 
+def _evaluate(c, workdir: str, *, data: str, **kwargs) -> dict:
+  """The original-resolution summary of `fbjax.evaluate` (the `launch.evaluate` one)."""
+  from fbjax import evaluate
+
+  full = evaluate.evaluate_workdir(workdir, c, data=data, **kwargs)
+  entry = full["sources"][data]
+  return {**entry["original_resolution"], "grid": entry["grid"]}
+
+
 def _headline(summary: dict) -> dict:
   out = {"num_images": summary["num_images"]}
   for k, v in summary.items():
@@ -141,16 +150,14 @@ def _speed(c, workdir, repeats: int) -> dict:
   import jax
   import numpy as np
 
-  from fbjax import biometry, segment_eval, segment_post
-  from fbjax.checkpoint import load_state
-  from fbjax.trainers import segment
+  from fbjax import biometry, inference, segment_eval, segment_post
+  from fbjax.data import pipeline, sources
 
-  params = load_state(workdir)["params"]
-  predict = segment.make_predict(c, params)
+  predict = inference.load(workdir, kind="segmenter").make_predict()
   size = tuple(c.data.size)
-  source = segment.get_source(c, "data", c.data.val_split)
+  source = sources.block_source(c.data, c.data.val_split)
   exs = [source[i] for i in range(32)]
-  originals = [{"image": segment_eval._grey(ex["image"])[..., None]} for ex in exs]  # noqa: SLF001
+  originals = [{"image": pipeline.grey(ex["image"])[..., None]} for ex in exs]
   spacings = [float(ex["pixel_spacing_mm"]) for ex in exs]
 
   def run(idx):
@@ -216,8 +223,7 @@ def _table(res: dict) -> str:
 def main(argv):
   del argv
   os.environ.setdefault("WANDB_MODE", "disabled")
-  from fbjax import segment_eval, segment_post
-  from fbjax.trainers import segment
+  from fbjax import segment_post, tracking
 
   work = pathlib.Path(_WORKDIR.value).resolve()  # orbax needs absolute paths
   work.mkdir(parents=True, exist_ok=True)
@@ -238,7 +244,7 @@ def main(argv):
   methods = ("plain", "direct", "robust") if _DEVICE.value else segment_post.METHODS
 
   def save():
-    res_path.write_text(json.dumps(segment_eval.jsonable(res), indent=1, default=str))
+    res_path.write_text(json.dumps(tracking.jsonable(res), indent=1, default=str))
 
   if "train" in stages:
     if not steps:
@@ -252,13 +258,13 @@ def main(argv):
                            "train_weights": list(main_c.train_weights)}
     save()
   if "hc18" in stages:
-    _, s = segment.evaluate_workdir(main_c, str(work / "mix"), data="data", split="validation",
+    s = _evaluate(main_c, str(work / "mix"), data="data", split="validation",
                                     out_dir=str(work / "eval_hc18_validation"),
                                     methods=methods, num_overlays=_OVERLAYS.value)
     res["hc18_validation"] = _headline(s)
     save()
   if "phantom" in stages:
-    _, s = segment.evaluate_workdir(main_c, str(work / "mix"), data="phantom", split="test",
+    s = _evaluate(main_c, str(work / "mix"), data="phantom", split="test",
                                     out_dir=str(work / "eval_phantom_test"),
                                     methods=("plain", "direct", "robust"),
                                     num_overlays=_OVERLAYS.value)
@@ -272,7 +278,7 @@ def main(argv):
       pc = _config("phantom", phantom_steps)
     res["transfer_train_seconds"] = _train(pc, str(work / "phantom_only"))
     res["transfer_train_steps"] = phantom_steps
-    _, s = segment.evaluate_workdir(pc, str(work / "phantom_only"), data="data",
+    s = _evaluate(pc, str(work / "phantom_only"), data="data",
                                     split="validation", out_dir=str(work / "eval_transfer"),
                                     methods=("plain", "direct", "robust"),
                                     num_overlays=_OVERLAYS.value)
@@ -284,7 +290,7 @@ def main(argv):
   table = _table(res)
   (work / "benchmark.md").write_text(table)
   print(table)
-  print(json.dumps(segment_eval.jsonable(res), indent=1, default=str))
+  print(json.dumps(tracking.jsonable(res), indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -34,10 +34,14 @@ The autoencoder for `init_from` (normal images only, see `configs/autoencoder.py
   python -m launch.train --config configs/classify.py:data=real,variant=autoencoder \
       --config.real_data=../shared/data --workdir ~/runs/ae_real
 
-`config.sources` holds one data block per source (`fbjax.data.sources`): its
+`config.sources` holds one data block per source (`fbjax.data.sources`:
+`block_source` reads one block, `mixture` mixes the blocks trained on): its
 `weight` (share of a training epoch; 0 = not trained on), `tasks` (the labels
-learnt from it; others are masked out) and `eval` (validated on during
-training). Condition logits cover `config.condition_classes`.
+learnt from it; others read as unknown, `sources.TaskMask`) and `eval`
+(validated on during training, and by `launch.evaluate` by default).
+`variant=autoencoder` is this mechanism with no tasks: every source's normal
+images (`where`, `label_defaults`) and a reconstruction loss. Condition
+logits cover `config.condition_classes`.
 """
 
 from __future__ import annotations

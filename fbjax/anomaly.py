@@ -39,7 +39,8 @@ import numpy as np
 from flax import serialization
 
 from fbjax import checkpoint as ckpt_lib
-from fbjax import metrics
+from fbjax import inference, metrics
+from fbjax.enhance import modules as enhance_lib
 from fbjax.models import autoencoder
 
 SCORES = ("mahalanobis", "recon")
@@ -68,43 +69,41 @@ class Autoencoder:
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.exists():
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a trained fbjax workdir")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return inference.read_config(workdir)
+
+
+# Where a workdir's autoencoder lives, by the model kind the workdir records:
+# (its parameter subtree, the config field of its linen kwargs, of its grid size).
+AUTOENCODER_IN = {"autoencoder": ((), "model", "data.size"),
+                  "classifier": (("ae",), "model.ae", "image_size")}
+
+
+def _field(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
 
 
 def load_autoencoder(workdir: str | os.PathLike, step: int | None = None) -> Autoencoder:
-  """The autoencoder of `workdir`, trained by `autoencoder` or by `classify` (its `ae`)."""
+  """The autoencoder of `workdir` (an autoencoder, or a classifier's encoder-decoder)."""
   cfg = read_config(workdir)
+  kind = inference.kind_of(cfg, f"{workdir}/config.json")
+  if kind not in AUTOENCODER_IN:
+    raise ValueError(f"{workdir} holds a {kind}, which has no autoencoder")
+  path, model_field, size_field = AUTOENCODER_IN[kind]
   params = ckpt_lib.load_state(workdir, step)["params"]
-  trainer = cfg.get("trainer", "autoencoder")
-  if trainer == "autoencoder":
-    model, size = dict(cfg.model), tuple(cfg.data.size)
-  elif trainer == "classify":
-    model, size, params = dict(cfg.model.ae), tuple(cfg.image_size), params["ae"]
-  else:
-    raise ValueError(f"{workdir} was trained by {trainer!r}, not an autoencoder trainer")
+  for key in path:
+    params = params[key]
   if "decoder" not in params:
     raise ValueError(f"{workdir} has no decoder weights (trained without reconstruction)")
   enhance = cfg.get("enhance", {"chain": "none"})
   enhance = enhance.to_dict() if hasattr(enhance, "to_dict") else dict(enhance)
-  return Autoencoder(model=_plain(model), params=params, enhance=enhance, size=size,
-                     workdir=os.fspath(workdir))
+  return Autoencoder(model=_plain(_field(cfg, model_field)), params=params, enhance=enhance,
+                     size=tuple(_field(cfg, size_field)), workdir=os.fspath(workdir))
 
 
 def _plain(d: dict) -> dict:
   return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(d).items()}
-
-
-def make_enhance_fn(enhance: dict):
-  """(B, H, W) -> (B, H, W) enhancement as configured ("none" = identity)."""
-  if dict(enhance).get("chain", "none") in ("none", ""):
-    return lambda x: x
-  from fbjax.enhance import modules as enhance_lib  # noqa: PLC0415
-
-  module = enhance_lib.make_enhance(ml_collections.ConfigDict(dict(enhance)))
-  return lambda x: module.apply({}, x)
 
 
 def encoder_features(latent, z_map):
@@ -115,7 +114,7 @@ def encoder_features(latent, z_map):
 def make_score_fn(ae: Autoencoder, *, jit: bool = True):
   """(B, H, W) images in [0, 1] -> {"features": (B, F), "recon": (B,), "recon_image"}."""
   model = autoencoder.Model(**ae.model)
-  enhance = make_enhance_fn(ae.enhance)
+  enhance = enhance_lib.make_enhance_fn(ml_collections.ConfigDict(dict(ae.enhance)), ae.size)
   params = jax.tree.map(jnp.asarray, ae.params)
 
   def fn(images):
@@ -248,3 +247,91 @@ def load(workdir: str | os.PathLike) -> AnomalyModel:
                       thresholds={k: float(v) for k, v in meta["thresholds"].items()},
                       specificity=float(meta["specificity"]), primary=meta["primary"],
                       info=meta.get("info", {}))
+
+
+# ---------------------------------------------------------------------------
+# Fitting from a training config
+# ---------------------------------------------------------------------------
+
+
+def scores_over(ae: Autoencoder, source, batch_size: int, score_fn,
+                limit: int | None = None) -> tuple[dict, np.ndarray]:
+  """`score_fn`'s features and reconstruction errors over `source` (at most `limit`
+  evenly spaced examples), and the examples' abnormal labels."""
+  from fbjax import evaluators  # noqa: PLC0415
+  from fbjax.data import sources  # noqa: PLC0415
+
+  if limit is not None and len(source) > limit:
+    source = sources.Subset(source, np.linspace(0, len(source) - 1, limit).round())
+  feats, recon, abnormal = [], [], []
+  for b in evaluators.host_batches(source, ae.size, batch_size, keys=("image", "abnormal")):
+    keep = b["_mask"] > 0
+    o = jax.device_get(score_fn(jnp.asarray(b["image"])))
+    feats.append(np.asarray(o["features"])[keep])
+    recon.append(np.asarray(o["recon"])[keep])
+    abnormal.append(b["abnormal"][keep])
+  return {"features": np.concatenate(feats), "recon": np.concatenate(recon)}, \
+      np.concatenate(abnormal)
+
+
+def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None):
+  """Fits the Gaussian on the normal training images of `train_blocks` (name -> data
+  block), calibrates the thresholds on the normal validation images of `eval_blocks`.
+
+  The autoencoder is `config.anomaly.ae_workdir` (or `config.init_from`);
+  "none" or nothing configured: None.
+  """
+  import time  # noqa: PLC0415
+
+  from fbjax import tracking  # noqa: PLC0415
+  from fbjax.data import sources  # noqa: PLC0415
+
+  log = log or tracking.log
+  acfg = config.anomaly
+  ae_dir = acfg.get("ae_workdir") or config.get("init_from")
+  if not ae_dir or ae_dir == "none":
+    return None
+  t0 = time.perf_counter()
+  ae = load_autoencoder(ae_dir)
+  score_fn = make_score_fn(ae)
+  bs = config.eval_batch_size
+  normal_train = []
+  per = max(1, int(acfg.max_fit_images) // len(train_blocks))
+  for name, block in train_blocks.items():
+    try:
+      src = sources.select(sources.block_source(block, block.train_split, masked=False),
+                           {"abnormal": 0})
+    except ValueError:
+      log(f"anomaly: no normal training images in {name}")
+      continue
+    normal_train.append(scores_over(ae, src, bs, score_fn, limit=per)[0]["features"])
+  if not normal_train:
+    raise ValueError("anomaly: no normal training image in any training source")
+  gaussian = Gaussian.fit(np.concatenate(normal_train), float(acfg.shrinkage))
+  val_normal: dict[str, list] = {k: [] for k in SCORES}
+  per_source = {}
+  for name, block in eval_blocks.items():
+    o, y = scores_over(ae, sources.block_source(block, block.val_split, masked=False), bs,
+                       score_fn)
+    s = {"mahalanobis": gaussian.distance(o["features"]), "recon": o["recon"]}
+    for k in SCORES:
+      val_normal[k].append(s[k][y == 0])
+    per_source[name] = (s, y)
+  val_normal = {k: np.concatenate(v) for k, v in val_normal.items()}
+  if not val_normal["recon"].size:
+    raise ValueError("anomaly: no normal validation image to calibrate the threshold on")
+  thresholds = calibrate(val_normal, float(acfg.specificity))
+  info = {"n_fit": int(sum(len(f) for f in normal_train)),
+          "n_calibrate": int(val_normal["recon"].size), "validation": {}}
+  for name, (s, y) in per_source.items():
+    row = {}
+    for k in SCORES:
+      sens, spec = metrics.sensitivity_specificity(y, s[k], thresholds[k])
+      row[k] = {"auroc": metrics.auroc(y, s[k]), "sensitivity": sens, "specificity": spec}
+    info["validation"][name] = row
+  model = AnomalyModel(ae=ae, gaussian=gaussian, thresholds=thresholds,
+                       specificity=float(acfg.specificity), primary=acfg.score, info=info)
+  log(f"anomaly model from {ae_dir}: fitted on {info['n_fit']} normal images, thresholds "
+      f"{thresholds} at {acfg.specificity:.0%} specificity on {info['n_calibrate']} normal "
+      f"validation images ({time.perf_counter() - t0:.1f} s)")
+  return model

@@ -114,9 +114,10 @@ def classify_config(size: Size, data_dir: str, wandb_mode: str, ae_workdir: str)
 
 
 def _train(config, workdir: pathlib.Path, log) -> float:
-  import importlib  # noqa: PLC0415
+  from fbjax.trainers import autoencoder, classify, segment  # noqa: PLC0415
 
-  trainer = importlib.import_module(f"fbjax.trainers.{config.trainer}")
+  trainer = {"autoencoder": autoencoder, "classify": classify, "segment": segment}[
+      config.trainer]
   t0 = time.perf_counter()
   trainer.train_and_evaluate(config, str(workdir))
   dt = time.perf_counter() - t0
@@ -136,22 +137,23 @@ def build_data(size: Size, data_dir: str, log) -> dict:
 
 def evaluate_segment(config, workdir: pathlib.Path, out: pathlib.Path, size: Size) -> dict:
   """The segmentation model on the phantom's test split (per-image CSV, overlays in `out`)."""
-  from fbjax.trainers import segment  # noqa: PLC0415
+  from fbjax import evaluate  # noqa: PLC0415
 
-  rows, summary = segment.evaluate_workdir(config, str(workdir), data="data", split="test",
-                                           out_dir=str(out), num_overlays=size.num_overlays // 4)
-  return seg_headline(rows, summary, config.eval_method)
+  full = evaluate.evaluate_workdir(str(workdir), config, data="data", split="test",
+                                   out_dir=str(out), num_overlays=size.num_overlays // 4)
+  entry = full["sources"]["data"]
+  return seg_headline(entry["rows"], entry["original_resolution"], config.eval_method)
 
 
 def evaluate_classify(workdir: pathlib.Path) -> dict:
   """Plane, abnormal and condition heads and the anomaly score on the phantom's test split."""
-  from fbjax import anomaly, metrics  # noqa: PLC0415
-  from fbjax.trainers import classify  # noqa: PLC0415
+  from fbjax import anomaly, evaluators, inference, metrics  # noqa: PLC0415
+  from fbjax.data import sources  # noqa: PLC0415
 
-  clf = classify.load(str(workdir))
-  src = classify.get_source(clf.config.sources.phantom, "test", masked=False)
-  res = classify.predict_source(clf, src)
-  summ = classify.summarize(clf.config, res)
+  clf = inference.load(str(workdir), kind="classifier")
+  src = sources.block_source(clf.config.sources.phantom, "test", masked=False)
+  res = evaluators.predict_source(clf, src, 64)
+  _, summ = evaluators.classification(res, {t: clf.class_names(t) for t in clf.tasks}, "test")
   out: dict = {"n_test": len(src)}
   for t, s in summ.items():
     out[t] = {k: s[k] for k in ("accuracy", "macro_f1", "ece") if k in s}
@@ -163,7 +165,7 @@ def evaluate_classify(workdir: pathlib.Path) -> dict:
     out["abnormal"]["sens_at_95spec"] = metrics.sensitivity_at_specificity(y[keep], p, 0.95)
     if anomaly.exists(workdir):
       am = anomaly.load(workdir)
-      outputs, _ = classify.ae_scores(am.ae, src, 64, anomaly.make_score_fn(am.ae))
+      outputs, _ = anomaly.scores_over(am.ae, src, 64, anomaly.make_score_fn(am.ae))
       score = am.scores(outputs)[am.primary]
       out["anomaly_score"] = {"kind": am.primary,
                               "auroc": metrics.auroc(y[keep], score[keep])}
@@ -305,19 +307,6 @@ def seg_headline(rows, summary: dict, method: str = "robust") -> dict:
   return out
 
 
-def _jsonable(x):
-  """Plain JSON (NaN -> null, numpy scalars -> Python)."""
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.integer, np.bool_)):
-    return x.item()
-  if isinstance(x, (float, np.floating)):
-    return float(x) if math.isfinite(x) else None
-  return x
-
-
 def run(out: str | os.PathLike, *, size: str = "demo", data_dir: str | None = None,
         wandb_mode: str = "disabled", log=tracking.log) -> dict:
   """Runs the main job into `out`; returns the metrics (also `out/metrics.json`)."""
@@ -377,7 +366,7 @@ def run(out: str | os.PathLike, *, size: str = "demo", data_dir: str | None = No
   m["seconds"]["predict"] = time.perf_counter() - t
 
   m["seconds"]["total"] = time.perf_counter() - t_start
-  (out / "metrics.json").write_text(json.dumps(_jsonable(m), indent=1) + "\n")
+  (out / "metrics.json").write_text(json.dumps(tracking.jsonable(m), indent=1) + "\n")
   picture = report_picture(out, out / "predict", m)
   for line in headline(m):
     log(f"[demo] {line}")

@@ -4,13 +4,15 @@ A data set may lack a mask (HC18 has a head but no skull or brain mask), so
 the segmentation loss takes a `present` (B, C) flag and averages only over
 (example, channel) pairs that have a target. `masked_mean` returns the
 (sum, count) pair as well, so it can be summed across devices before the
-division.
+division. `class_weights` turns training label counts into per-class weights
+of a classification loss.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def sigmoid_bce(logits, targets):
@@ -65,3 +67,19 @@ def segmentation_loss(logits, targets, present, *, dice_weight: float = 1.0,
   per = dice_weight * d + bce_weight * b
   loss, s, n = masked_mean(per, present)
   return loss, {"dice_loss": d, "bce": b, "loss": per, "sum": s, "count": n}
+
+
+def class_weights(counts: np.ndarray, mode: str) -> np.ndarray:
+  """Weights with mean 1 over the classes present: none, inverse or inverse_sqrt frequency."""
+  c = np.asarray(counts, np.float64)
+  present = c > 0
+  if mode == "none" or not present.any():
+    return np.ones_like(c, np.float32)
+  if mode == "inverse":
+    w = np.where(present, 1.0 / np.maximum(c, 1e-9), 0.0)
+  elif mode == "inverse_sqrt":
+    w = np.where(present, 1.0 / np.sqrt(np.maximum(c, 1e-9)), 0.0)
+  else:
+    raise ValueError(f"unknown class_weighting {mode!r}; expected none, inverse, inverse_sqrt")
+  w = w / w[present].mean()
+  return np.where(present, w, 1.0).astype(np.float32)

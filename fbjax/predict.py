@@ -49,7 +49,6 @@ import collections
 import concurrent.futures as cf
 import csv
 import dataclasses
-import importlib
 import json
 import math
 import os
@@ -63,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fbjax import anomaly as anomaly_lib
-from fbjax import biometry, plots, segment_post
+from fbjax import biometry, inference, plots, segment_post
 from fbjax import inputs as inputs_lib
 from fbjax import predict_files as files
 from fbjax.data import io, preprocess
@@ -189,17 +188,10 @@ class Segmenter:
 
 
 def load_segmenter(seg_workdir: str | os.PathLike) -> Segmenter:
-  """The segmentation workdir's model, through its trainer's `make_predict(config, params)`."""
-  from fbjax import checkpoint as ckpt_lib  # noqa: PLC0415
-
-  cfg = anomaly_lib.read_config(seg_workdir)
-  trainer = importlib.import_module(f"fbjax.trainers.{cfg.get('trainer', 'segment')}")
-  if not hasattr(trainer, "make_predict"):
-    raise ValueError(f"{seg_workdir}: trainer {cfg.get('trainer')!r} has no make_predict")
-  params = ckpt_lib.load_state(seg_workdir)["params"]
-  fn = trainer.make_predict(cfg, params)
-  return Segmenter(size=tuple(cfg.data.size), predict=fn,
-                   method=cfg.get("eval_method", "robust"))
+  """The segmentation workdir's model (`inference.load`: what the workdir records)."""
+  model = inference.load(seg_workdir, kind="segmenter")
+  return Segmenter(size=model.size, predict=model.make_predict(),
+                   method=model.config.get("eval_method", "robust"))
 
 
 def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
@@ -250,10 +242,8 @@ class Predictor:
   def __init__(self, workdir: str | os.PathLike | None, seg_workdir=None, *,
                segmenter: Segmenter | None = None, batch_size: int = 32,
                abnormal_threshold: float | None = None, overlay_max_side: int = 512):
-    from fbjax.trainers import classify  # noqa: PLC0415
-
     self.batch_size = int(batch_size)
-    self.clf = classify.load(workdir) if workdir else None
+    self.clf = inference.load(workdir, kind="classifier") if workdir else None
     self.anomaly = anomaly_lib.load(workdir) if workdir and anomaly_lib.exists(workdir) else None
     self.seg = segmenter or (load_segmenter(seg_workdir) if seg_workdir else None)
     if self.clf is None and self.seg is None:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from fbjax import biometry, metrics, segment_post
+from fbjax import biometry, metrics, segment_post, tracking
 from fbjax.data import pipeline, preprocess
 
 CHANNELS = ("head", "skull", "brain")
@@ -52,14 +52,9 @@ def _text(v) -> str:
   return str(v)
 
 
-def _grey(value) -> np.ndarray:
-  """An image feature (decoded (H, W, 1) array or PNG bytes) as HxW."""
-  return pipeline._grey(value)  # noqa: SLF001 (the one decoder of image features)
-
-
 def grid_input(ex: dict, size: tuple[int, int]) -> tuple[np.ndarray, preprocess.Geometry]:
   """The example's image on the network grid (float32 [0,1]) and its geometry."""
-  img, g = preprocess.letterbox(_grey(ex["image"]), tuple(size))
+  img, g = preprocess.letterbox(pipeline.grey(ex["image"]), tuple(size))
   return img.astype(np.float32) / np.float32(255.0), g
 
 
@@ -69,14 +64,15 @@ def measure_example(ex: dict, probs: np.ndarray, g: preprocess.Geometry,
 
   `probs` (H, W, 3) head/skull/brain probabilities on the network grid.
   """
-  image = _grey(ex["image"])
+  image = pipeline.grey(ex["image"])
   spacing = float(ex["pixel_spacing_mm"])
   row = {"id": _text(ex["id"]), "group": _text(ex["group"]), "pixel_spacing_mm": spacing,
          "ref_hc_mm": float(ex.get("hc_mm", math.nan)),
          "ref_bpd_mm": float(ex.get("bpd_mm", math.nan)),
          "ref_ofd_mm": float(ex.get("ofd_mm", math.nan))}
   sp = spacing if math.isfinite(spacing) and spacing > 0 else 1.0  # HD95 in px if unknown
-  ref = {c: (_grey(ex[f"{c}_mask"]) if bool(ex[f"has_{c}_mask"]) else None) for c in CHANNELS}
+  ref = {c: (pipeline.grey(ex[f"{c}_mask"]) if bool(ex[f"has_{c}_mask"]) else None)
+         for c in CHANNELS}
   pred = {}
   for k, c in enumerate(CHANNELS):
     p = preprocess.unletterbox(np.ascontiguousarray(probs[..., k], np.float32), g)
@@ -200,17 +196,4 @@ def write(rows: Sequence[dict], summary: dict, out_dir: str | os.PathLike) -> No
       w.writeheader()
       w.writerows(rows)
   with open(out / "summary.json", "w") as f:
-    json.dump(jsonable(summary), f, indent=1, sort_keys=True)
-
-
-def jsonable(x):
-  """NaN and inf become None (strict JSON has neither)."""
-  if isinstance(x, dict):
-    return {k: jsonable(v) for k, v in x.items()}
-  if isinstance(x, list | tuple):
-    return [jsonable(v) for v in x]
-  if isinstance(x, float | np.floating):
-    return float(x) if math.isfinite(x) else None
-  if isinstance(x, np.integer | np.bool_):
-    return x.item()
-  return x
+    json.dump(tracking.jsonable(summary), f, indent=1, sort_keys=True)

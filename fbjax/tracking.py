@@ -45,13 +45,19 @@ def check_finite(steps_and_losses) -> None:
           "learning rate, check the input data, or add gradient clipping.")
 
 
-def _jsonable(v):
-  if isinstance(v, (np.ndarray, jax.Array)) and np.ndim(v) == 0:
-    v = v.item()
+def jsonable(v):
+  """Plain JSON values: NaN and inf -> None (strict JSON has neither), numpy and jax
+  scalars -> Python, arrays -> lists, recursively through dicts, lists and tuples."""
+  if isinstance(v, dict):
+    return {str(k): jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [jsonable(x) for x in v]
+  if isinstance(v, (np.ndarray, jax.Array)):
+    return jsonable(v.item() if np.ndim(v) == 0 else np.asarray(v).tolist())
+  if isinstance(v, (np.floating, np.integer, np.bool_)):
+    return jsonable(v.item())
   if isinstance(v, float) and not math.isfinite(v):
-    return None  # strict JSON has no NaN/inf
-  if isinstance(v, (np.floating, np.integer)):
-    return _jsonable(v.item())
+    return None
   return v
 
 
@@ -126,7 +132,7 @@ class Writer:
   def scalars(self, step: int, values: dict) -> None:
     if not self.enabled:
       return
-    row = {"step": int(step), **{k: _jsonable(v) for k, v in values.items()}}
+    row = {"step": int(step), **{k: jsonable(v) for k, v in values.items()}}
     with open(os.path.join(self.workdir, METRICS), "a") as f:
       f.write(json.dumps(row) + "\n")
       f.flush()

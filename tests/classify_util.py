@@ -11,10 +11,9 @@ import numpy as np
 
 from configs import classify as classify_config
 from configs import common
-from fbjax import anomaly, tracking
+from fbjax import anomaly, inference, tracking
 from fbjax import checkpoint as ckpt_lib
 from fbjax.models import autoencoder
-from fbjax.trainers import classify
 
 AE = dict(arch="resnet", channels=1, widths=(4, 8), blocks=1, latent_channels=4, latent_dim=8,
           groups=2)
@@ -53,7 +52,7 @@ def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True,
   validation images does).
   """
   config = config or tiny_config()
-  model = classify.make_model(config)
+  model = inference.classifier_model(config)
   size = tuple(config.image_size)
   params = random_params(model, size, seed)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt": {},

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import distance
 from sklearn import covariance
 
-from fbjax import anomaly, metrics
+from fbjax import anomaly, inference, losses, metrics
 from fbjax.data import labels, sources
 from fbjax.data.mix import MixSource
 from fbjax.models import autoencoder, heads
@@ -50,18 +50,18 @@ def test_frozen_encoder_gets_no_gradient():
 
 
 def test_class_weights():
-  w = classify.class_weights(np.array([100, 25, 0, 4]), "inverse_sqrt")
+  w = losses.class_weights(np.array([100, 25, 0, 4]), "inverse_sqrt")
   raw = np.array([1 / 10, 1 / 5, 1 / 2])
   np.testing.assert_allclose(w[[0, 1, 3]], raw / raw.mean(), rtol=1e-6)
   assert w[2] == 1.0
-  np.testing.assert_allclose(classify.class_weights(np.array([3, 1]), "inverse"), [0.5, 1.5])
-  np.testing.assert_array_equal(classify.class_weights(np.array([3, 1]), "none"), [1, 1])
+  np.testing.assert_allclose(losses.class_weights(np.array([3, 1]), "inverse"), [0.5, 1.5])
+  np.testing.assert_array_equal(losses.class_weights(np.array([3, 1]), "none"), [1, 1])
   with pytest.raises(ValueError, match="class_weighting"):
-    classify.class_weights(np.array([1, 1]), "log")
+    losses.class_weights(np.array([1, 1]), "log")
 
 
 def test_condition_lookup_and_label_counts_over_a_mixture():
-  table = classify.condition_lookup(("normal", "arachnoid_cyst", "colpocephaly"))
+  table = inference.condition_lookup(("normal", "arachnoid_cyst", "colpocephaly"))
   assert table[labels.condition_index("arachnoid_cyst")] == 1
   assert table[labels.condition_index("colpocephaly")] == 2
   assert (table >= 0).sum() == 3
@@ -69,13 +69,13 @@ def test_condition_lookup_and_label_counts_over_a_mixture():
   b = sources.ListSource([{"plane": -1, "abnormal": 1, "condition": 12} for _ in range(2)])
   c = classify_util.tiny_config()
   c.condition_classes = ("normal", "arachnoid_cyst", "colpocephaly")
-  mix = MixSource([a, classify.TaskMask(b, ("abnormal", "condition"))], [0.5, 0.5])
-  counts = classify.label_counts(c, mix, {})
+  mix = MixSource([a, sources.TaskMask(b, ("abnormal", "condition"))], [0.5, 0.5])
+  counts = classify.label_counts(c, mix)
   # One epoch: 8 of `a` and 8 of `b` (b repeated 4 times).
   np.testing.assert_allclose(counts["plane"], [2, 2, 2, 2])
   np.testing.assert_allclose(counts["abnormal"], [0, 8])
   np.testing.assert_allclose(counts["condition"], [0, 0, 8])
-  masked = classify.TaskMask(a, ("abnormal",))
+  masked = sources.TaskMask(a, ("abnormal",))
   assert masked[1]["plane"] == -1 and a[1]["plane"] == 1
 
 

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from fbjax import anomaly, checkpoint, metrics, tracking
+from fbjax import anomaly, checkpoint, evaluators, inference, metrics, tracking
+from fbjax.data import sources
 from fbjax.trainers import autoencoder as ae_trainer
 from fbjax.trainers import classify
 from tests import classify_util, trainer_util
@@ -37,9 +38,9 @@ def test_finetune_from_autoencoder_with_reconstruction(ae_workdir, tmp_path):
   assert final["step"] == 3 and "train/loss_recon" in final
   assert "val/phantom/anomaly_recon/specificity" in rows[-1]
   # The logged validation accuracy is what the saved model predicts on that split.
-  clf = classify.load(str(tmp_path))
-  src = classify.get_source(c.sources.phantom, "validation")
-  res = classify.predict_source(clf, src, batch_size=8)
+  clf = inference.load(str(tmp_path), kind="classifier")
+  src = sources.block_source(c.sources.phantom, "validation")
+  res = evaluators.predict_source(clf, src, batch_size=8)
   assert len(res["plane"]) == len(src)
   np.testing.assert_allclose(res["plane"].sum(axis=1), 1.0, rtol=1e-5)
   acc = metrics.accuracy(res["label_plane"], res["plane"].argmax(1))

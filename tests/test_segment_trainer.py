@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from configs import segment as segment_config
-from fbjax import tracking
+from fbjax import evaluate, tracking
+from fbjax.data import sources
 from fbjax.trainers import segment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,12 +37,12 @@ def test_config_variants():
 def test_data_block_keys_data_dir_by_manual_dir(tmp_path):
   c = segment_config.get_config()
   c.data.manual_dir = str(tmp_path / "a")
-  a = segment.data_block(c.data)
+  a = sources.data_block(c.data)
   c.data.manual_dir = str(tmp_path / "b")
-  b = segment.data_block(c.data)
+  b = sources.data_block(c.data)
   assert a.data_dir != b.data_dir and a.data_dir.endswith(os.path.join("manual", a.data_dir[-12:]))
   c.data.data_dir = str(tmp_path / "explicit")
-  assert segment.data_block(c.data).data_dir == str(tmp_path / "explicit")
+  assert sources.data_block(c.data).data_dir == str(tmp_path / "explicit")
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +80,11 @@ def test_runlocal_trains_and_evaluates(trained, tmp_path):
   assert 0.0 <= last["val/data/dice_head"] <= 1.0 and "val/phantom/dice_brain" in last
   # Evaluation of the trained workdir writes the per-image files.
   out = tmp_path / "eval"
-  rows, summary = segment.evaluate_workdir(c, workdir, data="phantom", split="validation",
-                                           out_dir=str(out), num_overlays=2,
-                                           methods=("plain", "robust"))
+  full = evaluate.evaluate_workdir(workdir, c, data="phantom", split="validation",
+                                   out_dir=str(out), num_overlays=2, methods=("plain", "robust"))
+  summary = full["sources"]["phantom"]["original_resolution"]
+  with open(out / "per_image.csv") as f:
+    rows = list(csv.DictReader(f))
   assert summary["num_images"] == len(rows) > 0
   assert (out / "per_image.csv").exists() and len(list((out / "overlays").glob("*.png"))) == 2
   js = json.loads((out / "summary.json").read_text())
@@ -119,9 +122,9 @@ def test_evaluate_cli_on_another_hc18_folder(trained, tmp_path, monkeypatch):
   b = _hc18_folder(tmp_path / "b", set(b_names))
   c = c.copy_and_resolve_references()
   c.data.name, c.data.config, c.data.manual_dir = "hc18", "", str(tmp_path / "a")
-  rows, _ = segment.evaluate_workdir(c, workdir, split="train+validation",
-                                     methods=("plain",), num_overlays=0)
-  assert len(rows) == len(a) == len(every)
+  full = evaluate.evaluate_workdir(workdir, c, data="data", split="train+validation",
+                                   methods=("plain",), num_overlays=0)
+  assert full["sources"]["data"]["original_resolution"]["num_images"] == len(a) == len(every)
   out = tmp_path / "cli"
   env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
   r = subprocess.run(
@@ -139,3 +142,20 @@ def test_evaluate_cli_on_another_hc18_folder(trained, tmp_path, monkeypatch):
   assert ids == sorted(f"training_set/{n}" for n in b_names)
   assert len(list((out / "overlays").glob("*.png"))) == 1
   assert math.isfinite(js["seg_dice_head"]["mean"])
+
+
+@pytest.mark.slow
+def test_logged_validation_equals_evaluation_of_the_workdir(trained):
+  # Validation during training and `launch.evaluate` run the same evaluator with the
+  # same prediction function (evaluation mode, eval_flip), so they agree exactly.
+  c, workdir = trained
+  rows = tracking.read_metrics(workdir)
+  steps = [r["step"] for r in rows]
+  assert steps == sorted(set(steps)) and steps[-1] == c.total_steps   # one row per step
+  logged = rows[-1]
+  for name in ("data", "phantom"):
+    grid = evaluate.evaluate_workdir(workdir, c, data=name, methods=("plain",),
+                                     num_overlays=0)["sources"][name]["grid"]
+    assert f"val/{name}/dice_head" in grid
+    for k, v in grid.items():
+      assert v == pytest.approx(logged[k], abs=1e-6), k

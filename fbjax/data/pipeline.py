@@ -34,7 +34,7 @@ FLAGS = ("has_clean", *(f"has_{m}" for m in MASKS))
 DEFAULT_KEYS = ("image", "clean", *MASKS, *FLAGS, *LABELS, *MEASUREMENTS)
 
 
-def _grey(value) -> np.ndarray:
+def grey(value) -> np.ndarray:
   """A tfds image feature as HxW: a decoded (H, W, 1) array or encoded PNG bytes.
 
   Sources whose image features are left encoded (`builders.data_source(...,
@@ -56,11 +56,11 @@ def decode_uint8(ex: dict, size: tuple[int, int], keys: Sequence[str] = DEFAULT_
   A mask or clean image whose `has_*` flag is False is left out (not decoded);
   `finish` puts zeros in its place.
   """
-  image, g = preprocess.letterbox(_grey(ex["image"]), size)
+  image, g = preprocess.letterbox(grey(ex["image"]), size)
   out: dict = {"image": image}
   for k in ("clean", *MASKS):
     if k in keys and bool(ex.get(f"has_{k}", True)):
-      out[k], _ = preprocess.letterbox(_grey(ex[k]), size, nearest=k != "clean", geometry=g)
+      out[k], _ = preprocess.letterbox(grey(ex[k]), size, nearest=k != "clean", geometry=g)
   for k in keys:
     if k in FLAGS:
       out[k] = np.bool_(ex[k])

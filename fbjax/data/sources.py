@@ -200,3 +200,80 @@ def filtered(source, data):
   if defaults:
     source = Relabelled(source, defaults)
   return select(source, parse_labels(data.get("where", "")))
+
+
+# ---------------------------------------------------------------------------
+# Config blocks -> the sources a trainer reads (one block, or a weighted mix)
+# ---------------------------------------------------------------------------
+
+
+class TaskMask:
+  """A source whose labels outside `tasks` read as unknown (-1).
+
+  A source teaches only the tasks its labels are meant for (e.g. HC18's
+  abnormal labels are defaults, not findings): `block.tasks` in a config.
+  """
+
+  def __init__(self, source, tasks):
+    self._source, self._drop = source, [k for k in LABEL_KEYS if k not in tasks]
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i):
+    ex = self._source[i]
+    if not self._drop:
+      return ex
+    ex = dict(ex)
+    for k in self._drop:
+      ex[k] = -1
+    return ex
+
+  def __repr__(self) -> str:
+    return f"TaskMask({self._source!r}, drops {self._drop})"
+
+
+def data_block(block):
+  """`block` with a data_dir of its own for each manual_dir.
+
+  tfds reuses a data set already prepared in `data_dir`, whatever
+  `manual_dir` it was built from; so that pointing `manual_dir` at another
+  folder builds that folder (rather than silently reading the old one), data
+  built from a manual folder goes to `<data_dir>/manual/<hash of its path>`.
+  An explicit `data_dir` is used as given.
+  """
+  if not block.get("manual_dir") or block.get("data_dir"):
+    return block
+  import hashlib  # noqa: PLC0415
+
+  import ml_collections  # noqa: PLC0415
+
+  key = hashlib.sha1(os.path.realpath(block.manual_dir).encode()).hexdigest()[:12]
+  out = ml_collections.ConfigDict(block.to_dict())
+  out.data_dir = os.path.join(default_data_dir(), "manual", key)
+  return out
+
+
+def block_source(block, split: str, *, masked: bool = True):
+  """The source of one config block's `split`: `get_source` of the block (its own
+  data_dir per manual_dir), labels outside `block.tasks` (if given) masked."""
+  src = get_source(data_block(block), split)
+  if masked and block.get("tasks") is not None:
+    src = TaskMask(src, tuple(block.tasks))
+  return src
+
+
+def mixture(blocks: dict, weights=None, split_key: str = "train_split"):
+  """The weighted mix of `blocks` (name -> config block) at each block's `split_key`.
+
+  `weights`: one per block (None: each block's `weight`, else equal shares).
+  A single block gives its source as it is; several give a `MixSource`.
+  """
+  from fbjax.data.mix import MixSource  # noqa: PLC0415
+
+  srcs = [block_source(b, b[split_key]) for b in blocks.values()]
+  if len(srcs) == 1:
+    return srcs[0]
+  if weights is None and all("weight" in b for b in blocks.values()):
+    weights = [float(b.weight) for b in blocks.values()]
+  return MixSource(srcs, list(weights) if weights else None)

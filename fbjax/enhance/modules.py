@@ -199,3 +199,20 @@ def make_enhance(cfg) -> Enhance:
 
 def count_params(variables) -> int:
   return int(sum(np.prod(v.shape) for v in jax.tree.leaves(variables)))
+
+
+def make_enhance_fn(cfg, size: tuple[int, int]):
+  """The enhancement as a fixed function `(B, H, W) -> (B, H, W)` ("none": identity).
+
+  Its variables (if any stage has some) are initialised here and kept fixed:
+  enhancement in front of the autoencoder and the classification heads is
+  preprocessing, not something learnt jointly with them (a jointly learnt
+  stage would drift towards the identity).
+  """
+  if isinstance(cfg, str):
+    cfg = default_config(cfg)
+  if dict(cfg).get("chain", "none") in ("none", ""):
+    return lambda images: images
+  module = make_enhance(cfg)
+  variables = module.init(jax.random.key(0), jnp.zeros((1, *size), jnp.float32))
+  return lambda images: module.apply(variables, images)

@@ -1,0 +1,182 @@
+"""A trained workdir measured on any data block and split, without retraining.
+
+    summary = evaluate.evaluate_workdir(workdir, data_config, split="test", out_dir=OUT)
+
+The model comes from the workdir (`fbjax.inference.load`: its recorded kind,
+config and latest checkpoint); the data from `data_config`, a config whose
+data blocks (top-level blocks with a `name`, and `sources`) replace the
+workdir's, so the same model can be measured on another copy of a data set
+(`--config.data.manual_dir=...`, `--config.sources.fba.manual_dir=...`).
+
+Per kind, with the evaluators validation runs during training (same
+prediction function, same test-time averaging), so on the validation split
+the numbers equal the ones logged at that checkpoint:
+
+  segmenter    `evaluators.segmentation` on the network grid, and
+               `segment_eval` in the original resolution (per-image CSV,
+               overlays, HC/BPD/OFD per ellipse method);
+  classifier   `evaluators.classification` per task, the abnormal head at the
+               workdir's decision threshold, the anomaly score's AUROC;
+  autoencoder  `evaluators.reconstruction` (MSE);
+  despeckler   `evaluators.denoising` (blind-spot loss; PSNR, SSIM vs clean).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from fbjax import (
+  anomaly,
+  evaluators,
+  inference,
+  metrics,
+  segment_eval,
+  segment_post,
+  tracking,
+  train_lib,
+)
+from fbjax.data import sources
+
+
+def data_blocks(config) -> list[str]:
+  """The fields of `config` that describe data: blocks with a `name` and a `val_split`,
+  and `sources`."""
+  return [k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)
+          and (("name" in v and "val_split" in v) or k == "sources")]
+
+
+def merged_config(trained, data_config=None):
+  """The trained config with the data blocks of `data_config` (if given)."""
+  config = trained.copy_and_resolve_references()
+  if data_config is None:
+    return config
+  with config.unlocked():
+    for k in data_blocks(data_config):
+      config[k] = ml_collections.ConfigDict(
+          data_config[k].copy_and_resolve_references().to_dict())
+      for block in (config[k].values() if k == "sources" else [config[k]]):
+        block.size = tuple(config.image_size if "image_size" in config else config.data.size)
+  return config
+
+
+def decision_threshold(workdir: str) -> float | None:
+  path = os.path.join(workdir, "decision.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return float(json.load(f)["abnormal_threshold"])
+
+
+def classifier_summary(model, source, name: str, *, batch_size=None, tta=None) -> dict:
+  """Per task the `classification_summary`; the abnormal head at the workdir's threshold;
+  the anomaly score's AUROC (when the workdir has an anomaly model)."""
+  res = evaluators.predict_source(model, source, batch_size, tta=tta)
+  names = {t: model.class_names(t) for t in model.tasks}
+  row, summaries = evaluators.classification(res, names, name)
+  out: dict = {"n": len(source), "metrics": row,
+               "tasks": {t: {k: s[k] for k in ("accuracy", "macro_f1", "ece", "auroc",
+                                               "confusion_matrix") if k in s}
+                         for t, s in summaries.items()}}
+  y = res["label_abnormal"]
+  threshold = decision_threshold(model.workdir)
+  if "abnormal" in names and threshold is not None and np.any(y >= 0):
+    sens, spec = metrics.sensitivity_specificity(y, res["abnormal"][:, 1], threshold)
+    out["abnormal_decision"] = {"threshold": threshold, "sensitivity": sens,
+                                "specificity": spec}
+  if anomaly.exists(model.workdir) and len(np.unique(y[y >= 0])) == 2:
+    am = anomaly.load(model.workdir)
+    outputs, labels = anomaly.scores_over(am.ae, source, batch_size or 64,
+                                          anomaly.make_score_fn(am.ae))
+    out["anomaly_score"] = {"kind": am.primary,
+                            "auroc": metrics.auroc(labels, am.scores(outputs)[am.primary])}
+  return out
+
+
+def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
+                     split: str | None = None, out_dir: str | None = None,
+                     methods=segment_post.METHODS, num_overlays: int = 16,
+                     limit: int | None = None, batch_size: int | None = None,
+                     step: int | None = None) -> dict:
+  """Measures `workdir` on block `data` (default: a classifier's validated sources, else
+  the block `data`) at `split`
+  (default: the block's validation split). Writes `evaluation.json` to `out_dir`
+  (all but a segmenter's per-image `rows`, which `segment_eval` writes as CSV)."""
+  workdir = os.path.abspath(workdir)
+  model = inference.load(workdir, step)
+  config = merged_config(model.config, data_config)
+  model.config = config
+  if model.kind == "classifier":
+    names = [data] if data else [n for n, b in config.sources.items() if b.get("eval")]
+    blocks = {n: config.sources[n] for n in names}
+  else:
+    names = [data or "data"]
+    blocks = {n: config[n] for n in names}
+  run = train_lib.eval_run(config, workdir, batch_size)
+  summary: dict = {"workdir": workdir, "kind": model.kind, "step": step, "sources": {}}
+  for name, block in blocks.items():
+    sp = split or block.val_split
+    src = sources.block_source(block, sp)   # labels masked to the block's tasks, as in training
+    if limit:
+      src = sources.Subset(src, np.arange(min(limit, len(src))))
+    tracking.log(f"evaluating {workdir} ({model.kind}) on {name} ({block.name}) {sp}: "
+                 f"{len(src)} examples")
+    entry = {"data": {"name": block.name, "config": block.get("config", ""), "split": sp,
+                      "manual_dir": block.get("manual_dir", "")}}
+    if model.kind == "segmenter":
+      probs_fn = inference.segmenter_probs_fn(config)
+      fn = run.jit(lambda p, b, f=probs_fn: evaluators.segmentation_batch(f(p, b["image"]), b))
+      entry["grid"] = evaluators.segmentation(run, fn, model.params, src, name,
+                                              config.eval_method)[0]
+      predict = model.make_predict()
+      sub = os.path.join(out_dir, name) if out_dir and len(blocks) > 1 else out_dir
+      rows, seg = segment_eval.evaluate(
+          src, lambda x, f=predict: np.asarray(f(x)), size=model.size, methods=methods,
+          batch_size=batch_size or config.eval_batch_size, out_dir=sub,
+          num_overlays=num_overlays, overlay_method=config.eval_method, log=tracking.log)
+      seg["data"] = {**entry["data"], "workdir": workdir}
+      if sub is not None:
+        segment_eval.write(rows, seg, sub)
+      entry["original_resolution"], entry["rows"] = seg, rows
+    elif model.kind == "classifier":
+      entry.update(classifier_summary(model, src, name, batch_size=batch_size))
+    elif model.kind == "autoencoder":
+      fn = run.jit(evaluators.reconstruction_fn(config))
+      keys = ("image",) if config.target == "image" else ("image", config.target)
+      # Named as in training (`val/mse`) for the block trained and validated on.
+      entry["metrics"] = evaluators.reconstruction(run, fn, model.params, src, keys,
+                                                   "" if name == "data" else name)[0]
+    else:
+      fn = run.jit(evaluators.denoising_fn(config))
+      entry["metrics"] = evaluators.denoising(run, fn, model.params, src,
+                                              "" if name == "data" else name)[0]
+    summary["sources"][name] = entry
+  if out_dir is not None:
+    os.makedirs(out_dir, exist_ok=True)
+    kept = {**summary, "sources": {n: {k: v for k, v in e.items() if k != "rows"}
+                                   for n, e in summary["sources"].items()}}
+    with open(os.path.join(out_dir, "evaluation.json"), "w") as f:
+      json.dump(tracking.jsonable(kept), f, indent=1, default=str)
+  return summary
+
+
+def headline(summary: dict) -> dict:
+  """The scalars worth printing: `val/...` metrics and the summary means, per source."""
+  out = {}
+  for name, e in summary["sources"].items():
+    out.update(e.get("metrics", {}))
+    out.update(e.get("grid", {}))
+    seg = e.get("original_resolution", {})
+    out.update({f"{name}/{k}": v["mean"] if isinstance(v, dict) else v for k, v in seg.items()
+                if isinstance(v, (dict, float, int)) and ("dice" in k or "hc_abs" in k
+                                                          or "fail" in k)
+                and (not isinstance(v, dict) or "mean" in v)})
+    for k in ("abnormal_decision", "anomaly_score"):
+      if k in e:
+        out.update({f"{name}/{k}/{m}": v for m, v in e[k].items() if m != "kind"})
+  return {k: float(v) if isinstance(v, (np.floating, float)) else v for k, v in out.items()
+          if not isinstance(v, jax.Array)}

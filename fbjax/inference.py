@@ -1,0 +1,249 @@
+"""Trained workdirs -> prediction functions, from what each workdir records.
+
+    model = inference.load(workdir)       # any trained fbjax workdir
+    out = model.predict(images)           # (B, H, W) in [0, 1] on model.size
+
+A workdir's `config.json` records its `kind` (written at training time by
+`fbjax.train_lib`; older workdirs: derived from the recorded trainer name):
+
+  "autoencoder"  -> {"recon": (B, H, W) reconstruction, "latent": (B, D)}
+  "segmenter"    -> (B, H, W, 3) head / skull / brain probabilities
+                    (with `eval_flip`: averaged with the mirrored image)
+  "classifier"   -> {task: (B, C) probabilities, "features": (B, F)}
+  "despeckler"   -> (B, H, W) despeckled image
+
+The models are built here, from the recorded config, so prediction needs no
+trainer: trainers build their models with the same functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fbjax import checkpoint as ckpt_lib
+from fbjax.data import labels
+from fbjax.enhance import modules as enhance_lib
+
+KINDS = ("autoencoder", "segmenter", "classifier", "despeckler")
+# Workdirs written before `kind` was recorded name their trainer instead.
+_KIND_OF_TRAINER = {"autoencoder": "autoencoder", "segment": "segmenter",
+                    "classify": "classifier", "despeckle": "despeckler"}
+TASKS = ("plane", "abnormal", "condition")
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  import json  # noqa: PLC0415
+  import pathlib  # noqa: PLC0415
+
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: {workdir} is not a trained fbjax workdir")
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e})") from e
+
+
+def kind_of(config, where: str = "") -> str:
+  kind = config.get("kind") or _KIND_OF_TRAINER.get(config.get("trainer", ""))
+  if kind not in KINDS:
+    raise ValueError(f"{where or 'config'}: unknown model kind {kind!r} "
+                     f"(trainer {config.get('trainer')!r}); expected one of {KINDS}")
+  return kind
+
+
+# ---------------------------------------------------------------------------
+# Models from configs (shared with the trainers)
+# ---------------------------------------------------------------------------
+
+
+def class_names(config, task: str) -> tuple[str, ...]:
+  if task == "condition":
+    return tuple(config.condition_classes)
+  if task == "plane":
+    return tuple(labels.PLANE_SHORT)
+  if task == "abnormal":
+    return tuple(labels.ABNORMAL)
+  raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def head_sizes(config) -> tuple[tuple[str, int], ...]:
+  unknown = [t for t in config.tasks if t not in TASKS]
+  if unknown:
+    raise ValueError(f"unknown tasks {unknown}; expected plane, abnormal, condition")
+  return tuple((t, len(class_names(config, t))) for t in config.tasks)
+
+
+def condition_lookup(classes) -> np.ndarray:
+  """CONDITIONS index -> index in `classes` (-1: not a modelled class)."""
+  table = np.full(len(labels.CONDITIONS), -1, np.int32)
+  for i, name in enumerate(classes):
+    table[labels.condition_index(name)] = i
+  return table
+
+
+def autoencoder_inputs(config):
+  """batch -> (model input, reconstruction target) of an autoencoder, both (B, H, W, C):
+  the fixed enhancement, then the channels; the target is the input or `config.target`."""
+  from fbjax.models import autoencoder as ae  # noqa: PLC0415
+
+  channels = config.model.channels
+  enhance = enhance_lib.make_enhance_fn(config.enhance, tuple(config.data.size))
+
+  def inputs(batch):
+    x = enhance(batch["image"])
+    y = x if config.target == "image" else batch[config.target]
+    return ae.to_channels(x, channels), ae.to_channels(y, channels)
+
+  return inputs
+
+
+def classifier_model(config):
+  from fbjax.models import heads as heads_lib  # noqa: PLC0415
+
+  m = dict(config.model)
+  return heads_lib.Model(ae=dict(m.pop("ae")), heads=head_sizes(config),
+                         features=tuple(m.pop("features")),
+                         decode=config.loss.get("recon", 0.0) > 0,
+                         stop_gradient=bool(config.get("freeze_encoder")), **m)
+
+
+def segmenter_model(config):
+  """The U-Net, with `config.enhance`'s chain in front unless it is "none"."""
+  from fbjax.models import unet  # noqa: PLC0415
+
+  enhance = None
+  if config.enhance.get("chain", "none") not in ("none", ""):
+    enhance = enhance_lib.make_enhance(config.enhance)
+  return unet.Model(**config.model, enhance=enhance)
+
+
+def segmenter_probs_fn(config, model=None):
+  """(params, (B, H, W) images) -> (B, H, W, 3) probabilities (enhancement included).
+
+  With `config.eval_flip` the probabilities are averaged with those of the
+  left-right mirrored image, mirrored back (test-time augmentation: the
+  prediction becomes exactly mirror-equivariant, at twice the network cost).
+  """
+  model = model or segmenter_model(config)
+  flip = bool(config.get("eval_flip", False))
+
+  def probs_fn(params, images):
+    probs = jax.nn.sigmoid(model.apply({"params": params}, images)[0])
+    if flip:
+      mirrored = jax.nn.sigmoid(model.apply({"params": params}, images[:, :, ::-1])[0])
+      probs = 0.5 * (probs + mirrored[:, :, ::-1])
+    return probs
+
+  return probs_fn
+
+
+def classifier_probs_fn(config, model=None):
+  """(params, (B, H, W) images) -> {task: (B, C) probabilities, "features": (B, F)}."""
+  from fbjax.models import autoencoder as ae_lib  # noqa: PLC0415
+
+  model = model or classifier_model(config)
+  enhance = enhance_lib.make_enhance_fn(config.enhance, tuple(config.image_size))
+
+  def probs_fn(params, images):
+    x = ae_lib.to_channels(enhance(images), model.channels)
+    logits, aux = model.apply({"params": params}, x)
+    out = {t: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for t, v in logits.items()}
+    out["features"] = aux["features"]
+    return out
+
+  return probs_fn
+
+
+# ---------------------------------------------------------------------------
+# Loaded workdirs
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Loaded:
+  """A trained workdir: its kind, config, parameters and input grid size."""
+
+  kind: str
+  config: ml_collections.ConfigDict
+  params: dict
+  workdir: str = ""
+
+  @property
+  def size(self) -> tuple[int, int]:
+    return tuple(self.config.image_size if self.kind == "classifier" else self.config.data.size)
+
+  def predict_fn(self) -> Callable:
+    """(params, images) -> outputs (see the module docstring), not jitted."""
+    c = self.config
+    if self.kind == "segmenter":
+      return segmenter_probs_fn(c)
+    if self.kind == "classifier":
+      return classifier_probs_fn(c)
+    if self.kind == "despeckler":
+      from fbjax.enhance import despeckle  # noqa: PLC0415
+
+      model = despeckle.Model(**c.model)
+      return lambda params, images: jnp.clip(model.apply({"params": params}, images), 0, 1)
+    from fbjax import anomaly  # noqa: PLC0415
+
+    score = anomaly.make_score_fn(anomaly.load_autoencoder(self.workdir), jit=False)
+    return lambda params, images: score(images)
+
+  def make_predict(self, *, jit: bool = True) -> Callable:
+    """images -> outputs with the loaded parameters."""
+    fn, params = self.predict_fn(), jax.tree.map(jnp.asarray, self.params)
+    out = lambda images: fn(params, images)  # noqa: E731
+    return jax.jit(out) if jit else out
+
+
+@dataclasses.dataclass
+class Classifier(Loaded):
+  """A classification workdir: the heads' tasks and class names on top of `Loaded`."""
+
+  @property
+  def tasks(self) -> tuple[str, ...]:
+    return tuple(self.config.tasks)
+
+  def class_names(self, task: str) -> tuple[str, ...]:
+    return class_names(self.config, task)
+
+  def logit_fn(self, task: str, cls: int):
+    """(params, images (B, H, W)) -> (B,) logit of class `cls` of `task` (saliency maps)."""
+    from fbjax.models import autoencoder as ae_lib  # noqa: PLC0415
+
+    model = classifier_model(self.config)
+    enhance = enhance_lib.make_enhance_fn(self.config.enhance, self.size)
+
+    def fn(params, images):
+      logits, _ = model.apply({"params": params}, ae_lib.to_channels(enhance(images),
+                                                                     model.channels))
+      lg = logits[task].astype(jnp.float32)
+      others = jnp.where(jnp.arange(lg.shape[1]) == cls, -jnp.inf, lg)
+      return lg[:, cls] - jax.nn.logsumexp(others, axis=1)
+
+    return fn
+
+
+def load(workdir: str | os.PathLike, step: int | None = None, *,
+         kind: str | None = None) -> Loaded:
+  """The trained model of `workdir` (latest checkpoint, or `step`).
+
+  `kind`: the kind expected (an error names the workdir if it is another).
+  """
+  workdir = os.fspath(workdir)
+  config = read_config(workdir)
+  got = kind_of(config, f"{workdir}/config.json")
+  if kind is not None and got != kind:
+    raise ValueError(f"{workdir} holds a {got} (trainer {config.get('trainer')!r}), "
+                     f"not a {kind}")
+  params = ckpt_lib.load_state(workdir, step)["params"]
+  cls = Classifier if got == "classifier" else Loaded
+  return cls(got, config, params, workdir)

@@ -1,0 +1,118 @@
+"""The shared loop: artefacts belong to the final checkpoint (redone after a stop before
+them), the decision threshold is that of the final parameters, one metrics row per step."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from fbjax import evaluators, inference, metrics, tracking, train_lib
+from fbjax.data import sources
+from fbjax.trainers import classify
+from tests import classify_util
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+  os.environ.setdefault("WANDB_MODE", "disabled")
+  c = classify_util.tiny_config()
+  c.anomaly.ae_workdir = "none"
+  c.total_steps = 4
+  c.eval_every = 2            # evaluations at steps 2 and 4
+  c.checkpoint_every = 2
+  w = tmp_path_factory.mktemp("cls")
+  classify.train_and_evaluate(c, str(w))
+  return c, w
+
+
+def test_decision_threshold_is_the_final_parameters_on_pooled_normal_validation(classifier):
+  c, w = classifier
+  decision = json.loads((w / "decision.json").read_text())
+  assert decision["step"] == 4
+  assert json.loads((w / train_lib.COMPLETE).read_text())["step"] == 4
+  # Recomputed another way: the saved model's abnormal probabilities on the validation
+  # split, the threshold at 95 % specificity on its normal images.
+  clf = inference.load(w, kind="classifier")
+  res = evaluators.predict_source(clf, sources.block_source(c.sources.phantom, "validation"))
+  y, p = res["label_abnormal"], res["abnormal"][:, 1]
+  assert np.sum(y == 0) >= 5
+  want = metrics.threshold_at_specificity(p[y == 0], 0.95)
+  assert decision["abnormal_threshold"] == pytest.approx(want, abs=1e-6)
+  assert decision["validation_normals"] == int(np.sum(y == 0))
+  rows = tracking.read_metrics(w)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]     # one row per step
+  assert "train/epoch_loss" in rows[-1] and "val/phantom/plane/accuracy" in rows[-1]
+
+
+def test_stop_after_the_last_checkpoint_redoes_the_artefacts(classifier, tmp_path):
+  # A run killed after its checkpoint at total_steps, before its artefacts: the
+  # checkpoint is there, decision.json and complete.json are not.
+  c, w = classifier
+  stopped = tmp_path / "stopped"
+  shutil.copytree(w, stopped)
+  want = json.loads((w / "decision.json").read_text())
+  rows = tracking.read_metrics(w)
+  for name in ("decision.json", train_lib.COMPLETE):
+    os.remove(stopped / name)
+  classify.train_and_evaluate(c, str(stopped))
+  assert json.loads((stopped / "decision.json").read_text()) == want
+  assert json.loads((stopped / train_lib.COMPLETE).read_text())["step"] == 4
+  assert tracking.read_metrics(stopped) == rows        # no step trained or logged again
+  # Started once more, a completed run does nothing.
+  mtime = os.path.getmtime(stopped / "decision.json")
+  classify.train_and_evaluate(c, str(stopped))
+  assert os.path.getmtime(stopped / "decision.json") == mtime
+
+
+def test_launch_evaluate_prints_the_logged_validation_numbers(classifier, tmp_path):
+  from fbjax import evaluate
+
+  c, w = classifier
+  logged = tracking.read_metrics(w)[-1]
+  summary = evaluate.evaluate_workdir(str(w), c, out_dir=str(tmp_path))
+  got = summary["sources"]["phantom"]["metrics"]
+  assert got and set(got) <= set(logged)
+  for k, v in got.items():
+    assert v == pytest.approx(logged[k], abs=1e-6), k
+  assert json.loads((tmp_path / "evaluation.json").read_text())["kind"] == "classifier"
+  decision = summary["sources"]["phantom"]["abnormal_decision"]
+  assert decision["specificity"] >= 0.95
+
+
+def test_autoencoder_evaluation_equals_the_logged_validation(tmp_path):
+  from fbjax import evaluate
+  from fbjax.trainers import autoencoder
+  from tests import trainer_util
+
+  c = trainer_util.tiny_config()
+  autoencoder.train_and_evaluate(c, str(tmp_path))
+  logged = tracking.read_metrics(tmp_path)[-1]
+  got = evaluate.evaluate_workdir(str(tmp_path), c)["sources"]["data"]["metrics"]
+  assert got == {"val/mse": pytest.approx(logged["val/mse"], rel=1e-6)}
+  assert inference.load(tmp_path).kind == "autoencoder"
+
+
+def test_batch_fn_transforms_the_batch_in_the_step_with_a_step_folded_rng():
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  def batch_fn(rng, batch):            # e.g. on-device augmentation
+    return {"x": batch["x"] + jax.random.normal(rng, batch["x"].shape)}
+
+  def loss_fn(params, batch, rng):
+    return jnp.mean(jnp.square(params["w"] - batch["x"])), {}
+
+  tx = optax.sgd(0.0)                  # the parameters stay 0: the loss shows the batch
+  update = jax.jit(train_lib.make_update_fn(loss_fn, tx, lambda s: 0.0, batch_fn))
+  s0 = train_lib.make_init_fn(lambda r: {"w": jnp.zeros(4)}, tx)(jax.random.key(0))
+  batch = {"x": jnp.zeros(4)}
+  s1, m1 = update(s0, batch)
+  _, m2 = update(s1, batch)
+  rng = jax.random.fold_in(jax.random.wrap_key_data(s0["rng"]), 0)
+  want = jnp.mean(jnp.square(jax.random.normal(jax.random.split(rng)[1], (4,))))
+  assert float(m1["loss"]) == pytest.approx(float(want), rel=1e-6)
+  assert float(update(s0, batch)[1]["loss"]) == float(m1["loss"])   # a resumed step: same draw
+  assert float(m2["loss"]) != float(m1["loss"])                      # the next step: new draw

@@ -5,7 +5,7 @@
 
 Per image: the image is read (`fbjax.data.io`: PNG/JPEG, 8/16-bit, grey/RGB/
 RGBA) and letterboxed onto each model's grid; the classifier
-(`fbjax.trainers.classify`, with its enhancement chain) gives the plane,
+(`fbjax.inference.load`, with its enhancement chain) gives the plane,
 abnormal and condition probabilities; the autoencoder of `<workdir>/anomaly/`
 gives the anomaly score; the segmentation model (`seg_workdir`, optional)
 gives head / skull / brain probabilities, from which the head ellipse is
@@ -216,10 +216,10 @@ def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
   if not decision.exists():
     raise FileNotFoundError(
         f"{workdir}: no decision.json, the calibrated threshold of the abnormal probability. "
-        "The classification trainer writes it at the end of training when the validation "
-        "split holds normal images (fbjax.trainers.classify.write_decision). Retrain with "
-        "normal validation images, or give the threshold explicitly (--abnormal_threshold, "
-        "e.g. 0.5).")
+        "The classification trainer writes it with the final checkpoint when the validation "
+        "split holds normal images (a run stopped before that writes it when resumed: "
+        "rerun the same launch.train command). Otherwise retrain with normal validation "
+        "images, or give the threshold explicitly (--abnormal_threshold, e.g. 0.5).")
   try:
     return float(json.loads(decision.read_text())["abnormal_threshold"])
   except (ValueError, KeyError) as e:

@@ -21,7 +21,9 @@ transforms, each off by default (so the default chain is the host one):
                        apex, from a random depth down, attenuated by up to
                        `max_shadow_strength`;
   max_speckle_sigma    multiplicative unit-mean log-normal noise,
-                       exp(s z - s^2 / 2), z ~ N(0, 1) per pixel, s ~ U(0, m).
+                       exp(s z - s^2 / 2), z ~ N(0, 1) per pixel, s ~ U(0, m)
+                       (speckle is multiplicative: burckhardt1978speckle,
+                       wagner1983speckle in CITATIONS.bib).
 
 `config.data.augment_on` chooses where the training augmentation runs:
 

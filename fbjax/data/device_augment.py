@@ -107,17 +107,17 @@ def host_augment(data_cfg) -> Callable | None:
   """
   if not data_cfg.get("augment", True) or _where(data_cfg) == "device":
     return lambda rng, ex: ex
-  cfg = from_config(data_cfg)
-  host_fields = {f.name for f in dataclasses.fields(augment_lib.AugmentConfig)}
-  if cfg != DeviceAugmentConfig():
-    extras = {k: v for k, v in dataclasses.asdict(cfg).items()
-              if k not in host_fields and v != getattr(DeviceAugmentConfig(), k)}
-    if extras:
-      raise ValueError(f"config.data.augment_params {sorted(extras)} exist on the device "
-                       "only; set config.data.augment_on='device'")
-    host_cfg = augment_lib.AugmentConfig(**{k: getattr(cfg, k) for k in host_fields})
-    return lambda rng, ex: augment_lib.augment(rng, ex, host_cfg)
-  return None
+  cfg, default = from_config(data_cfg), DeviceAugmentConfig()
+  if cfg == default:
+    return None
+  host_fields = [f.name for f in dataclasses.fields(augment_lib.AugmentConfig)]
+  device_only = sorted(f.name for f in dataclasses.fields(cfg) if f.name not in host_fields
+                       and getattr(cfg, f.name) != getattr(default, f.name))
+  if device_only:
+    raise ValueError(f"config.data.augment_params {device_only} exist on the device only; "
+                     "set config.data.augment_on='device'")
+  host_cfg = augment_lib.AugmentConfig(**{k: getattr(cfg, k) for k in host_fields})
+  return lambda rng, ex: augment_lib.augment(rng, ex, host_cfg)
 
 
 def make_batch_fn(data_cfg) -> Callable[[jax.Array, dict], dict]:

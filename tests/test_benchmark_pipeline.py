@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from tests.trainer_util import run
 
 
+@pytest.mark.slow  # two compiles of the default autoencoder in a subprocess: ~15-25 s
 def test_pipeline_benchmark_on_toy_data(tmp_path):
   out = tmp_path / "share.json"
   run(["benchmarks/pipeline.py", "--data", "toy", "--size", "32", "--batch", "8", "--steps",

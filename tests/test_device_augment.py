@@ -175,6 +175,14 @@ class DeterminismTest(chex.TestCase):
     chex.assert_trees_all_close(a, ref, atol=1e-5)
 
 
+def test_one_trace_for_every_step():
+  fn = da.make_batch_fn(ml_collections.ConfigDict({"augment": True, "augment_on": "device"}))
+  step = jax.jit(chex.assert_max_traces(lambda rng, batch: fn(rng, batch), n=1))
+  batch = _batch()
+  outs = [step(jax.random.fold_in(jax.random.key(0), i), batch)["image"] for i in range(3)]
+  assert not np.allclose(outs[0], outs[1])
+
+
 def test_examples_do_not_depend_on_the_batch_split():
   batch = _batch(b=8)
   rng = jax.random.key(11)

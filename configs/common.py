@@ -64,6 +64,7 @@ def data(name: str, *, size=(224, 224), **overrides) -> ml_collections.ConfigDic
       name=name, config=d["config"] or "", data_dir="", manual_dir="",
       train_split=d["train_split"], val_split=d["val_split"],
       size=tuple(size), augment=True, worker_count=0, read_threads=4, cache=False,
+      augment_on="host",  # or "device": in the jitted step (fbjax/data/device_augment.py)
       num_examples=64,   # the toy source only
       seed=0,
       label_defaults="",  # e.g. "abnormal=0,condition=0": unknown labels take these values

@@ -88,7 +88,7 @@ class Mode:
     import jax
     import jax.numpy as jnp
 
-    from fbjax import parallel
+    from fbjax import inference, optim, parallel, train_lib
     from fbjax.data import device_augment, pipeline
     from fbjax.models import autoencoder as ae
     from fbjax.trainers import autoencoder as trainer
@@ -98,20 +98,19 @@ class Mode:
     rep = parallel.replicated(mesh)
     steps_per_epoch = len(source) // config.batch_size
     model = ae.Model(**config.model)
-    schedule = trainer.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
-    tx = trainer.make_optimizer(config.optimizer, schedule)
+    schedule = optim.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
+    tx = optim.make_optimizer(config.optimizer, schedule)
     size = tuple(config.data.size)
-    inputs = trainer.make_inputs(config, trainer.make_enhance(config.enhance,
-                                                              jnp.zeros((1, *size))))
-    step_fn = trainer.make_update_fn(model, tx, schedule, inputs)
+    loss_fn = trainer.make_loss_fn(model, inference.autoencoder_inputs(config))
+    # The trainer's own step: the loop adds the on-device augmentation when asked to.
+    update_fn = train_lib.make_update_fn(loss_fn, tx, schedule,
+                                         train_lib.with_device_augment(config, None))
     augment = device_augment.make_batch_fn(config.data)
 
-    def update_fn(state, batch):
-      rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-      batch = augment(jax.random.fold_in(rng, device_augment.RNG_SALT), batch)
-      return step_fn(state, batch)
+    def init_params(rng):
+      return model.init(rng, jnp.zeros((1, *size, config.model.channels)))["params"]
 
-    init = trainer.make_init_fn(config, model, tx)
+    init = train_lib.make_init_fn(init_params, tx)
     rng = jax.random.key(0)
     self.state = parallel.compile_once(init, rng, out_shardings=rep)(rng)
     self.it = iter(pipeline.make_dataset(

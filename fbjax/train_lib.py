@@ -43,7 +43,7 @@ import optax
 
 from fbjax import checkpoint as ckpt_lib
 from fbjax import optim, parallel, tracking
-from fbjax.data import pipeline
+from fbjax.data import device_augment, pipeline
 
 COMPLETE = "complete.json"
 
@@ -91,6 +91,13 @@ def eval_run(config, workdir: str = "", batch_size: int | None = None) -> Run:
   return Run(config=config, workdir=workdir, mesh=mesh, batch_size=batch_size)
 
 
+def augment_block(config):
+  """Where the augmentation switches live: `config.data` (augment, augment_on,
+  augment_params; `fbjax.data.device_augment`), or the top level for trainers
+  without a `data` block (classify)."""
+  return config.data if "data" in config and "size" in config.data else config
+
+
 def data_options(config) -> dict:
   """The input pipeline's options: `config.data` (size, augment, ...) or top-level keys."""
   if "data" in config and "size" in config.data:
@@ -115,7 +122,7 @@ def train_dataset(config, source, keys):
   opts = data_options(config)
   return pipeline.make_dataset(
       source, size=opts["size"], batch_size=config.batch_size, seed=config.seed, train=True,
-      num_epochs=None, keys=keys, augment=None if opts["augment"] else (lambda rng, ex: ex),
+      num_epochs=None, keys=keys, augment=device_augment.host_augment(augment_block(config)),
       process_index=jax.process_index(), process_count=jax.process_count(),
       worker_count=opts["worker_count"], read_threads=opts["read_threads"],
       cache=opts["cache"])
@@ -151,6 +158,22 @@ def make_update_fn(loss_fn, tx, schedule, batch_fn=None):
                        "grad_norm": optax.global_norm(grads), "lr": schedule(state["step"])}
 
   return update_fn
+
+
+def with_device_augment(config, batch_fn: Callable | None) -> Callable | None:
+  """`batch_fn` preceded by the on-device augmentation when `augment_on="device"`."""
+  block = augment_block(config)
+  if not block.get("augment", True) or block.get("augment_on", "host") == "host":
+    return batch_fn
+  augment = device_augment.make_batch_fn(block)
+  if batch_fn is None:
+    return augment
+
+  def both(rng, batch):
+    rng_aug, rng_fn = jax.random.split(rng)
+    return batch_fn(rng_fn, augment(rng_aug, batch))
+
+  return both
 
 
 def completed_step(workdir: str) -> int | None:
@@ -241,6 +264,7 @@ def train(config, workdir: str, *, kind: str, train_source, keys, init_params: C
   init_rng = jax.random.key(config.seed)
   abstract_state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                                 jax.eval_shape(init, init_rng))
+  batch_fn = with_device_augment(config, batch_fn)
   update = jax.jit(make_update_fn(loss_fn, tx, schedule, batch_fn), donate_argnums=(0,),
                    out_shardings=(rep, rep))
 

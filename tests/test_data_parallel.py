@@ -1,4 +1,5 @@
-"""Data parallelism: 8 devices give the same SGD steps as 1; resume on another device count."""
+"""Data parallelism: 8 devices give the same SGD steps as 1 (host or on-device augmentation);
+resume on another device count."""
 
 import json
 
@@ -31,8 +32,15 @@ p0 = ae.Model(**c.model).init(jax.random.key(c.seed), x)["params"]
 # Resume onto a different device count: 2 steps on 8 devices, then step 3 on 2 devices.
 train(f"{out}/resume", num_devices=8, total_steps=2)
 pr = train(f"{out}/resume", num_devices=2, total_steps=3)
+# The same with the augmentation inside the jitted step (per-example RNG by global index).
+dev = {"data.augment_on": "device"}
+d1 = train(f"{out}/dev_one", num_devices=1, **dev)
+d8 = train(f"{out}/dev_eight", num_devices=8, **dev)
+train(f"{out}/dev_resume", num_devices=8, total_steps=2, **dev)
+dr = train(f"{out}/dev_resume", num_devices=2, total_steps=3, **dev)
 json.dump({"p1": flat(p1).tolist(), "p8": flat(p8).tolist(), "p0": flat(p0).tolist(),
-           "pr": flat(pr).tolist()}, open(f"{out}/params.json", "w"))
+           "pr": flat(pr).tolist(), "d1": flat(d1).tolist(), "d8": flat(d8).tolist(),
+           "dr": flat(dr).tolist()}, open(f"{out}/params.json", "w"))
 """
 
 
@@ -47,3 +55,8 @@ def test_eight_devices_equal_one_device_and_resume_on_other_count(tmp_path):
   assert np.abs(p["p1"] - p["p0"]).max() > 1e-2
   np.testing.assert_allclose(p["p8"], p["p1"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(p["pr"], p["p1"], rtol=1e-5, atol=1e-5)
+  # On-device augmentation: it acts (the params differ from the host-augmented run's),
+  # and it is the same on 8 devices, on 1, and across a resume onto 2.
+  assert np.abs(p["d1"] - p["p1"]).max() > 1e-4
+  np.testing.assert_allclose(p["d8"], p["d1"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(p["dr"], p["d1"], rtol=1e-5, atol=1e-5)

@@ -13,6 +13,17 @@ fitted and mapped back to the original image (`fbjax.segment_post`), so
 HC, BPD and OFD are measured in original pixels and, where the pixel spacing
 is known (`spacing_csv` or `pixel_spacing_mm`), in millimetres.
 
+A classifier whose config.json says `input: "aligned_head"` reads the aligned
+head instead of the image: `fbjax.align.aligned_head` of the original image
+around the segmenter's ellipse (with the config's `align` arguments), in both
+canonical orientations, the probabilities averaged; it needs a segmenter.
+
+"Not a fetal head": the segmenter's head must pass `fbjax.head_gate` (image
+content, head size, ellipse fit, a skull ring along the ellipse) and, with a
+known spacing, an HC within `head_gate.HC_MM_RANGE`; otherwise `seg_quality`
+is "no_head", `no_head_reason` says which evidence failed, and the plane,
+condition, abnormal and biometry cells stay empty.
+
 Inputs (`fbjax.inputs.scan`, streamed): files with an image suffix, or
 whose first bytes are an image signature, are predicted; a file that then
 cannot be decoded, an image under `MIN_SIDE` pixels a side (a 3x3 image
@@ -35,8 +46,10 @@ Outputs under `out`:
   predictions.csv   one row per readable image (columns: `COLUMNS`)
   errors.csv        file, reason (one row per file that should be but is no readable image)
   skipped.csv       file, reason (files that are not images)
-  overlays/*.png    the image with masks, head ellipse and a caption: the first
+  overlays/*.png    the image with masks, head ellipse and a caption (and, inset
+                    bottom right, the aligned head the classifier read): the first
                     `num_overlays` images and every image the report shows
+  crops/*.png       the aligned head of each overlay (aligned-head classifiers)
   report.html       counts, distributions, the most abnormal and least certain
                     images, and occlusion maps of where the abnormal head looks
   report_files/     the report's figures (the folder opens from disk as it is)

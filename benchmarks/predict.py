@@ -21,13 +21,21 @@ Prints one JSON object on stdout:
 Without `--input`, `--num_images` phantom images (`launch.phantom`, 256 px)
 are exported to a temporary folder; without `--workdir`, a classification
 workdir with random weights (`tests/classify_util.py`; the same networks and
-cost as a trained one) is written, and likewise a segmentation workdir
+cost as a trained one) is written, reading the aligned head
+(`--classifier_input aligned_head`, crops of `fbjax.align.DEFAULT_SIZE`) or
+the whole image, and likewise a segmentation workdir
 (configs/segment.py:runlocal U-Net) without `--seg_workdir`.
+
+The alignment step runs for the images whose head passes the "not a fetal
+head" gate (`fbjax.head_gate`): `classified` counts the rows with a plane.
+A random segmenter finds no real head, so measure the alignment with a
+trained one (`--seg_workdir`) on real scans (`--input`).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import pathlib
@@ -96,6 +104,8 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
   one, two = tmp / "single", tmp / "sharded"
   wall1 = _timed([_predict_cmd(args, folder, one)])
   s1 = json.loads((one / "summary.json").read_text())
+  with open(one / "predictions.csv", newline="") as f:
+    classified = sum(1 for r in csv.DictReader(f) if r["plane"])
   wall2 = _timed([_predict_cmd(args, folder, two, "--num_shards=2", f"--shard_index={i}")
                   for i in range(2)])
   s2 = json.loads((two / "summary.json").read_text())
@@ -103,6 +113,7 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
   n = s1["predicted"] + s1["errors"]
   return {
       "images": n, "predicted": s1["predicted"], "same_rows": s1["predicted"] == s2["predicted"],
+      "classified": classified,
       "single": {"wall_s": wall1, "images_per_s_wall": n / wall1,
                  "predict_images_per_s": s1["timing"]["images_per_s"],
                  "compile_s": s1["timing"]["compile_s"]},
@@ -137,6 +148,8 @@ def main():
   ap.add_argument("--num_images", type=int, default=2949)
   ap.add_argument("--workdir", help="Classification workdir (default: random weights).")
   ap.add_argument("--seg_workdir", help="Segmentation workdir (default: random U-Net).")
+  ap.add_argument("--classifier_input", choices=("aligned_head", "image"),
+                  default="aligned_head", help="What the default classifier reads.")
   ap.add_argument("--batch_size", type=int, default=32)
   ap.add_argument("--workers", type=int, default=2)
   ap.add_argument("--num_overlays", type=int, default=0)
@@ -150,8 +163,15 @@ def main():
     from tests import classify_util  # noqa: PLC0415
 
     if not args.workdir:
-      args.workdir = str(classify_util.fake_workdir(tmp / "cls"))
-      result["workdir"] = "random weights (tests/classify_util.py: tiny_config)"
+      from fbjax import align  # noqa: PLC0415
+
+      if args.classifier_input == "aligned_head":
+        config = classify_util.aligned_config(align.DEFAULT_SIZE)
+      else:
+        config = classify_util.tiny_config()
+      args.workdir = str(classify_util.fake_workdir(tmp / "cls", config))
+      result["workdir"] = (f"random weights (tests/classify_util.py), input "
+                           f"{args.classifier_input}, {list(config.image_size)} px")
     if not args.seg_workdir:
       args.seg_workdir = str(classify_util.fake_seg_workdir(tmp / "seg"))
       result["seg_workdir"] = "random weights (configs/segment.py:runlocal)"

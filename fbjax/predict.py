@@ -374,9 +374,11 @@ class Predictor:
     """The head of one image from its segmentation: `head_of`, plus the aligned crops."""
     head = self.head_of(item, probs)
     if self.input == "aligned_head" and head["_ellipse"] is not None:
-      head["_crops"] = np.stack([align_lib.aligned_head(
-          item.image, head["_ellipse"], flip=f, pixel_aspect=1.0, **self.align)[0]
-          for f in (False, True)])
+      crop = align_lib.aligned_head(item.image, head["_ellipse"], flip=False, pixel_aspect=1.0,
+                                    **self.align)[0]
+      # flip=True is exactly this crop rotated by 180 degrees (`fbjax.align`; to
+      # float rounding): one warp instead of two.
+      head["_crops"] = np.stack([crop, crop[::-1, ::-1]])
     return head
 
   def classify_heads(self, heads: Sequence[dict]) -> dict:
@@ -840,7 +842,8 @@ def check_same_run(folder: pathlib.Path, ident: dict) -> None:
 
 def model_info(predictor: Predictor) -> dict:
   t = predictor.abnormal_threshold
-  d = {"abnormal_threshold": t if math.isfinite(t) else None}
+  d = {"abnormal_threshold": t if math.isfinite(t) else None,
+       "classifier_input": predictor.input, "head_gate": predictor.gate}
   if predictor.anomaly is not None:
     a = predictor.anomaly
     d.update(anomaly_threshold=a.thresholds[a.primary], anomaly_score_kind=a.primary,

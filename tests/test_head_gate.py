@@ -140,3 +140,18 @@ def test_real_heads_pass_the_gate():
     ev = head_gate.evidence(grid, mask.astype(np.float32), e,
                             predict.biometry.valid_box(g, grid.shape))
     assert not ev.failed(), (path, ev)
+
+
+def test_phantom_heads_pass_the_gate():
+  """The phantom's heads (what `make demo` predicts on) with their ground-truth head masks."""
+  from fbjax.data import phantom
+
+  for i in range(6):
+    o = phantom.simulate(0, i)
+    img = np.asarray(o["image"], np.float32) / (255.0 if o["image"].dtype == np.uint8 else 1.0)
+    grid, g = preprocess.letterbox(img, (64, 96))
+    mask, _ = preprocess.letterbox(o["head_mask"], (64, 96), nearest=True, geometry=g)
+    e = align.ellipse_from_mask(mask, name=o["id"])
+    ev = head_gate.evidence(grid, mask.astype(np.float32), e,
+                            predict.biometry.valid_box(g, grid.shape))
+    assert not ev.failed(), (o["id"], ev)

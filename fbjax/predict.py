@@ -290,7 +290,8 @@ class Predictor:
                abnormal_threshold: float | None = None, overlay_max_side: int = 512,
                gate: dict | None = None):
     self.batch_size = int(batch_size)
-    # Minimum evidence of a fetal head (`fbjax.head_gate.THRESHOLDS`; {}: no gate).
+    # Minimum evidence of a fetal head (`fbjax.head_gate.THRESHOLDS`; {}: no gate,
+    # nor the plausible HC range).
     self.gate = dict(head_gate.THRESHOLDS if gate is None else gate)
     self.clf = inference.load(workdir, kind="classifier") if workdir else None
     self.anomaly = anomaly_lib.load(workdir) if workdir and anomaly_lib.exists(workdir) else None
@@ -426,7 +427,7 @@ class Predictor:
         mm = biometry.biometry_from_ellipse(ellipse, spacing_mm)
         row.update(hc_mm=mm.hc_mm, bpd_mm=mm.bpd_mm, ofd_mm=mm.ofd_mm)
         lo, hi = head_gate.HC_MM_RANGE
-        if not lo <= mm.hc_mm <= hi:
+        if self.gate and not lo <= mm.hc_mm <= hi:
           row.update(seg_quality="no_head",
                      no_head_reason=f"hc_mm {mm.hc_mm:.0f} outside [{lo:g}, {hi:g}]")
     else:
@@ -687,13 +688,14 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         num_saliency: int = 6, abnormal_threshold: float | None = None,
         segmenter: Segmenter | None = None, progress: bool = True,
         wandb_mode: str | None = None, num_shards: int = 1, shard_index: int = 0,
-        log=print) -> dict:
+        gate: dict | None = None, log=print) -> dict:
   """Predicts every image of `inputs` (folder, glob or list) of this shard; resumes.
 
   Rows are appended batch by batch; rerunning with the same `inputs` and
   `out` predicts only the files with neither a row nor an error row. With
   several shards, each writes under `shard_folder(...)`, and the shard that
-  finds every shard complete merges them (`merge`). Returns the summary of
+  finds every shard complete merges them (`merge`). `gate`: the "not a fetal
+  head" thresholds (default `fbjax.head_gate.THRESHOLDS`; {}: none). Returns the summary of
   the whole folder (of this shard while other shards are still running).
   """
   t0 = time.perf_counter()
@@ -709,7 +711,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
     log("no pixel spacing given (--spacing_csv or --pixel_spacing_mm): HC/BPD/OFD in pixels "
         "only, the mm columns stay empty")
   predictor = Predictor(workdir, seg_workdir, segmenter=segmenter, batch_size=batch_size,
-                        abnormal_threshold=abnormal_threshold)
+                        abnormal_threshold=abnormal_threshold, gate=gate)
   check_same_run(folder, run_identity(workdir, seg_workdir, segmenter, predictor, inputs,
                                       spacing_csv, spacing_column, pixel_spacing_mm))
   overlay_dir = out / "overlays"

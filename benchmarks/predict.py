@@ -13,6 +13,12 @@ Prints one JSON object on stdout:
   `predict_images_per_s` counts only the prediction loops (images / the
   longest shard's loop, the loops running at the same time); `ratio_wall` =
   single wall / sharded wall (> 1: sharding is faster).
+- `in_process`: `fbjax.predict.iterate` over the same folder in this process
+  after a warm-up (no start-up, compile or report): wall images/s, and the
+  process CPU time per image, so `images_per_s_idle_cores` = cores / CPU
+  time per image says what the loop reaches on idle cores when the machine
+  is shared (`loadavg` before and after; the loop's threads and XLA's use
+  the cores in parallel, so this is the rate with every core busy on it).
 - `listing`: `fbjax.inputs.scan` over `--list_files` empty files (1,000 per
   folder) in a fresh process, with the shard filter and the resume check of a
   run; `peak_traced_mib` is the peak of Python allocations (tracemalloc)
@@ -126,6 +132,27 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
       / s1["timing"]["images_per_s"]}
 
 
+def in_process(args, folder: pathlib.Path) -> dict:
+  from fbjax import inputs, predict  # noqa: PLC0415
+
+  p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size)
+  p.warmup()
+  paths = [pathlib.Path(e.path) for e in inputs.scan(folder) if e.kind == "image"]
+  list(predict.iterate(p, paths[:2 * args.batch_size], workers=args.workers))   # warm caches
+  load0 = os.getloadavg()
+  c0, t0 = time.process_time(), time.perf_counter()
+  rows = [r for kind, r in predict.iterate(p, paths, workers=args.workers,
+                                           spacing=lambda _: 0.15) if kind == "row"]
+  cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+  n = len(rows)
+  cores = os.cpu_count() or 1
+  return {"images": n, "classified": sum(1 for r in rows if r["plane"]),
+          "classifier_input": p.input, "wall_s": wall, "images_per_s": n / wall,
+          "cpu_ms_per_image": 1000 * cpu / n, "cores": cores,
+          "images_per_s_idle_cores": cores * n / cpu,
+          "loadavg_before": load0, "loadavg_after": os.getloadavg()}
+
+
 def listing(n: int, tmp: pathlib.Path) -> dict:
   root = tmp / "listing"
   t0 = time.perf_counter()
@@ -186,6 +213,7 @@ def main():
                          f"({time.perf_counter() - t0:.0f} s to export)")
     if folder is not None:
       result["throughput"] = throughput(args, folder, tmp)
+      result["in_process"] = in_process(args, folder)
     if args.list_files > 0:
       result["listing"] = listing(args.list_files, tmp)
   finally:

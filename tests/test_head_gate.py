@@ -116,6 +116,10 @@ def test_a_black_image_gets_no_head_and_no_answer(tmp_path):
   p = predict.Predictor(wd, gate={}, **kw)
   [(kind, row)] = list(predict.iterate(p, [d / "black.png"], spacing=lambda _: 0.15))
   assert row["seg_quality"] == "ok" and row["plane"] and row["hc_mm"] > 0
+  # Through a U-Net (configs/segment.py:runlocal, random weights) as well.
+  p = predict.Predictor(wd, classify_util.fake_seg_workdir(tmp_path / "seg"), batch_size=2)
+  [(kind, row)] = list(predict.iterate(p, [d / "black.png"], spacing=lambda _: 0.15))
+  assert row["seg_quality"] == "no_head" and row["plane"] == "" and np.isnan(row["hc_mm"])
 
 
 REAL = os.environ.get("FBJAX_REAL_DATA")

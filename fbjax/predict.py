@@ -465,7 +465,9 @@ class Predictor:
                  for j, c in enumerate(("head", "skull", "brain")) if c != "head"}
         ellipse = None if row["seg_quality"] == "no_head" else head["_ellipse"]
         crop = None if no_head else head.get("_crops", [None])[0]
-      text = caption(row) or ("no fetal head" if row["seg_quality"] == "no_head" else "")
+      text = caption(row)
+      if row["seg_quality"] == "no_head":
+        text = "no fetal head" + (f"\n{text}" if text else "")
       write_overlay(overlay_path, item.image, masks, ellipse, text, self.overlay_max_side,
                     crop=crop)
       if crop is not None:

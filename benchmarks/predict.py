@@ -13,6 +13,12 @@ Prints one JSON object on stdout:
   `predict_images_per_s` counts only the prediction loops (images / the
   longest shard's loop, the loops running at the same time); `ratio_wall` =
   single wall / sharded wall (> 1: sharding is faster).
+- `in_process`: `fbjax.predict.iterate` over the same folder in this process
+  after a warm-up (no start-up, compile or report): wall images/s, and the
+  process CPU time per image, so `images_per_s_idle_cores` = cores / CPU
+  time per image says what the loop reaches on idle cores when the machine
+  is shared (`loadavg` before and after; the loop's threads and XLA's use
+  the cores in parallel, so this is the rate with every core busy on it).
 - `listing`: `fbjax.inputs.scan` over `--list_files` empty files (1,000 per
   folder) in a fresh process, with the shard filter and the resume check of a
   run; `peak_traced_mib` is the peak of Python allocations (tracemalloc)
@@ -21,13 +27,21 @@ Prints one JSON object on stdout:
 Without `--input`, `--num_images` phantom images (`launch.phantom`, 256 px)
 are exported to a temporary folder; without `--workdir`, a classification
 workdir with random weights (`tests/classify_util.py`; the same networks and
-cost as a trained one) is written, and likewise a segmentation workdir
+cost as a trained one) is written, reading the aligned head
+(`--classifier_input aligned_head`, crops of `fbjax.align.DEFAULT_SIZE`) or
+the whole image, and likewise a segmentation workdir
 (configs/segment.py:runlocal U-Net) without `--seg_workdir`.
+
+The alignment step runs for the images whose head passes the "not a fetal
+head" gate (`fbjax.head_gate`): `classified` counts the rows with a plane.
+A random segmenter finds no real head, so measure the alignment with a
+trained one (`--seg_workdir`) on real scans (`--input`).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import pathlib
@@ -96,6 +110,8 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
   one, two = tmp / "single", tmp / "sharded"
   wall1 = _timed([_predict_cmd(args, folder, one)])
   s1 = json.loads((one / "summary.json").read_text())
+  with open(one / "predictions.csv", newline="") as f:
+    classified = sum(1 for r in csv.DictReader(f) if r["plane"])
   wall2 = _timed([_predict_cmd(args, folder, two, "--num_shards=2", f"--shard_index={i}")
                   for i in range(2)])
   s2 = json.loads((two / "summary.json").read_text())
@@ -103,6 +119,7 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
   n = s1["predicted"] + s1["errors"]
   return {
       "images": n, "predicted": s1["predicted"], "same_rows": s1["predicted"] == s2["predicted"],
+      "classified": classified,
       "single": {"wall_s": wall1, "images_per_s_wall": n / wall1,
                  "predict_images_per_s": s1["timing"]["images_per_s"],
                  "compile_s": s1["timing"]["compile_s"]},
@@ -113,6 +130,27 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
       "ratio_wall": wall1 / wall2,
       "ratio_predict_images_per_s": n / max(t["predict_s"] for t in shards)
       / s1["timing"]["images_per_s"]}
+
+
+def in_process(args, folder: pathlib.Path) -> dict:
+  from fbjax import inputs, predict  # noqa: PLC0415
+
+  p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size)
+  p.warmup()
+  paths = [pathlib.Path(e.path) for e in inputs.scan(folder) if e.kind == "image"]
+  list(predict.iterate(p, paths[:2 * args.batch_size], workers=args.workers))   # warm caches
+  load0 = os.getloadavg()
+  c0, t0 = time.process_time(), time.perf_counter()
+  rows = [r for kind, r in predict.iterate(p, paths, workers=args.workers,
+                                           spacing=lambda _: 0.15) if kind == "row"]
+  cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+  n = len(rows)
+  cores = os.cpu_count() or 1
+  return {"images": n, "classified": sum(1 for r in rows if r["plane"]),
+          "classifier_input": p.input, "wall_s": wall, "images_per_s": n / wall,
+          "cpu_ms_per_image": 1000 * cpu / n, "cores": cores,
+          "images_per_s_idle_cores": cores * n / cpu,
+          "loadavg_before": load0, "loadavg_after": os.getloadavg()}
 
 
 def listing(n: int, tmp: pathlib.Path) -> dict:
@@ -137,6 +175,8 @@ def main():
   ap.add_argument("--num_images", type=int, default=2949)
   ap.add_argument("--workdir", help="Classification workdir (default: random weights).")
   ap.add_argument("--seg_workdir", help="Segmentation workdir (default: random U-Net).")
+  ap.add_argument("--classifier_input", choices=("aligned_head", "image"),
+                  default="aligned_head", help="What the default classifier reads.")
   ap.add_argument("--batch_size", type=int, default=32)
   ap.add_argument("--workers", type=int, default=2)
   ap.add_argument("--num_overlays", type=int, default=0)
@@ -150,8 +190,15 @@ def main():
     from tests import classify_util  # noqa: PLC0415
 
     if not args.workdir:
-      args.workdir = str(classify_util.fake_workdir(tmp / "cls"))
-      result["workdir"] = "random weights (tests/classify_util.py: tiny_config)"
+      from fbjax import align  # noqa: PLC0415
+
+      if args.classifier_input == "aligned_head":
+        config = classify_util.aligned_config(align.DEFAULT_SIZE)
+      else:
+        config = classify_util.tiny_config()
+      args.workdir = str(classify_util.fake_workdir(tmp / "cls", config))
+      result["workdir"] = (f"random weights (tests/classify_util.py), input "
+                           f"{args.classifier_input}, {list(config.image_size)} px")
     if not args.seg_workdir:
       args.seg_workdir = str(classify_util.fake_seg_workdir(tmp / "seg"))
       result["seg_workdir"] = "random weights (configs/segment.py:runlocal)"
@@ -166,6 +213,7 @@ def main():
                          f"({time.perf_counter() - t0:.0f} s to export)")
     if folder is not None:
       result["throughput"] = throughput(args, folder, tmp)
+      result["in_process"] = in_process(args, folder)
     if args.list_files > 0:
       result["listing"] = listing(args.list_files, tmp)
   finally:

@@ -13,6 +13,17 @@ fitted and mapped back to the original image (`fbjax.segment_post`), so
 HC, BPD and OFD are measured in original pixels and, where the pixel spacing
 is known (`spacing_csv` or `pixel_spacing_mm`), in millimetres.
 
+A classifier whose config.json says `input: "aligned_head"` reads the aligned
+head instead of the image: `fbjax.align.aligned_head` of the original image
+around the segmenter's ellipse (with the config's `align` arguments), in both
+canonical orientations, the probabilities averaged; it needs a segmenter.
+
+"Not a fetal head": the segmenter's head must pass `fbjax.head_gate` (image
+content, head size, ellipse fit, a skull ring along the ellipse) and, with a
+known spacing, an HC within `head_gate.HC_MM_RANGE`; otherwise `seg_quality`
+is "no_head", `no_head_reason` says which evidence failed, and the plane,
+condition, abnormal and biometry cells stay empty.
+
 Inputs (`fbjax.inputs.scan`, streamed): files with an image suffix, or
 whose first bytes are an image signature, are predicted; a file that then
 cannot be decoded, an image under `MIN_SIDE` pixels a side (a 3x3 image
@@ -35,8 +46,10 @@ Outputs under `out`:
   predictions.csv   one row per readable image (columns: `COLUMNS`)
   errors.csv        file, reason (one row per file that should be but is no readable image)
   skipped.csv       file, reason (files that are not images)
-  overlays/*.png    the image with masks, head ellipse and a caption: the first
+  overlays/*.png    the image with masks, head ellipse and a caption (and, inset
+                    bottom right, the aligned head the classifier read): the first
                     `num_overlays` images and every image the report shows
+  crops/*.png       the aligned head of each overlay (aligned-head classifiers)
   report.html       counts, distributions, the most abnormal and least certain
                     images, and occlusion maps of where the abnormal head looks
   report_files/     the report's figures (the folder opens from disk as it is)
@@ -61,8 +74,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fbjax import align as align_lib
 from fbjax import anomaly as anomaly_lib
-from fbjax import biometry, inference, plots, segment_post
+from fbjax import biometry, head_gate, inference, plots, segment_post
 from fbjax import inputs as inputs_lib
 from fbjax import predict_files as files
 from fbjax.data import io, preprocess
@@ -72,12 +86,16 @@ COLUMNS = (
     "plane", "plane_prob", "abnormal_prob", "abnormal", "condition", "condition_prob",
     "anomaly_score", "anomaly", "anomaly_recon_error",
     "hc_mm", "bpd_mm", "ofd_mm", "hc_px", "bpd_px", "ofd_px",
-    "seg_quality", "head_area_fraction", "ellipse_dice", "uncertainty", "overlay")
+    "seg_quality", "no_head_reason", "head_area_fraction", "ellipse_dice", "uncertainty", "overlay")
 ERROR_COLUMNS = ("file", "reason")
 SKIPPED_COLUMNS = ("file", "reason")
 # Smaller images (icons, a 3x3 test pattern) hold no head to measure: an error, not a row.
 MIN_SIDE = 8
 SEG_QUALITY = ("ok", "no_head", "fit_failed", "poor_fit", "cut_by_border", "no_segmenter")
+# What a classification workdir's network reads (`input` in its config.json):
+# the letterboxed image, or the aligned head (`fbjax.align.aligned_head` with
+# the workdir's `align` arguments) of the segmenter's head ellipse.
+INPUTS = ("image", "aligned_head")
 
 
 # ---------------------------------------------------------------------------
@@ -226,6 +244,34 @@ def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
     raise ValueError(f"{decision}: no readable 'abnormal_threshold' ({e})") from None
 
 
+def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
+  """What the classifier reads (`INPUTS`) and, for the aligned head, `align.aligned_head`'s
+  keyword arguments, from the workdir's config.json (`input`, `align`)."""
+  if clf is None:
+    return "image", {}
+  kind = clf.config.get("input", "image") or "image"
+  if kind not in INPUTS:
+    raise ValueError(f"{workdir}/config.json: input {kind!r}; expected one of {INPUTS}")
+  if kind == "image":
+    return kind, {}
+  if seg is None:
+    raise ValueError(f"{workdir}: the classifier reads the aligned head (config.json input "
+                     "'aligned_head'), which is cut around the head ellipse of a "
+                     "segmentation model: give one (--seg_workdir)")
+  a = dict(clf.config.get("align") or {})
+  unknown = sorted(set(a) - {"size", "head_fraction", "margin"})
+  if unknown:
+    raise ValueError(f"{workdir}/config.json: unknown align arguments {unknown}; "
+                     "expected size, head_fraction, margin")
+  size = tuple(int(v) for v in a.get("size", clf.size))
+  if size != tuple(clf.size):
+    raise ValueError(f"{workdir}/config.json: align.size {size} differs from the "
+                     f"classifier's image_size {tuple(clf.size)}")
+  return kind, {"size": size,
+                "head_fraction": float(a.get("head_fraction", align_lib.DEFAULT_HEAD_FRACTION)),
+                "margin": float(a.get("margin", align_lib.DEFAULT_MARGIN))}
+
+
 @dataclasses.dataclass
 class Prepared:
   """One decoded image: the original (float grey) and its grid versions."""
@@ -241,8 +287,12 @@ class Predictor:
 
   def __init__(self, workdir: str | os.PathLike | None, seg_workdir=None, *,
                segmenter: Segmenter | None = None, batch_size: int = 32,
-               abnormal_threshold: float | None = None, overlay_max_side: int = 512):
+               abnormal_threshold: float | None = None, overlay_max_side: int = 512,
+               gate: dict | None = None):
     self.batch_size = int(batch_size)
+    # Minimum evidence of a fetal head (`fbjax.head_gate.THRESHOLDS`; {}: no gate,
+    # nor the plausible HC range).
+    self.gate = dict(head_gate.THRESHOLDS if gate is None else gate)
     self.clf = inference.load(workdir, kind="classifier") if workdir else None
     self.anomaly = anomaly_lib.load(workdir) if workdir and anomaly_lib.exists(workdir) else None
     self.seg = segmenter or (load_segmenter(seg_workdir) if seg_workdir else None)
@@ -252,10 +302,18 @@ class Predictor:
     self.abnormal_threshold = check_artefacts(workdir, self.clf, self.anomaly,
                                               abnormal_threshold)
     self.overlay_max_side = overlay_max_side
+    self.input, self.align = classifier_input(workdir, self.clf, self.seg)
+    aligned = self.input == "aligned_head"
     self.sizes = sorted({tuple(s) for s in (
-        self.clf.size if self.clf else None, self.anomaly.ae.size if self.anomaly else None,
+        self.clf.size if self.clf and not aligned else None,
+        self.anomaly.ae.size if self.anomaly else None,
         self.seg.size if self.seg else None) if s})
     cls_fn = self.clf.make_predict(jit=False) if self.clf else None
+    # The aligned heads need the ellipse first: the classifier runs on its own
+    # batch of (2 * batch_size) crops, both canonical orientations of each image.
+    self._cls = jax.jit(cls_fn) if aligned else None
+    if aligned:
+      cls_fn = None
     ae_fn = anomaly_lib.make_score_fn(self.anomaly.ae, jit=False) if self.anomaly else None
     seg_fn = self.seg.predict if self.seg else None
 
@@ -288,8 +346,13 @@ class Predictor:
 
   # -- device side ------------------------------------------------------------
 
-  def infer(self, items: Sequence[Prepared]) -> dict:
-    """Runs the networks on up to `batch_size` items (padded to it); numpy outputs."""
+  def infer(self, items: Sequence[Prepared], pool: cf.Executor | None = None) -> dict:
+    """Runs the networks on up to `batch_size` items (padded to it); numpy outputs.
+
+    With an aligned-head classifier the heads are found first (`locate`, in
+    `pool` when given): `out["heads"]` holds them, `out["cls"]` the
+    probabilities averaged over both orientations (NaN where no head).
+    """
     n = len(items)
     if not 0 < n <= self.batch_size:
       raise ValueError(f"batch of {n} items, batch size {self.batch_size}")
@@ -300,24 +363,82 @@ class Predictor:
         b[i] = it.grids[s]
       grids[s] = jnp.asarray(b)
     out = self._run(grids)
-    return jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(out))
+    out = jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(out))
+    if self._cls is not None:
+      seg = [out["seg"][i] for i in range(n)]
+      heads = list(pool.map(self.locate, items, seg) if pool else map(self.locate, items, seg))
+      out["heads"] = heads
+      out["cls"] = self.classify_heads(heads)
+    return out
+
+  def locate(self, item: Prepared, probs: np.ndarray) -> dict:
+    """The head of one image from its segmentation: `head_of`, plus the aligned crops."""
+    head = self.head_of(item, probs)
+    if self.input == "aligned_head" and head["_ellipse"] is not None:
+      crop = align_lib.aligned_head(item.image, head["_ellipse"], flip=False, pixel_aspect=1.0,
+                                    **self.align)[0]
+      # flip=True is exactly this crop rotated by 180 degrees (`fbjax.align`; to
+      # float rounding): one warp instead of two.
+      head["_crops"] = np.stack([crop, crop[::-1, ::-1]])
+    return head
+
+  def classify_heads(self, heads: Sequence[dict]) -> dict:
+    """{task: (n, C)}: the classifier's probabilities averaged over the two crops of a head."""
+    b = np.zeros((2 * self.batch_size, *self.clf.size), np.float32)
+    for i, h in enumerate(heads):
+      if "_crops" in h:
+        b[2 * i: 2 * i + 2] = h["_crops"]
+    probs = jax.device_get(self._cls(jnp.asarray(b)))
+    n = len(heads)
+    has = np.array(["_crops" in h for h in heads])
+    out = {}
+    for t in self.clf.tasks:
+      p = np.asarray(probs[t], np.float32)[: 2 * n].reshape(n, 2, -1).mean(axis=1)
+      out[t] = np.where(has[:, None], p, np.nan)
+    return out
 
   def warmup(self) -> float:
     """Compiles the networks for the batch shape; returns the seconds it took."""
     t0 = time.perf_counter()
     grids = {s: jnp.zeros((self.batch_size, *s), jnp.float32) for s in self.sizes}
     jax.block_until_ready(self._run(grids))
+    if self._cls is not None:
+      jax.block_until_ready(self._cls(jnp.zeros((2 * self.batch_size, *self.clf.size))))
     return time.perf_counter() - t0
 
   # -- per image results ------------------------------------------------------
 
   def finish(self, item: Prepared, out: dict, i: int, spacing_mm: float,
              overlay_path: pathlib.Path | None) -> dict:
-    """The CSV row of image `i` of a batch's outputs (and its overlay PNG, if a path is given)."""
+    """The CSV row of image `i` of a batch's outputs (and its overlay PNG, if a path is given).
+
+    Where a segmenter finds no fetal head (`seg_quality` "no_head": the gate
+    of `fbjax.head_gate`), the plane, condition and abnormal cells stay empty,
+    as they do for an aligned-head classifier wherever no head ellipse was fitted.
+    """
     h, w = item.image.shape
     row = {"file": str(item.path), "width": w, "height": h, "pixel_spacing_mm": spacing_mm}
+    head = None
+    if "seg" in out:
+      head = out["heads"][i] if "heads" in out else self.head_of(item, out["seg"][i])
+      row.update({k: v for k, v in head.items() if not k.startswith("_")})
+      ellipse = head["_ellipse"]
+      if ellipse is not None and np.isfinite(spacing_mm) and spacing_mm > 0:
+        mm = biometry.biometry_from_ellipse(ellipse, spacing_mm)
+        row.update(hc_mm=mm.hc_mm, bpd_mm=mm.bpd_mm, ofd_mm=mm.ofd_mm)
+        lo, hi = head_gate.HC_MM_RANGE
+        if self.gate and not lo <= mm.hc_mm <= hi:
+          row.update(seg_quality="no_head",
+                     no_head_reason=f"hc_mm {mm.hc_mm:.0f} outside [{lo:g}, {hi:g}]")
+    else:
+      row["seg_quality"] = "no_segmenter"
+    no_head = row["seg_quality"] == "no_head" or (
+        self.input == "aligned_head" and (head is None or "_crops" not in head))
+    if no_head and head is not None:
+      for k in ("hc", "bpd", "ofd"):
+        row[f"{k}_mm"] = row[f"{k}_px"] = math.nan
     ents = []
-    if "cls" in out:
+    if "cls" in out and not no_head:
       cls = out["cls"]
       for t in self.clf.tasks:
         p = cls[t][i]
@@ -334,56 +455,72 @@ class Predictor:
       row["anomaly_score"] = float(s[self.anomaly.primary][0])
       row["anomaly"] = int(row["anomaly_score"] > self.anomaly.thresholds[self.anomaly.primary])
       row["anomaly_recon_error"] = float(s["recon"][0])
-    masks, ellipse = None, None
-    if "seg" in out:
-      size = tuple(self.seg.size)
-      g = item.geometries[size]
-      probs = out["seg"][i]
-      row.update(self._biometry(probs, g, spacing_mm))
-      ellipse = row.pop("_ellipse")
-      if overlay_path is not None:
+    if overlay_path is not None:
+      masks, ellipse, crop = None, None, None
+      if head is not None:
+        probs = out["seg"][i]
+        g = item.geometries[tuple(self.seg.size)]
         masks = {c: preprocess.unletterbox((probs[..., j] > 0.5).astype(np.uint8), g,
                                            nearest=True)
                  for j, c in enumerate(("head", "skull", "brain")) if c != "head"}
-    else:
-      row["seg_quality"] = "no_segmenter"
-    if overlay_path is not None:
-      write_overlay(overlay_path, item.image, masks, ellipse, caption(row),
-                    self.overlay_max_side)
+        ellipse = None if row["seg_quality"] == "no_head" else head["_ellipse"]
+        crop = None if no_head else head.get("_crops", [None])[0]
+      text = caption(row)
+      if row["seg_quality"] == "no_head":
+        text = "no fetal head" + (f"\n{text}" if text else "")
+      write_overlay(overlay_path, item.image, masks, ellipse, text, self.overlay_max_side,
+                    crop=crop)
+      if crop is not None:
+        write_crop(crop_path(overlay_path), crop)
       row["overlay"] = overlay_path.name
-    return {k: row.get(k, math.nan if k not in ("overlay", "plane", "condition") else "")
-            for k in COLUMNS}
+    text_cols = ("overlay", "plane", "condition", "no_head_reason")
+    return {k: row.get(k, math.nan if k not in text_cols else "") for k in COLUMNS}
 
-  def _biometry(self, probs: np.ndarray, g: preprocess.Geometry, spacing_mm: float) -> dict:
+  def head_evidence(self, item: Prepared, probs: np.ndarray):
+    """(ellipse in original pixels or None, `head_gate.Evidence`) of one image's segmentation."""
+    g = item.geometries[tuple(self.seg.size)]
     head = probs[..., 0]
     box = biometry.valid_box(g, head.shape)
     y0, x0, y1, x1 = box
-    region = head[y0:y1, x0:x1] > 0.5
-    out = {"head_area_fraction": float(region.mean()) if region.size else 0.0,
-           "ellipse_dice": math.nan, "_ellipse": None}
+    e = None
+    if (head[y0:y1, x0:x1] > 0.5).any():
+      method = self.seg.method if self.seg.method in segment_post.NETWORK_METHODS else "robust"
+      e = segment_post.head_ellipse(method, prob=head, geometry=g)
+      if e is not None and not (np.isfinite(e.a) and np.isfinite(e.b) and e.b > 0):
+        e = None
+    grid = item.grids[tuple(self.seg.size)]
+    return e, head_gate.evidence(grid, head, e.to_grid(g) if e else None, box)
+
+  def head_of(self, item: Prepared, probs: np.ndarray) -> dict:
+    """Head ellipse (original pixels, `_ellipse`), its biometry in px and its quality.
+
+    The fitted head must pass `fbjax.head_gate` (image content, head size,
+    fit, skull ring), else `seg_quality` is "no_head" (`no_head_reason`
+    lists the failed evidence) and `_ellipse` is None.
+    """
+    e, ev = self.head_evidence(item, probs)
+    out = {"head_area_fraction": ev.area_fraction, "ellipse_dice": ev.ellipse_dice,
+           "_ellipse": None}
     for k in ("hc", "bpd", "ofd"):
-      out[f"{k}_mm"] = out[f"{k}_px"] = math.nan
-    if not region.any():
-      out["seg_quality"] = "no_head"
+      out[f"{k}_px"] = math.nan
+    if ev.area_fraction == 0:
+      out.update(seg_quality="no_head", no_head_reason="no head pixels")
       return out
-    method = self.seg.method if self.seg.method in segment_post.NETWORK_METHODS else "robust"
-    e = segment_post.head_ellipse(method, prob=head, geometry=g)
-    if e is None or not (np.isfinite(e.a) and np.isfinite(e.b)) or e.b <= 0:
+    if e is None:
       out["seg_quality"] = "fit_failed"
+      return out
+    failed = ev.failed(self.gate)
+    if failed:
+      out.update(seg_quality="no_head", no_head_reason="; ".join(
+          f"{k} {getattr(ev, k):.3g} < {self.gate[k]:g}" for k in failed))
       return out
     out["_ellipse"] = e
     px = biometry.biometry_from_ellipse(e, 1.0)
     out.update(hc_px=px.hc_mm, bpd_px=px.bpd_mm, ofd_px=px.ofd_mm)
-    if np.isfinite(spacing_mm) and spacing_mm > 0:
-      mm = biometry.biometry_from_ellipse(e, spacing_mm)
-      out.update(hc_mm=mm.hc_mm, bpd_mm=mm.bpd_mm, ofd_mm=mm.ofd_mm)
-    # Agreement of the fitted ellipse with the predicted head region (on the grid).
-    eg = e.to_grid(g)
-    ell = biometry.rasterize(eg, head.shape)[y0:y1, x0:x1] > 0
-    inter = np.logical_and(ell, region).sum()
-    out["ellipse_dice"] = float(2 * inter / max(ell.sum() + region.sum(), 1))
-    full = biometry.rasterize(eg, head.shape).sum()
-    if full > 1.02 * max(ell.sum(), 1):
+    g = item.geometries[tuple(self.seg.size)]
+    y0, x0, y1, x1 = biometry.valid_box(g, probs.shape[:2])
+    ell = biometry.rasterize(e.to_grid(g), probs.shape[:2])
+    if ell.sum() > 1.02 * max(ell[y0:y1, x0:x1].sum(), 1):
       out["seg_quality"] = "cut_by_border"
     elif out["ellipse_dice"] < 0.9:
       out["seg_quality"] = "poor_fit"
@@ -408,8 +545,30 @@ def caption(row: dict) -> str:
   return "\n".join(lines)
 
 
+def crop_path(overlay_path: pathlib.Path) -> pathlib.Path:
+  """Where the aligned head of an overlay goes: `<out>/crops/<overlay name>`."""
+  return overlay_path.parent.parent / "crops" / overlay_path.name
+
+
+def crop_picture(crop: np.ndarray, height: int) -> np.ndarray:
+  """The classifier's input crop as an RGB picture `height` px high (white frame)."""
+  c = plots.to_rgb_uint8(crop)
+  w = max(1, round(c.shape[1] * height / c.shape[0]))
+  c = cv2.resize(c, (w, height), interpolation=cv2.INTER_LINEAR if height < c.shape[0]
+                 else cv2.INTER_NEAREST)
+  return cv2.copyMakeBorder(c, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+
+
+def write_crop(path: pathlib.Path, crop: np.ndarray) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  pic = crop_picture(crop, max(crop.shape[0], 96))
+  cv2.imwrite(os.fspath(path), pic[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+
+
 def write_overlay(path: pathlib.Path, image: np.ndarray, masks, ellipse, text: str,
-                  max_side: int = 512) -> None:
+                  max_side: int = 512, crop: np.ndarray | None = None) -> None:
+  """The image with masks, head ellipse and caption; `crop` (the aligned head the
+  classifier read) is inset in the bottom-right corner."""
   img, m, e = image, masks, ellipse
   s = max_side / max(image.shape)
   if s < 1:
@@ -421,6 +580,13 @@ def write_overlay(path: pathlib.Path, image: np.ndarray, masks, ellipse, text: s
     e = ellipse.affine((sx, sy), (0.5 * sx - 0.5, 0.5 * sy - 0.5)) if ellipse is not None \
         else None
   rgb = plots.overlay(img, masks=m, ellipse=e, text=text)
+  if crop is not None:
+    hh, ww = rgb.shape[:2]
+    inset = crop_picture(crop, max(8, min(hh // 3, round(ww / 3 * crop.shape[0]
+                                                         / crop.shape[1]))))
+    ih, iw = inset.shape[:2]
+    if ih < hh and iw < ww:
+      rgb[hh - ih:, ww - iw:] = inset
   cv2.imwrite(os.fspath(path), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
 
 
@@ -469,7 +635,7 @@ def iterate(predictor: Predictor, paths: Iterable, *, workers: int = 2,
       nonlocal n_overlays
       if not batch:
         return
-      out = predictor.infer([p for _, p in batch])
+      out = predictor.infer([p for _, p in batch], pool)
       for i, (idx, item) in enumerate(batch):
         opath = None
         if overlay_dir is not None and (num_overlays < 0 or n_overlays < num_overlays):
@@ -524,13 +690,14 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         num_saliency: int = 6, abnormal_threshold: float | None = None,
         segmenter: Segmenter | None = None, progress: bool = True,
         wandb_mode: str | None = None, num_shards: int = 1, shard_index: int = 0,
-        log=print) -> dict:
+        gate: dict | None = None, log=print) -> dict:
   """Predicts every image of `inputs` (folder, glob or list) of this shard; resumes.
 
   Rows are appended batch by batch; rerunning with the same `inputs` and
   `out` predicts only the files with neither a row nor an error row. With
   several shards, each writes under `shard_folder(...)`, and the shard that
-  finds every shard complete merges them (`merge`). Returns the summary of
+  finds every shard complete merges them (`merge`). `gate`: the "not a fetal
+  head" thresholds (default `fbjax.head_gate.THRESHOLDS`; {}: none). Returns the summary of
   the whole folder (of this shard while other shards are still running).
   """
   t0 = time.perf_counter()
@@ -546,7 +713,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
     log("no pixel spacing given (--spacing_csv or --pixel_spacing_mm): HC/BPD/OFD in pixels "
         "only, the mm columns stay empty")
   predictor = Predictor(workdir, seg_workdir, segmenter=segmenter, batch_size=batch_size,
-                        abnormal_threshold=abnormal_threshold)
+                        abnormal_threshold=abnormal_threshold, gate=gate)
   check_same_run(folder, run_identity(workdir, seg_workdir, segmenter, predictor, inputs,
                                       spacing_csv, spacing_column, pixel_spacing_mm))
   overlay_dir = out / "overlays"
@@ -679,7 +846,8 @@ def check_same_run(folder: pathlib.Path, ident: dict) -> None:
 
 def model_info(predictor: Predictor) -> dict:
   t = predictor.abnormal_threshold
-  d = {"abnormal_threshold": t if math.isfinite(t) else None}
+  d = {"abnormal_threshold": t if math.isfinite(t) else None,
+       "classifier_input": predictor.input, "head_gate": predictor.gate}
   if predictor.anomaly is not None:
     a = predictor.anomaly
     d.update(anomaly_threshold=a.thresholds[a.primary], anomaly_score_kind=a.primary,

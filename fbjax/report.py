@@ -3,8 +3,9 @@
 Sections: counts (images, errors, planes, conditions, flags, segmentation
 quality), distributions (abnormal probability, anomaly score, head
 circumference, uncertainty), thumbnails of the most abnormal and the least
-certain images, and occlusion maps of where the abnormal head looks, with the
-share of each map that falls on the predicted head. Figures are PNG files in
+certain images (beside each overlay, the aligned head where the classifier
+reads it: `crops/`), and occlusion maps of where the abnormal head looks, with
+the share of each map that falls on the predicted head. Figures are PNG files in
 `report_files/`; the page links the overlays in `overlays/` (written for every
 image the page shows, `fbjax.predict.ensure_overlays`), all by relative paths,
 so the output folder opens from disk and can be moved as a whole. Long file
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbjax import plots, saliency
+from fbjax import align, plots, saliency
 from fbjax import predict_files as files
 from fbjax.data import preprocess
 
@@ -36,6 +37,8 @@ text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f4f4f4}
 .card{width:200px;font-size:12px;overflow-wrap:anywhere;min-width:0}
 .card img{display:block;width:200px;height:auto;border:1px solid #ddd;box-sizing:border-box}
 .card.wide{width:400px}.card.wide img{width:400px}
+.card.pair{width:304px}.pics{display:flex;gap:4px;align-items:flex-start}
+.card .pics img.crop{width:100px}
 .errors{table-layout:fixed;width:100%}.errors td:first-child{width:55%}
 .figs img{margin:4px;border:1px solid #eee;max-width:100%}h2{margin-top:28px}
 .small{color:#666;font-size:12px;overflow-wrap:anywhere}
@@ -60,8 +63,17 @@ def _save(folder: pathlib.Path, name: str, rgb: np.ndarray) -> str:
 
 
 def _card(out: pathlib.Path, r: dict, extra: str = "") -> str:
-  src = "overlays/" + urllib.parse.quote(files.overlay_name(r["file"]))
+  """One image: its overlay and, where the classifier read the aligned head, that crop."""
+  name = files.overlay_name(r["file"])
+  src = "overlays/" + urllib.parse.quote(name)
   img = f'<a href="{src}"><img src="{src}" alt="overlay"></a>'
+  cls = "card"
+  if (out / "crops" / name).exists():
+    crop = "crops/" + urllib.parse.quote(name)
+    img = (f'<div class="pics">{img}<a href="{crop}"><img class="crop" src="{crop}" '
+           'alt="aligned head, as the classifier read it" title="aligned head, as the '
+           'classifier read it"></a></div>')
+    cls = "card pair"
   name = html.escape(pathlib.Path(r["file"]).name)
   bits = [f"<b>{name}</b>"]
   if r.get("plane"):
@@ -72,7 +84,8 @@ def _card(out: pathlib.Path, r: dict, extra: str = "") -> str:
     bits.append(f"anomaly score {r['anomaly_score']:.2f}")
   if extra:
     bits.append(extra)
-  return f'<div class="card">{img}<br>{"<br>".join(bits)}</div>'
+  sep = "" if cls == "card pair" else "<br>"
+  return f'<div class="{cls}">{img}{sep}{"<br>".join(bits)}</div>'
 
 
 def occlusion_figures(predictor, rows: list[dict], folder: pathlib.Path, num: int) -> list[dict]:
@@ -109,10 +122,22 @@ def occlusion_figures(predictor, rows: list[dict], folder: pathlib.Path, num: in
   figs = []
   for r in ranked:
     item = predictor.prepare(pathlib.Path(r["file"]))
-    grid = item.grids[size]
-    heat = saliency.occlusion_map(score, grid, patch=patch, stride=max(2, patch // 2))
     frac = math.nan
-    if predictor.seg is not None:
+    if predictor.input == "aligned_head":
+      # The map of the crop the classifier read (its first orientation); the
+      # head is the ellipse on the crop.
+      head = predictor.infer([item])["heads"][0]
+      if "_crops" not in head:
+        continue
+      grid = head["_crops"][0]
+      heat = saliency.occlusion_map(score, grid, patch=patch, stride=max(2, patch // 2))
+      _, info = align.aligned_head(item.image, head["_ellipse"], pixel_aspect=1.0,
+                                   **predictor.align)
+      frac = saliency.inside_fraction(heat, align.head_region(info["alignment"], 0.0))
+    else:
+      grid = item.grids[size]
+      heat = saliency.occlusion_map(score, grid, patch=patch, stride=max(2, patch // 2))
+    if predictor.seg is not None and predictor.input != "aligned_head":
       out = predictor.infer([item])
       head = out["seg"][0][..., 0]
       g_seg = item.geometries[tuple(predictor.seg.size)]

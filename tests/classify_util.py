@@ -99,3 +99,14 @@ def fake_seg_workdir(path, seed: int = 0):
   mngr.wait_until_finished()
   mngr.close()
   return path
+
+
+def aligned_config(size=(24, 32), head_fraction: float = 0.8, margin: float = 0.08):
+  """`tiny_config` of a classifier that reads the aligned head (`input`, `align`)."""
+  import ml_collections  # noqa: PLC0415
+
+  c = tiny_config(size)
+  c.input = "aligned_head"
+  c.align = ml_collections.ConfigDict(dict(size=tuple(size), head_fraction=head_fraction,
+                                           margin=margin))
+  return c

@@ -33,6 +33,15 @@ def _circle_segmenter():
   return predict.Segmenter(size=SEG_SIZE, predict=fn, method="direct")
 
 
+def _draw_skull(arr):
+  """A bright ring (a skull) where `_circle_segmenter` puts the head, so the gate sees one."""
+  h, w = arr.shape[:2]
+  r = RADIUS / min(SEG_SIZE[0] / h, SEG_SIZE[1] / w)
+  top = np.iinfo(arr.dtype).max
+  cv2.circle(arr, (round((w - 1) / 2), round((h - 1) / 2)), round(0.94 * r),
+             (top,) * (arr.shape[2] if arr.ndim == 3 else 1), max(1, round(0.1 * r)))
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
   d = tmp_path_factory.mktemp("inputs")
@@ -43,13 +52,14 @@ def folder(tmp_path_factory):
           "d_rgba.png": rng.uniform(0, 255, (64, 64, 4)).astype(np.uint8),
           "sub/e_grey.png": rng.uniform(0, 255, (80, 80)).astype(np.uint8)}
   for name, arr in good.items():
+    _draw_skull(arr)
     (d / name).parent.mkdir(exist_ok=True)
     assert cv2.imwrite(str(d / name), arr)
   data = (d / "a_grey.png").read_bytes()
   (d / "corrupt.png").write_bytes(data[: len(data) // 2])
   (d / "empty.jpg").write_bytes(b"")
   (d / "notes.txt").write_text("not an image\n")
-  (d / "spacing.csv").write_text("filename,pixel size(mm)\na_grey.png,0.2\nb_rgb.jpg,0.1\n")
+  (d / "spacing.csv").write_text("filename,pixel size(mm)\na_grey.png,1.0\nb_rgb.jpg,0.5\n")
   return d, good
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from fbjax import predict
 from tests import classify_util
-from tests.test_predict import _circle_segmenter
+from tests.test_predict import _circle_segmenter, _draw_skull
 
 pytestmark = pytest.mark.xdist_group("report_browser")
 
@@ -65,12 +65,16 @@ def report_dir(tmp_path_factory):
   for i in range(16):
     name = (f"Patient_{i:04d}_" + "TransThalamicPlaneAcquiredOnTheSecondVisit" * (1 + i % 3)
             + ("" if i % 2 else " with spaces é") + ".png")
-    cv2.imwrite(str(d / name), rng.integers(0, 255, (80 + 7 * i, 120), dtype=np.uint8))
+    img = rng.integers(0, 200, (80 + 7 * i, 120), dtype=np.uint8)
+    _draw_skull(img)
+    cv2.imwrite(str(d / name), img)
   (d / ("Unreadable_" + "x" * 150 + ".png")).write_bytes(b"")
-  workdir = classify_util.fake_workdir(tmp_path_factory.mktemp("cls"))
+  # A classifier of the aligned head: the cards show the crop beside the overlay.
+  workdir = classify_util.fake_workdir(tmp_path_factory.mktemp("cls"),
+                                       classify_util.aligned_config((24, 32)))
   out = tmp_path_factory.mktemp("report out")
   predict.run(workdir, None, d, out, batch_size=4, segmenter=_circle_segmenter(),
-              pixel_spacing_mm=0.1, num_overlays=2, num_report_images=6, num_saliency=2,
+              pixel_spacing_mm=1.0, num_overlays=2, num_report_images=6, num_saliency=2,
               progress=False, log=lambda s: None)
   return out
 
@@ -91,6 +95,7 @@ def test_report_pictures_load_and_nothing_overflows(report_dir, tmp_path):
                    .replace("&lt;", "<").replace("&gt;", ">"))
   srcs = [i["src"] for i in got["imgs"]]
   assert sum(s.startswith("overlays/") for s in srcs) == 12       # 6 most abnormal + 6 unsure
+  assert sum(s.startswith("crops/") for s in srcs) == 12          # each beside its overlay
   assert sum(s.startswith("report_files/occlusion_") for s in srcs) == 2
   assert [i for i in got["imgs"] if not i["ok"]] == []            # every picture loaded
   assert got["overflow"] == [] and got["overlaps"] == 0 and not got["page_overflow"]

@@ -177,6 +177,37 @@ def by_hc_tercile(rows: Sequence[dict], method: str = "robust") -> dict:
   return out
 
 
+# ---------------------------------------------------------------------------
+# Choosing a post-processing parameter without scoring on the images it was chosen on
+# ---------------------------------------------------------------------------
+
+
+def group_folds(groups, k: int, seed: int = 0) -> np.ndarray:
+  """Fold index per image: groups shuffled, then dealt round-robin (no group in two folds)."""
+  uniq = np.array(sorted(set(groups)))
+  if len(uniq) < k:
+    raise ValueError(f"{len(uniq)} groups cannot make {k} folds")
+  order = np.random.default_rng(seed).permutation(len(uniq))
+  fold_of = {g: i % k for i, g in enumerate(uniq[order])}
+  return np.array([fold_of[g] for g in groups])
+
+
+def kfold_choice(errors: dict[str, np.ndarray], folds: np.ndarray) -> dict:
+  """Per fold: the variant with the lowest mean error on the other folds, scored on the fold."""
+  names = list(errors)
+  table = np.stack([np.asarray(errors[n], np.float64) for n in names])   # (V, N)
+  per_fold = []
+  for f in sorted(set(folds.tolist())):
+    train, test = folds != f, folds == f
+    choice = int(np.argmin(np.nanmean(table[:, train], axis=1)))
+    per_fold.append({"fold": int(f), "n": int(test.sum()), "chosen": names[choice],
+                     "hc_abs_mm": float(np.nanmean(table[choice, test]))})
+  held = np.array([p["hc_abs_mm"] for p in per_fold])
+  return {"folds": per_fold, "hc_abs_mm_mean": float(held.mean()),
+          "hc_abs_mm_std": float(held.std(ddof=1)) if len(held) > 1 else 0.0,
+          "all_images": {n: float(np.nanmean(errors[n])) for n in names}}
+
+
 def _safe(name: str) -> str:
   name = re.sub(r"\.(png|jpe?g|bmp|tiff?)$", "", name, flags=re.IGNORECASE)
   return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"

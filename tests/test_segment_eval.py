@@ -107,3 +107,25 @@ def test_hc_error_by_tercile_of_the_reference_hc():
   assert t["small"]["ref_hc_mm_range"] == [100.0, 300.0]
   assert t["middle"]["dice_ellipse_mean"] == pytest.approx(0.94)
   assert [t[n]["n_over_10pct"] for n in segment_eval.TERCILES] == [0, 1, 1]
+
+
+def test_group_folds_keep_groups_together_and_kfold_choice_scores_held_out():
+  groups = [f"p{i // 2}" for i in range(20)]        # 10 patients, 2 images each
+  folds = segment_eval.group_folds(groups, 5, seed=3)
+  for g in set(groups):
+    assert len({int(f) for f, h in zip(folds, groups, strict=True) if h == g}) == 1
+  assert sorted(np.bincount(folds).tolist()) == [4] * 5
+  with pytest.raises(ValueError, match="10 groups cannot make 11 folds"):
+    segment_eval.group_folds(groups, 11)
+  # "a" is perfect on fold 0's images and worse elsewhere: choosing on the
+  # other folds picks "b" for fold 0 (held out: b's 5.0 there) and "a" for the
+  # rest (a wins once fold 0 is in the choosing set), so the held-out mean,
+  # 2.6, is worse than either variant's in-sample mean (1.6, 1.8).
+  a = np.where(folds == 0, 0.0, 2.0)
+  b = np.where(folds == 0, 5.0, 1.0)
+  res = segment_eval.kfold_choice({"a": a, "b": b}, folds)
+  assert [f["chosen"] for f in res["folds"]] == ["b", "a", "a", "a", "a"]
+  assert [f["hc_abs_mm"] for f in res["folds"]] == [5.0, 2.0, 2.0, 2.0, 2.0]
+  assert res["hc_abs_mm_mean"] == pytest.approx(2.6)
+  assert res["hc_abs_mm_std"] == pytest.approx(np.std([5.0, 2, 2, 2, 2], ddof=1))
+  assert res["all_images"] == pytest.approx({"a": 1.6, "b": 1.8})

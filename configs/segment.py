@@ -91,6 +91,9 @@ def get_config(arg=None):
     c.total_steps = 12
 
   c.stage = int(arg.stage)
+  # Stage 2 requires it: the stage-1 segmenter workdir inference runs first (stage 1
+  # ignores it, so a sweep can pass it to every run).
+  c.stage1_workdir = ""
   if c.stage not in (1, 2):
     raise KeyError(f"unknown stage {arg.stage!r}; expected 1 or 2")
   if c.stage == 2:
@@ -98,7 +101,6 @@ def get_config(arg=None):
     if arg.runlocal:   # toy images keep their letterbox shape; the crops are square
       c.data.source_size = c.phantom.source_size = tuple(c.data.size)
     c.data.size = c.phantom.size = crop
-    c.stage1_workdir = ""       # required: the stage-1 segmenter workdir (inference runs it)
     c.fine_size = (48, 64) if arg.runlocal else FINE_SIZE
     # Training crops: reference ellipse, centre shifted by up to `shift` semi-major
     # axes and scaled by up to 1 +- `zoom`; each image `copies` times per epoch.
@@ -107,7 +109,7 @@ def get_config(arg=None):
 
 
 def sweep():
-  """Data mixture x model width x loss weighting (each entry: config arg + overrides)."""
+  """Data mixture x model width x loss weighting x stage-2 crops (config arg + overrides)."""
   runs = []
   for data in ("mix", "hc18", "phantom"):
     for width in (8, 16, 32):
@@ -119,4 +121,11 @@ def sweep():
     runs.append({"arg": "data=mix", "model.norm": norm})
   for chain in ("prototype", "srad"):
     runs.append({"arg": "data=mix", "enhance.chain": chain})
+  # Stage 2 (python -m launch.sweep ... --config.stage1_workdir=DIR): crop scale, jitter
+  # (none: crops exactly on the reference head), flip averaging at inference.
+  for head_fraction in (0.6, 0.75, 0.9):
+    runs.append({"arg": "data=mix,stage=2", "crop.head_fraction": head_fraction})
+  runs.append({"arg": "data=mix,stage=2", "crop.shift": 0.0, "crop.zoom": 0.0})
+  runs.append({"arg": "data=mix,stage=2", "crop.shift": 0.15, "crop.zoom": 0.15})
+  runs.append({"arg": "data=mix,stage=2", "eval_flip": False})
   return runs

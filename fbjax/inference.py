@@ -9,8 +9,8 @@ A workdir's `config.json` records its `kind` (written at training time by
   "autoencoder"  -> {"recon": (B, H, W) reconstruction, "latent": (B, D)}
   "segmenter"    -> (B, H, W, 3) head / skull / brain probabilities
                     (with `eval_flip`: averaged with the mirrored image);
-                    a second-stage workdir (its config records
-                    `stage1_workdir`) runs both stages
+                    a second-stage workdir (`stage` 2; its config
+                    records `stage1_workdir`) runs both stages
                     (`fbjax.coarse_fine.TwoStage`): `size` is then the fine
                     grid (`config.fine_size`), the prediction function a
                     host-side composition of two jitted networks
@@ -184,7 +184,7 @@ class Loaded:
   @property
   def two_stage(self) -> bool:
     """A second-stage segmenter: it runs behind the stage-1 workdir its config records."""
-    return self.kind == "segmenter" and bool(self.config.get("stage1_workdir"))
+    return self.kind == "segmenter" and int(self.config.get("stage", 1)) == 2
 
   @property
   def size(self) -> tuple[int, int]:

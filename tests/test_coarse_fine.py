@@ -143,7 +143,7 @@ def test_stage2_config_needs_a_stage1_workdir(tmp_path):
 
 @pytest.mark.slow
 def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
-  from fbjax import evaluate
+  from fbjax import evaluate, predict
   from fbjax.trainers import segment
 
   os.environ.setdefault("WANDB_MODE", "disabled")
@@ -160,6 +160,10 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
   x = np.random.default_rng(0).uniform(size=(3, 48, 64)).astype(np.float32)
   probs = model.make_predict()(x)
   assert probs.shape == (3, 48, 64, 3) and np.all((probs >= 0) & (probs <= 1))
+  # Folder prediction takes both stages through its usual interface.
+  seg = predict.load_segmenter(tmp_path / "s2")
+  assert seg.size == (48, 64)
+  np.testing.assert_allclose(np.asarray(seg.predict(x)), probs, atol=1e-6)
   summary = evaluate.evaluate_workdir(str(tmp_path / "s2"), c2, split="validation",
                                       methods=("robust",), num_overlays=0)
   entry = summary["sources"]["data"]

@@ -7,6 +7,10 @@ Arguments (the part of `--config` after the colon, comma separated):
   variant=default CPU-sized: 128x192 grid (HC18's aspect), U-Net width 8, depth 4
   variant=device  accelerator-sized: 256x384 grid, width 32, depth 5
   runlocal        toy data, 32x48, a tiny U-Net: seconds on a laptop CPU
+  stage=2         the second stage of coarse-to-fine segmentation (fbjax/coarse_fine.py):
+                  trained on head crops (160x160, the head's major axis over 0.75 of
+                  the side) around the reference ellipse, jittered; the workdir records
+                  `stage1_workdir`, the stage-1 model inference runs first
 
   python -m launch.train --config configs/segment.py --workdir ~/runs/seg \
       --config.data.manual_dir=../shared/data/hc18
@@ -14,6 +18,10 @@ Arguments (the part of `--config` after the colon, comma separated):
   python -m launch.train --config configs/segment.py:variant=device --workdir ~/runs/seg_dev \
       --config.data.manual_dir=../shared/data/hc18
   python -m launch.train --config configs/segment.py:runlocal --workdir /tmp/seg_local
+  python -m launch.train --config configs/segment.py:stage=2 --workdir ~/runs/seg2 \
+      --config.data.manual_dir=../shared/data/hc18 --config.stage1_workdir=~/runs/seg
+  python -m launch.evaluate --config configs/segment.py:stage=2 --workdir ~/runs/seg2 \
+      --config.data.manual_dir=../shared/data/hc18 --split validation
   python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg \
       --config.data.manual_dir=../shared/data/hc18 --split validation --out ~/runs/seg/eval
   python -m launch.sweep --config configs/segment.py --workdir ~/runs/seg_sweep
@@ -30,10 +38,14 @@ from fbjax.enhance import modules as enhance_lib
 
 MIXES = {"mix": ("data", "phantom"), "hc18": ("data",), "phantom": ("phantom",)}
 SIZES = {"default": (128, 192), "device": (256, 384)}
+# Stage 2: the crop grid per variant, and the fine grid both stages are run from
+# (HC18's native 540x800: crops are taken at the image's own resolution).
+CROP_SIZES = {"default": (160, 160), "device": (256, 256)}
+FINE_SIZE = (540, 800)
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, variant="default", runlocal=False, data="mix")
+  arg = common.parse_arg(arg, variant="default", runlocal=False, data="mix", stage=1)
   if arg.variant not in SIZES:
     raise KeyError(f"unknown variant {arg.variant!r}; expected one of {sorted(SIZES)}")
   if arg.data not in MIXES:
@@ -77,11 +89,27 @@ def get_config(arg=None):
     c.batch_size = 8
     c.eval_batch_size = 8
     c.total_steps = 12
+
+  c.stage = int(arg.stage)
+  # Stage 2 requires it: the stage-1 segmenter workdir inference runs first (stage 1
+  # ignores it, so a sweep can pass it to every run).
+  c.stage1_workdir = ""
+  if c.stage not in (1, 2):
+    raise KeyError(f"unknown stage {arg.stage!r}; expected 1 or 2")
+  if c.stage == 2:
+    crop = (32, 32) if arg.runlocal else CROP_SIZES[arg.variant]
+    if arg.runlocal:   # toy images keep their letterbox shape; the crops are square
+      c.data.source_size = c.phantom.source_size = tuple(c.data.size)
+    c.data.size = c.phantom.size = crop
+    c.fine_size = (48, 64) if arg.runlocal else FINE_SIZE
+    # Training crops: reference ellipse, centre shifted by up to `shift` semi-major
+    # axes and scaled by up to 1 +- `zoom`; each image `copies` times per epoch.
+    c.crop = dict(head_fraction=0.75, shift=0.08, zoom=0.08, copies=8)
   return c
 
 
 def sweep():
-  """Data mixture x model width x loss weighting (each entry: config arg + overrides)."""
+  """Data mixture x model width x loss weighting x stage-2 crops (config arg + overrides)."""
   runs = []
   for data in ("mix", "hc18", "phantom"):
     for width in (8, 16, 32):
@@ -93,4 +121,11 @@ def sweep():
     runs.append({"arg": "data=mix", "model.norm": norm})
   for chain in ("prototype", "srad"):
     runs.append({"arg": "data=mix", "enhance.chain": chain})
+  # Stage 2 (python -m launch.sweep ... --config.stage1_workdir=DIR): crop scale, jitter
+  # (none: crops exactly on the reference head), flip averaging at inference.
+  for head_fraction in (0.6, 0.75, 0.9):
+    runs.append({"arg": "data=mix,stage=2", "crop.head_fraction": head_fraction})
+  runs.append({"arg": "data=mix,stage=2", "crop.shift": 0.0, "crop.zoom": 0.0})
+  runs.append({"arg": "data=mix,stage=2", "crop.shift": 0.15, "crop.zoom": 0.15})
+  runs.append({"arg": "data=mix,stage=2", "eval_flip": False})
   return runs

@@ -347,9 +347,15 @@ def fit_ellipse(pts, method: str = "direct", **kwargs) -> Ellipse | None:
 
 
 def valid_box(g: Geometry | None, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-  """(y0, x0, y1, x1), exclusive end, of the region holding image data."""
+  """(y0, x0, y1, x1), exclusive end, of the region holding image data.
+
+  `g` is a letterbox `Geometry`, or any placement with its own `valid_box`
+  (e.g. `fbjax.coarse_fine.CropGeometry`).
+  """
   if g is None:
     return 0, 0, shape[0], shape[1]
+  if hasattr(g, "valid_box"):
+    return g.valid_box(shape)
   rh, rw = g.resized_hw
   oy, ox = g.offset_yx
   return oy, ox, oy + rh, ox + rw

@@ -14,7 +14,8 @@ the numbers equal the ones logged at that checkpoint:
 
   segmenter    `evaluators.segmentation` on the network grid, and
                `segment_eval` in the original resolution (per-image CSV,
-               overlays, HC/BPD/OFD per ellipse method);
+               overlays, HC/BPD/OFD per ellipse method); a two-stage
+               segmenter (`fbjax.coarse_fine`) in the original resolution only;
   classifier   `evaluators.classification` per task, the abnormal head at the
                workdir's decision threshold, the anomaly score's AUROC;
   autoencoder  `evaluators.reconstruction` (MSE);
@@ -128,10 +129,17 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
     entry = {"data": {"name": block.name, "config": block.get("config", ""), "split": sp,
                       "manual_dir": block.get("manual_dir", "")}}
     if model.kind == "segmenter":
-      probs_fn = inference.segmenter_probs_fn(config)
-      fn = run.jit(lambda p, b, f=probs_fn: evaluators.segmentation_batch(f(p, b["image"]), b))
-      entry["grid"] = evaluators.segmentation(run, fn, model.params, src, name,
-                                              config.eval_method)[0]
+      if model.two_stage:
+        # The second stage sees crops, not the letterboxed image: its network-grid
+        # numbers are those of training validation (crops around the reference
+        # head); both stages are measured in the original resolution below.
+        entry["grid"] = {}
+      else:
+        probs_fn = inference.segmenter_probs_fn(config)
+        fn = run.jit(lambda p, b, f=probs_fn: evaluators.segmentation_batch(f(p, b["image"]),
+                                                                            b))
+        entry["grid"] = evaluators.segmentation(run, fn, model.params, src, name,
+                                                config.eval_method)[0]
       predict = model.make_predict()
       sub = os.path.join(out_dir, name) if out_dir and len(blocks) > 1 else out_dir
       rows, seg = segment_eval.evaluate(

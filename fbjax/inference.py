@@ -8,7 +8,12 @@ A workdir's `config.json` records its `kind` (written at training time by
 
   "autoencoder"  -> {"recon": (B, H, W) reconstruction, "latent": (B, D)}
   "segmenter"    -> (B, H, W, 3) head / skull / brain probabilities
-                    (with `eval_flip`: averaged with the mirrored image)
+                    (with `eval_flip`: averaged with the mirrored image);
+                    a second-stage workdir (`stage` 2; its config
+                    records `stage1_workdir`) runs both stages
+                    (`fbjax.coarse_fine.TwoStage`): `size` is then the fine
+                    grid (`config.fine_size`), the prediction function a
+                    host-side composition of two jitted networks
   "classifier"   -> {task: (B, C) probabilities, "features": (B, F)}
   "despeckler"   -> (B, H, W) despeckled image
 
@@ -177,11 +182,48 @@ class Loaded:
   workdir: str = ""
 
   @property
+  def two_stage(self) -> bool:
+    """A second-stage segmenter: it runs behind the stage-1 workdir its config records."""
+    return self.kind == "segmenter" and int(self.config.get("stage", 1)) == 2
+
+  @property
   def size(self) -> tuple[int, int]:
+    """The grid the prediction function takes (a two-stage segmenter: the fine grid)."""
+    if self.two_stage:
+      return tuple(self.config.fine_size)
     return tuple(self.config.image_size if self.kind == "classifier" else self.config.data.size)
 
+  def stage1(self) -> Loaded:
+    """The stage-1 segmenter a second-stage workdir was trained behind."""
+    path = self.config.stage1_workdir
+    if not os.path.isabs(path) and self.workdir:
+      path = os.path.join(self.workdir, path)
+    try:
+      first = load(path, kind="segmenter")
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"{self.workdir}: its stage-1 workdir {path} is missing ({e})") \
+          from e
+    if first.two_stage:
+      raise ValueError(f"{self.workdir}: stage-1 workdir {path} is itself a second stage")
+    return first
+
+  def two_stage_predict(self, *, jit: bool = True) -> Callable:
+    """(B, H, W) fine-grid images -> (B, H, W, 3) probabilities of both stages."""
+    from fbjax import coarse_fine  # noqa: PLC0415
+
+    first = self.stage1()
+    c = self.config
+    return coarse_fine.TwoStage(
+        first.make_predict(jit=jit), self._own_predict(jit=jit), first.size,
+        tuple(c.data.size), head_fraction=float(c.crop.head_fraction),
+        method=first.config.get("eval_method", "robust"))
+
   def predict_fn(self) -> Callable:
-    """(params, images) -> outputs (see the module docstring), not jitted."""
+    """(params, images) -> outputs (see the module docstring), not jitted.
+
+    A two-stage segmenter's is its second stage alone (on crops): use
+    `make_predict` for both stages.
+    """
     c = self.config
     if self.kind == "segmenter":
       return segmenter_probs_fn(c)
@@ -198,7 +240,13 @@ class Loaded:
     return lambda params, images: score(images)
 
   def make_predict(self, *, jit: bool = True) -> Callable:
-    """images -> outputs with the loaded parameters."""
+    """images on `size` -> outputs with the loaded parameters (both stages of a
+    two-stage segmenter)."""
+    if self.two_stage:
+      return self.two_stage_predict(jit=jit)
+    return self._own_predict(jit=jit)
+
+  def _own_predict(self, *, jit: bool = True) -> Callable:
     fn, params = self.predict_fn(), jax.tree.map(jnp.asarray, self.params)
     out = lambda images: fn(params, images)  # noqa: E731
     return jax.jit(out) if jit else out

@@ -18,10 +18,12 @@ Per-image columns (NaN where a reference or a prediction is missing):
   prototype_dice_head, prototype_hd95_head_mm      the prototype's mask
   {method}_hc_mm, _bpd_mm, _ofd_mm, _hc_abs_mm, _hc_rel, _dice_ellipse,
   _fit_ok                                          each ellipse method
-`summary` holds `metrics.summarize` of every numeric column, and the rate of
-failed fits per method. `write` saves `per_image.csv`, `summary.json` and
-overlays `overlays/<id>.png` (reference outline green, fitted ellipse red,
-prototype ellipse blue, predicted skull yellow and brain cyan).
+`summary` holds `metrics.summarize` of every numeric column, the rate of
+failed fits per method, per method the number of images above 10 % relative
+HC error (a failed fit counts) and the error by HC tercile (`by_hc_tercile`).
+`write` saves `per_image.csv`, `summary.json` and overlays
+`overlays/<id>.png` (reference outline green, fitted ellipse red, prototype
+ellipse blue, predicted skull yellow and brain cyan).
 """
 
 from __future__ import annotations
@@ -141,6 +143,71 @@ def summarize(rows: Sequence[dict]) -> dict:
   return out
 
 
+TERCILES = ("small", "middle", "large")
+
+
+def by_hc_tercile(rows: Sequence[dict], method: str = "robust") -> dict:
+  """HC error of `method` per tercile of the reference HC (small / middle / large heads).
+
+  Per tercile: the reference-HC range, the number of images, the mean and
+  median absolute HC error (mm), the mean relative error, the ellipse Dice
+  and how many images are above 10 % relative error. Rows without a
+  reference HC are left out.
+  """
+  ref = np.array([r["ref_hc_mm"] for r in rows], np.float64)
+  ok = np.isfinite(ref)
+  if not ok.any():
+    return {}
+  edges = np.quantile(ref[ok], [1 / 3, 2 / 3])
+  part = np.digitize(ref, edges)      # 0, 1, 2 by reference HC (edges go up)
+  out = {}
+  for k, name in enumerate(TERCILES):
+    sel = [r for r, p, o in zip(rows, part, ok, strict=True) if o and p == k]
+    err = np.array([r[f"{method}_hc_abs_mm"] for r in sel], np.float64)
+    rel = np.array([r[f"{method}_hc_rel"] for r in sel], np.float64)
+    dice = np.array([r[f"{method}_dice_ellipse"] for r in sel], np.float64)
+    refs = np.array([r["ref_hc_mm"] for r in sel], np.float64)
+    out[name] = {"n": len(sel), "ref_hc_mm_range": [float(refs.min()), float(refs.max())]
+                 if len(sel) else [math.nan, math.nan],
+                 "hc_abs_mm_mean": float(np.nanmean(err)) if len(sel) else math.nan,
+                 "hc_abs_mm_median": float(np.nanmedian(err)) if len(sel) else math.nan,
+                 "hc_rel_mean": float(np.nanmean(rel)) if len(sel) else math.nan,
+                 "dice_ellipse_mean": float(np.nanmean(dice)) if len(sel) else math.nan,
+                 "n_over_10pct": int(np.sum(~(rel <= 0.10)))}   # a failed fit counts
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Choosing a post-processing parameter without scoring on the images it was chosen on
+# ---------------------------------------------------------------------------
+
+
+def group_folds(groups, k: int, seed: int = 0) -> np.ndarray:
+  """Fold index per image: groups shuffled, then dealt round-robin (no group in two folds)."""
+  uniq = np.array(sorted(set(groups)))
+  if len(uniq) < k:
+    raise ValueError(f"{len(uniq)} groups cannot make {k} folds")
+  order = np.random.default_rng(seed).permutation(len(uniq))
+  fold_of = {g: i % k for i, g in enumerate(uniq[order])}
+  return np.array([fold_of[g] for g in groups])
+
+
+def kfold_choice(errors: dict[str, np.ndarray], folds: np.ndarray) -> dict:
+  """Per fold: the variant with the lowest mean error on the other folds, scored on the fold."""
+  names = list(errors)
+  table = np.stack([np.asarray(errors[n], np.float64) for n in names])   # (V, N)
+  per_fold = []
+  for f in sorted(set(folds.tolist())):
+    train, test = folds != f, folds == f
+    choice = int(np.argmin(np.nanmean(table[:, train], axis=1)))
+    per_fold.append({"fold": int(f), "n": int(test.sum()), "chosen": names[choice],
+                     "hc_abs_mm": float(np.nanmean(table[choice, test]))})
+  held = np.array([p["hc_abs_mm"] for p in per_fold])
+  return {"folds": per_fold, "hc_abs_mm_mean": float(held.mean()),
+          "hc_abs_mm_std": float(held.std(ddof=1)) if len(held) > 1 else 0.0,
+          "all_images": {n: float(np.nanmean(errors[n])) for n in names}}
+
+
 def _safe(name: str) -> str:
   name = re.sub(r"\.(png|jpe?g|bmp|tiff?)$", "", name, flags=re.IGNORECASE)
   return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
@@ -181,6 +248,12 @@ def evaluate(source, predict: Callable[[np.ndarray], np.ndarray], *, size: tuple
     if log:
       log(f"evaluated {len(rows)}/{n} images")
   summary = summarize(rows)
+  for m in methods:
+    if rows:
+      rel = np.array([r[f"{m}_hc_rel"] for r in rows], np.float64)
+      summary[f"{m}_n_over_10pct"] = int(np.sum(~(rel <= 0.10) & np.isfinite(
+          [r["ref_hc_mm"] for r in rows])))
+      summary[f"{m}_hc_terciles"] = by_hc_tercile(rows, m)
   summary["seconds"] = {"predict": t_predict, "measure": t_post}
   if out_dir is not None:
     write(rows, summary, out_dir)

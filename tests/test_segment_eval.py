@@ -87,3 +87,45 @@ def test_blank_predictor_fails_cleanly(tmp_path):
   js = json.loads((tmp_path / "summary.json").read_text())  # strict JSON: no NaN
   assert js["robust_hc_abs_mm"]["mean"] is None
   assert not (tmp_path / "overlays").exists()
+
+
+def test_hc_error_by_tercile_of_the_reference_hc():
+  # Nine heads, HC 100..900 mm, in scrambled order; errors 0..8 mm by size, so
+  # the terciles' mean errors are 1, 4 and 7 mm; one failed fit and one image at
+  # 20 % relative error count as "over 10 %".
+  order = [4, 0, 8, 2, 6, 1, 7, 3, 5]
+  rows = []
+  for k in order:
+    rel = {3: 0.2, 7: math.nan}.get(k, 0.01)
+    rows.append({"ref_hc_mm": 100.0 * (k + 1), "robust_hc_abs_mm": float(k),
+                 "robust_hc_rel": rel, "robust_dice_ellipse": 0.9 + 0.01 * k})
+  rows.append({"ref_hc_mm": math.nan, "robust_hc_abs_mm": 100.0, "robust_hc_rel": 1.0,
+               "robust_dice_ellipse": 0.0})   # no reference: left out
+  t = segment_eval.by_hc_tercile(rows, "robust")
+  assert [t[n]["n"] for n in segment_eval.TERCILES] == [3, 3, 3]
+  assert [t[n]["hc_abs_mm_mean"] for n in segment_eval.TERCILES] == pytest.approx([1, 4, 7])
+  assert t["small"]["ref_hc_mm_range"] == [100.0, 300.0]
+  assert t["middle"]["dice_ellipse_mean"] == pytest.approx(0.94)
+  assert [t[n]["n_over_10pct"] for n in segment_eval.TERCILES] == [0, 1, 1]
+
+
+def test_group_folds_keep_groups_together_and_kfold_choice_scores_held_out():
+  groups = [f"p{i // 2}" for i in range(20)]        # 10 patients, 2 images each
+  folds = segment_eval.group_folds(groups, 5, seed=3)
+  for g in set(groups):
+    assert len({int(f) for f, h in zip(folds, groups, strict=True) if h == g}) == 1
+  assert sorted(np.bincount(folds).tolist()) == [4] * 5
+  with pytest.raises(ValueError, match="10 groups cannot make 11 folds"):
+    segment_eval.group_folds(groups, 11)
+  # "a" is perfect on fold 0's images and worse elsewhere: choosing on the
+  # other folds picks "b" for fold 0 (held out: b's 5.0 there) and "a" for the
+  # rest (a wins once fold 0 is in the choosing set), so the held-out mean,
+  # 2.6, is worse than either variant's in-sample mean (1.6, 1.8).
+  a = np.where(folds == 0, 0.0, 2.0)
+  b = np.where(folds == 0, 5.0, 1.0)
+  res = segment_eval.kfold_choice({"a": a, "b": b}, folds)
+  assert [f["chosen"] for f in res["folds"]] == ["b", "a", "a", "a", "a"]
+  assert [f["hc_abs_mm"] for f in res["folds"]] == [5.0, 2.0, 2.0, 2.0, 2.0]
+  assert res["hc_abs_mm_mean"] == pytest.approx(2.6)
+  assert res["hc_abs_mm_std"] == pytest.approx(np.std([5.0, 2, 2, 2, 2], ddof=1))
+  assert res["all_images"] == pytest.approx({"a": 1.6, "b": 1.8})

@@ -13,15 +13,22 @@ set gives HC, the HC error of the ellipse fitted to the predicted head
 (`config.eval_method`) in mm (`fbjax.evaluators.segmentation`), with the
 prediction function used at inference (`make_predict`: evaluation mode,
 `config.eval_flip` averaging). The loop is `fbjax.train_lib`'s.
+
+Stage 2 (`config.stage == 2`, `fbjax.coarse_fine`): every source is read as
+head crops around the reference ellipse (jittered for training, exact for
+validation), so the numbers validated during training are those of stage 2
+behind a perfect stage 1; `launch.evaluate` runs both stages.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbjax import evaluators, inference, losses, parallel, train_lib
+from fbjax import coarse_fine, evaluators, inference, losses, parallel, train_lib
 from fbjax.data import sources
 from fbjax.models import unet
 
@@ -37,11 +44,45 @@ def targets(batch):
   return t, present
 
 
+def crop_source(config, source, *, train: bool):
+  """Stage 2: `source` as head crops (`coarse_fine.CropSource`), jittered when training."""
+  cr = config.crop
+  return coarse_fine.CropSource(
+      source, tuple(config.data.size), head_fraction=cr.head_fraction,
+      shift=cr.shift if train else 0.0, zoom=cr.zoom if train else 0.0,
+      copies=cr.copies if train else 1, seed=config.seed)
+
+
+def block_source(config, name: str, split: str, *, train: bool = False):
+  """Block `name`'s `split` as the trainer reads it (stage 2: head crops)."""
+  src = sources.block_source(config[name], split)
+  return crop_source(config, src, train=train) if config.get("stage", 1) == 2 else src
+
+
 def train_source(config):
   """The (possibly mixed) training source named by `config.train_on`."""
   names = tuple(config.train_on)
   weights = tuple(config.get("train_weights") or ()) or None
-  return sources.mixture({n: config[n] for n in names}, weights)
+  if config.get("stage", 1) != 2:
+    return sources.mixture({n: config[n] for n in names}, weights)
+  from fbjax.data.mix import MixSource  # noqa: PLC0415
+
+  srcs = [block_source(config, n, config[n].train_split, train=True) for n in names]
+  return srcs[0] if len(srcs) == 1 else MixSource(srcs, list(weights) if weights else None)
+
+
+def check_stage1(config) -> None:
+  """A stage-2 config must name a trained stage-1 segmenter (inference runs it first)."""
+  if config.get("stage", 1) != 2:
+    return
+  path = config.get("stage1_workdir") or ""
+  if not path:
+    raise ValueError("stage 2 needs --config.stage1_workdir: the stage-1 segmenter workdir")
+  first = inference.read_config(os.path.expanduser(path))   # the error names a non-workdir
+  if inference.kind_of(first, path) != "segmenter" or first.get("stage", 1) != 1:
+    raise ValueError(f"stage1_workdir {path} is not a stage-1 segmenter workdir")
+  # Recorded absolute: inference finds it from wherever it is run.
+  config.stage1_workdir = os.path.abspath(os.path.expanduser(path))
 
 
 make_model = inference.segmenter_model
@@ -78,10 +119,11 @@ def evaluate(run, eval_fn, params, val_sources: dict, step=None):
 
 def train_and_evaluate(config, workdir: str):
   """Trains the segmentation model described by `config`, resuming from `workdir`."""
+  check_stage1(config)
   # Process 0 builds the data sets if needed; the others then open them.
   tsource, val_sources = parallel.main_process_first(lambda: (
       train_source(config),
-      {n: sources.block_source(config[n], config[n].val_split) for n in config.eval_on}))
+      {n: block_source(config, n, config[n].val_split) for n in config.eval_on}))
   train_lib.log_source(config.train_on, tsource)
   model = make_model(config)
   eval_fn = None

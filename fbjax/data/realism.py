@@ -5,8 +5,9 @@ annotated head ellipse) and on phantom images (through `head_mask`), in mm
 where a length is involved, so that images of different pixel spacings can be
 compared:
 
-  * grain: the full width at half maximum (FWHM) of the autocorrelation of
-    the image inside the brain (the head ellipse shrunk to 80 %), along the
+  * grain (speckle size as in Wagner et al. 1983, CITATIONS.bib): the full
+    width at half maximum (FWHM) of the autocorrelation of the image inside
+    the brain (the head ellipse shrunk to 80 %), along the
     columns (axial, the beam direction of a convex probe near the image
     centre) and the rows (lateral). `grain_*_mm` is measured after a
     high-pass (the image minus a Gaussian blur of sigma `HIGHPASS_MM`) so

@@ -1,6 +1,7 @@
 """Realism statistics (fbjax.data.realism) against analytic cases."""
 
 import math
+import os
 
 import cv2
 import numpy as np
@@ -84,3 +85,39 @@ def test_emd_and_terciles():
 def test_empty_mask_is_a_clear_error():
   with pytest.raises(ValueError, match="no region"):
     realism.measure(np.zeros((40, 40), np.uint8), np.zeros((40, 40), np.uint8), 0.2)
+
+
+def _benchmark():
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).parents[1] / "benchmarks" / "phantom.py"
+  spec = importlib.util.spec_from_file_location("phantom_benchmark", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+REAL = os.environ.get("FBJAX_REAL_DATA")
+
+
+@pytest.mark.skipif(not REAL, reason="FBJAX_REAL_DATA not set")
+def test_realism_table_tuning_and_held_out_halves_by_patient():
+  bench = _benchmark()
+  tune, held = bench.hc18_subset(REAL, "tune"), bench.hc18_subset(REAL, "held_out")
+  assert len(tune) + len(held) == 798
+  groups = lambda items: {bench.hc18_group(it[0]) for it in items}  # noqa: E731
+  assert not groups(tune) & groups(held)
+  assert 0.4 < len(tune) / 798 < 0.6
+  assert not set(bench.TUNE_SEEDS) & set(bench.HELD_OUT_SEEDS)
+  t = bench.realism_table(REAL, "held_out", num_native=2, num_256=4, hc18_limit=6)
+  for name in ("native", "256"):
+    rows = t[name]["by_tercile"]
+    assert rows["all"]["phantom"]["n"] == (2 if name == "native" else 4)
+    assert rows["all"]["hc18"]["n"] == t["hc18_images"] >= 6
+    r = rows["all"]
+    assert r["ratio"]["grey_mean"] == pytest.approx(
+        r["phantom"]["grey_mean"] / r["hc18"]["grey_mean"])
+    assert t[name]["worst_rel_dev"] >= r["worst_rel_dev"] >= 0
+  # the 256-px HC18 images have the phantom's 256-px spacing: 800 / 256 times HC18's
+  assert t["256"]["by_tercile"]["all"]["hc18"]["spacing_mm"] == pytest.approx(
+      t["native"]["by_tercile"]["all"]["hc18"]["spacing_mm"] * 800 / 256, rel=0.02)

@@ -208,3 +208,22 @@ def test_clean_is_the_expectation_of_the_image():
   # the average is k times less noisy than one image (to within the clipping)
   one = np.abs(runs[0]["image"] - clean)[inside].mean()
   assert np.abs(avg - clean)[inside].mean() < 0.35 * one
+
+
+def test_image_formation_settings_leave_the_truth_unchanged(monkeypatch):
+  # the realism settings (PSF, skull echogenicity, display level) change the
+  # image only: masks, labels and measurements of every (seed, index) stay
+  # those of the previous settings, and the image itself does change
+  new = [phantom.simulate(3, i, size=96) for i in range(4)]
+  for name, value in (("PSF_AXIAL_MM", (0.48, 0.68)), ("PSF_LATERAL_MM", (1.3, 2.0)),
+                      ("TOP_DB_OFFSET", 0.0), ("SKULL_DB", (17.0, 23.0)),
+                      ("PSF_LATERAL_FOV_EXPONENT", 0.0)):
+    monkeypatch.setattr(phantom, name, value)
+  old = [phantom.simulate(3, i, size=96) for i in range(4)]
+  for a, b in zip(new, old, strict=True):
+    for k in ("head_mask", "skull_mask", "brain_mask"):
+      np.testing.assert_array_equal(a[k], b[k])
+    for k in ("plane", "condition", "hc_mm", "bpd_mm", "ofd_mm", "ga_weeks", "pixel_spacing_mm",
+              "group", "id"):
+      assert a[k] == b[k], k
+    assert np.abs(a["clean"].astype(int) - b["clean"]).mean() > 1.0

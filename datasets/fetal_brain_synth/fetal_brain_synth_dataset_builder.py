@@ -71,11 +71,15 @@ def unlabelled_example(args: tuple) -> tuple[str, dict]:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """The fbjax fetal head phantom (B-mode simulation with full ground truth)."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("1.3.0")
   RELEASE_NOTES = {"1.0.0": "First release: TT/TC/TV (+ other) planes, 11 conditions.",
                    "1.1.0": "The unlabelled split keeps pixel_spacing_mm (metadata, not a label).",
                    "1.2.0": "Feature pixel_aspect (1); each group's split checked against "
-                            "fbjax.data.splits."}
+                            "fbjax.data.splits.",
+                   "1.3.0": "Image formation matched to HC18 by head-size tercile at 800 and "
+                            "256 px: narrower axial PSF, lateral PSF scaled with the field of "
+                            "view, less echogenic skull, darker display. Anatomy, masks, labels "
+                            "and measurements unchanged."}
   BUILDER_CONFIGS = [
       PhantomConfig(name="tiny", description="64 px, 132/33/33 + 16 unlabelled (unit tests)",
                     size=64, num_train=132, num_validation=33, num_test=33, num_unlabelled=16),

@@ -74,19 +74,14 @@ def _apply_preset():
 
 
 def make_config(variant: str):
-  from configs import autoencoder
+  from configs import autoencoder, common
 
   c = autoencoder.get_config(f"variant={variant},data={_DATA.value}")
-  c.data.size = (_SIZE.value, _SIZE.value)
-  c.data.read_threads = _READ_THREADS.value
-  c.data.worker_count = _WORKERS.value
-  c.data.cache = _CACHE.value
-  if c.data.name != "toy" and c.data.name != "fetal_brain_synth":
-    manual = _MANUAL_DIR.value or os.environ.get("FBJAX_REAL_DATA") or str(
-        REPO.parent / "shared" / "data")
-    c.data.manual_dir = manual
-  if _DATA_DIR.value:
-    c.data.data_dir = _DATA_DIR.value
+  common.benchmark_data(c.data, size=_SIZE.value, read_threads=_READ_THREADS.value,
+                        worker_count=_WORKERS.value, cache=_CACHE.value,
+                        manual_dir=_MANUAL_DIR.value or os.environ.get("FBJAX_REAL_DATA")
+                        or str(REPO.parent / "shared" / "data"),
+                        data_dir=_DATA_DIR.value)
   c.num_epochs = _EPOCHS.value
   c.batch_size = _BATCH.value
   c.eval_batch_size = _BATCH.value

@@ -64,19 +64,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def make_config(augment_on: str):
-  from configs import autoencoder
+  from configs import autoencoder, common
 
   c = autoencoder.get_config(f"variant={_VARIANT.value},data={_DATA.value}")
-  c.data.size = (_SIZE.value, _SIZE.value)
-  c.data.read_threads = _READ_THREADS.value
-  c.data.worker_count = _WORKERS.value
-  c.data.cache = _CACHE.value
+  root = os.environ.get("FBJAX_REAL_DATA") or str(REPO.parent / "shared" / "data")
+  common.benchmark_data(c.data, size=_SIZE.value, read_threads=_READ_THREADS.value,
+                        worker_count=_WORKERS.value, cache=_CACHE.value,
+                        manual_dir=_MANUAL_DIR.value or str(pathlib.Path(root) / c.data.name),
+                        data_dir=_DATA_DIR.value)
   c.data.augment_on = augment_on
-  if c.data.name not in ("toy", "fetal_brain_synth"):
-    root = os.environ.get("FBJAX_REAL_DATA") or str(REPO.parent / "shared" / "data")
-    c.data.manual_dir = _MANUAL_DIR.value or str(pathlib.Path(root) / c.data.name)
-  if _DATA_DIR.value:
-    c.data.data_dir = _DATA_DIR.value
   c.batch_size = _BATCH.value
   return c
 

@@ -73,6 +73,18 @@ def data(name: str, *, size=(224, 224), **overrides) -> ml_collections.ConfigDic
   return block
 
 
+def benchmark_data(block, *, size: int, read_threads: int, worker_count: int, cache: bool,
+                   manual_dir: str, data_dir: str) -> None:
+  """A benchmark's input options on `block` (in place): square `size`, reader threads and
+  workers, the decoded cache; `manual_dir` for a real data set, `data_dir` when given."""
+  block.size = (size, size)
+  block.update(read_threads=read_threads, worker_count=worker_count, cache=cache)
+  if block.name not in ("toy", "fetal_brain_synth"):
+    block.manual_dir = manual_dir
+  if data_dir:
+    block.data_dir = data_dir
+
+
 def base(arg) -> ml_collections.ConfigDict:
   """Fields every trainer reads; task configs fill in model and optimizer."""
   c = ml_collections.ConfigDict()

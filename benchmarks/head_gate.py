@@ -35,7 +35,6 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "datasets" / "hc18"))
 
 from fbjax import head_gate, predict  # noqa: E402
 from fbjax.data import splits  # noqa: E402
@@ -103,8 +102,10 @@ def negative(kind: str, rng: np.random.Generator, hw=(540, 800)) -> np.ndarray:
 
 def hc18_split(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
   """HC18 labelled image paths by split, by the builder's own scan and split rule."""
-  import hc18_dataset_builder as hc18  # noqa: PLC0415
+  from fbjax.data import builders  # noqa: PLC0415
 
+  # The builder module as fbjax imports it (once; tfds registers a builder per import).
+  hc18 = builders.builder_module("hc18")
   labelled, unlabelled = hc18.scan(root)
   split_of = splits.assign(i.group for i in labelled + unlabelled)
   out: dict[str, list[pathlib.Path]] = {}

@@ -10,6 +10,10 @@ Arguments (the part of `--config` after the colon, comma separated):
   variant=finetune  (default) the encoder is trained with the heads
   variant=frozen    the encoder is kept as initialised; only the heads learn
   size=N          the network grid N x N (default 128; demo 64)
+  input=aligned_head  the network sees the aligned head (`fbjax.align.aligned_head` of
+                  the original image, `config.align`), not the letterboxed image
+  seg_workdir=DIR a segmentation workdir: the head ellipse of images without a head mask
+                  (`config.align.seg_workdir`; FETAL_PLANES_DB, the abnormalities set)
   init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
                   and, trained on normal images only, it gives the anomaly score
   demo            phantom `small` at 64 px, CI-sized model: ~3 minutes on 2 CPU cores
@@ -70,9 +74,37 @@ def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
   return block
 
 
+# The aligned head's crop (the keyword arguments of `fbjax.align.aligned_head`) and
+# where the head ellipse comes from when an example has no ground-truth mask.
+ALIGN = dict(size=(96, 128), head_fraction=0.8, margin=0.08, seg_workdir="")
+INPUTS = ("image", "aligned_head")
+# On-device ultrasound augmentation of aligned heads (`fbjax.data.device_augment`):
+# mirror, small rotations, isotropic and anisotropic scale, depth gain, shadows,
+# speckle, gain and gamma. The other canonical orientation (180 degrees) is drawn by
+# the trainer (`config.rot180`).
+ALIGNED_AUGMENT = dict(flip_prob=0.5, max_rotate_deg=10.0, max_log_scale=0.08,
+                       max_log_aspect=0.08, max_depth_log_gain=0.3, shadow_prob=0.3,
+                       max_shadow_strength=0.6, max_speckle_sigma=0.25, max_log_gain=0.2,
+                       max_log_gamma=0.2)
+
+
+def set_input(c, kind: str, seg_workdir: str = "") -> None:
+  """`config.input` and what follows from it: the grid, augmentation and test-time averaging."""
+  if kind not in INPUTS:
+    raise KeyError(f"unknown input {kind!r}; expected one of {INPUTS}")
+  c.input = kind
+  c.align = ml_collections.ConfigDict(dict(ALIGN, seg_workdir=seg_workdir))
+  if kind == "aligned_head":
+    c.image_size = tuple(c.align.size)
+    c.augment_on = "device"
+    c.augment_params = dict(ALIGNED_AUGMENT)
+    c.rot180 = True        # training draws either canonical orientation
+    c.eval_rot180 = True   # evaluation averages both (mean of probabilities)
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, variant="finetune", runlocal=False, demo=False, data="phantom",
-                         init_from="", size=0)
+                         init_from="", size=0, input="image", seg_workdir="")
   if arg.variant not in VARIANTS:
     raise KeyError(f"unknown variant {arg.variant!r}; expected one of {VARIANTS}")
   if arg.data not in ("phantom", "real", "mix"):
@@ -129,6 +161,10 @@ def get_config(arg=None):
                    max_fit_images=2000)
   c.decision_specificity = 0.95  # abnormal-head threshold, on normal validation images
   c.num_images = 8
+  c.input = "image"
+  c.align = ml_collections.ConfigDict(dict(ALIGN, seg_workdir=arg.seg_workdir))
+  c.rot180 = False
+  c.eval_rot180 = False
 
   if arg.data == "phantom":
     # Plenty of labelled images, no label noise: faster, unregularised (measured on the
@@ -180,6 +216,10 @@ def get_config(arg=None):
     c.num_epochs = 2
   if arg.size:
     c.image_size = (int(arg.size), int(arg.size))
+  if arg.input != "image":
+    set_input(c, arg.input, arg.seg_workdir)
+    if arg.runlocal:
+      c.align.size = c.image_size = (24, 32)
   for s in c.sources.values():
     s.size = tuple(c.image_size)   # the trainer reads every source at `image_size`
   return c

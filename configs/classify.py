@@ -9,6 +9,9 @@ Arguments (the part of `--config` after the colon, comma separated):
   data=mix        both, with the per-source weights of `config.sources.*.weight`
   variant=finetune  (default) the encoder is trained with the heads
   variant=frozen    the encoder is kept as initialised; only the heads learn
+  variant=pretrain  no heads: an autoencoder on every image of every source (labelled or
+                  not, normal or not, HC18's test images too, and the phantom): the
+                  encoder that `init_from` then fine-tunes
   size=N          the network grid N x N (default 128; demo 64)
   input=aligned_head  the network sees the aligned head (`fbjax.align.aligned_head` of
                   the original image, `config.align`), not the letterboxed image
@@ -61,7 +64,7 @@ from fbjax.data import labels
 REAL_CONDITIONS = tuple(c for c in labels.CONDITIONS if c not in (
     "microcephaly", "absent_csp"))
 TASKS = ("plane", "abnormal", "condition")
-VARIANTS = ("finetune", "frozen", "autoencoder")
+VARIANTS = ("finetune", "frozen", "autoencoder", "pretrain")
 
 
 def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
@@ -125,7 +128,8 @@ def get_config(arg=None):
                               evaluate=use_phantom)
   c.sources.fba = _source("fetal_brain_abnormalities", size, weight=0.6 if use_real else 0.0,
                           evaluate=use_real, real=real)
-  c.sources.fpdb = _source("fetal_planes_db", size, weight=0.15 if use_real else 0.0,
+  c.sources.fpdb = _source("fetal_planes_db:brain_combined", size,
+                           weight=0.15 if use_real else 0.0,
                            tasks=("plane",), evaluate=use_real, real=real)
   c.sources.hc18 = _source("hc18", size, weight=0.25 if use_real else 0.0,
                            tasks=("abnormal", "condition"), evaluate=use_real, real=real,
@@ -189,6 +193,21 @@ def get_config(arg=None):
           else ""
       s.tasks = ()
     c.anomaly.ae_workdir = "none"
+  if arg.variant == "pretrain":
+    # Representation learning on every image, labelled or not, normal or not: the
+    # reconstruction-only autoencoder over all real sources (HC18's unlabelled test
+    # images too) and the phantom, each source its share of an epoch. Its encoder
+    # initialises the heads (`init_from`).
+    c.tasks = ()
+    c.loss.recon = 1.0
+    c.class_weighting = "none"
+    c.anomaly.ae_workdir = "none"
+    shares = {"phantom": 0.25, "fba": 0.35, "fpdb": 0.15, "hc18": 0.25}
+    for name, s in c.sources.items():
+      s.tasks = ()
+      s.weight = shares[name]
+      s.where = ""
+    c.sources.hc18.train_split = "train+test"
 
   if arg.demo:
     # The main job's size: 64 px phantom, a small encoder; ~3 minutes on 2 CPU cores
@@ -225,9 +244,30 @@ def get_config(arg=None):
   return c
 
 
-def sweep():
-  """Frozen vs fine-tuned x class weighting x joint reconstruction x learning rate."""
+# Where `sweep()` expects the pretrained encoders (variant=pretrain, one per input):
+#   python -m launch.train --config configs/classify.py:data=real,variant=pretrain \
+#       --workdir $FBJAX_PRETRAIN_DIR/image
+#   python -m launch.train --config \
+#       configs/classify.py:data=real,variant=pretrain,input=aligned_head,seg_workdir=SEG \
+#       --workdir $FBJAX_PRETRAIN_DIR/aligned_head
+PRETRAIN_DIR = os.environ.get("FBJAX_PRETRAIN_DIR", os.path.expanduser("~/runs/cls_pretrain"))
+
+
+def ablation(seg_workdir: str = "") -> list[dict]:
+  """From scratch vs pretrained x whole image vs aligned head (all real data)."""
   runs = []
+  for kind in INPUTS:
+    arg = f"data=real,input={kind}" + (f",seg_workdir={seg_workdir}"
+                                       if kind == "aligned_head" and seg_workdir else "")
+    runs.append({"arg": arg})
+    runs.append({"arg": f"{arg},init_from={os.path.join(PRETRAIN_DIR, kind)}"})
+  return runs
+
+
+def sweep():
+  """The input / pretraining ablation; frozen vs fine-tuned x class weighting x joint
+  reconstruction x learning rate."""
+  runs = ablation(os.environ.get("FBJAX_SEG_WORKDIR", ""))
   for variant in ("finetune", "frozen"):
     for weighting in ("none", "inverse_sqrt", "inverse"):
       runs.append({"arg": f"data=real,variant={variant}", "class_weighting": weighting})

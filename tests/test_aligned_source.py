@@ -157,3 +157,19 @@ def test_trainer_on_aligned_heads_records_input_and_calibration(tmp_path):
   assert clf.size == (24, 32)
   out = clf.make_predict()(np.zeros((3, 24, 32), np.float32))
   assert out["plane"].shape == (3, 4)
+
+
+def test_pretrain_variant_and_ablation_sweep():
+  c = classify_config.get_config("data=real,variant=pretrain")
+  assert c.tasks == () and c.loss.recon == 1.0
+  assert all(b.weight > 0 and b.where == "" for b in c.sources.values())
+  assert c.sources.hc18.train_split == "train+test"
+  assert c.sources.fpdb.config == "brain_combined"
+  runs = classify_config.ablation("/seg")
+  args = [r["arg"] for r in runs]
+  assert len(runs) == 4 and sum("init_from=" in a for a in args) == 2
+  assert sum("input=aligned_head,seg_workdir=/seg" in a for a in args) == 2
+  for r in runs:   # every entry is a valid config
+    cfg = classify_config.get_config(r["arg"])
+    assert cfg.input in ("image", "aligned_head")
+    assert not cfg.init_from or cfg.init_from.endswith(cfg.input)

@@ -275,6 +275,28 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   return out
 
 
+def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
+  """The first aligned crops of each real source's training split, with their ids."""
+  import cv2
+
+  from fbjax import plots
+  from fbjax.data import sources
+
+  tiles, texts, counts = [], [], {}
+  for name in ("fpdb", "fba", "hc18"):
+    block = sources.with_input(config.sources[name], config)
+    src = sources.block_source(block, block.train_split, masked=False)
+    counts[name] = src.head_counts
+    step = max(1, len(src) // per_source)
+    for i in range(0, min(len(src), step * per_source), step):
+      ex = src[i]
+      tiles.append(ex["image"][..., 0])
+      texts.append(f"{name} {str(ex['id'])[-18:]}")
+  grid = plots.label_grid(tiles, texts, columns=8, thumb=128)
+  cv2.imwrite(str(out_png), grid[..., ::-1])
+  return counts
+
+
 def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
              num_occlusion: int = 12) -> dict:
   from fbjax.trainers import classify
@@ -284,6 +306,9 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
   result = {"setup": {"align_size": [96, 128], "encoder": "resnet 16/32/64", "steps": steps,
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
                       "orientations"}}
+  result["contact_sheet_counts"] = contact_sheet(
+      run_config("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
+      out_dir / "aligned_crops_train.png")
   for run in runs:
     c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps)
     w = str(out_dir / run)

@@ -12,6 +12,9 @@ Also `benchmarks/classify.py --stages=aligned` (same flags). Every split is by g
                standard plane): does HC18 help as TT examples?
   abnormal     abnormal + condition heads on the abnormalities set, HC18 as
                further normals, aligned heads
+  RUN+pretrained  RUN with the encoder initialised from `pretrain`: the autoencoder
+               of `configs/classify.py:variant=pretrain` on the aligned heads of every
+               real image and the phantom (`--pretrain_steps`), trained once
 
 Per run on the test split: macro-F1 (planes: over TT/TC/TV/other and over TT/TC/TV),
 per-class F1, confusion matrix PNG, ECE before and after the temperature fitted on
@@ -41,11 +44,16 @@ TT = 0
 BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's semi-axes
 
 
-def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128)):
+def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
+               init_from: str = ""):
   from configs import classify as classify_config
   from configs import common
 
-  c = classify_config.get_config(f"data=real,input=aligned_head,seg_workdir={seg}")
+  run = run.removesuffix("+pretrained")
+  variant = "pretrain" if run == "pretrain" else "finetune"
+  c = classify_config.get_config(f"data=real,input=aligned_head,seg_workdir={seg},"
+                                 f"variant={variant}")
+  c.init_from = init_from
   c.real_data = real
   c.align.size = tuple(size)
   c.image_size = tuple(size)
@@ -64,6 +72,9 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
   for b in c.sources.values():
     b.data_dir = data_dir
     b.size = tuple(size)
+  if run == "pretrain":
+    c.sources.fpdb.update(weight=0.15, tasks=(), where="")
+    return c
   if run.startswith("planes"):
     c.tasks = ("plane",)
     c.sources.fpdb.update(weight=0.6, eval=True)
@@ -280,7 +291,7 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
   import cv2
 
   from fbjax import plots
-  from fbjax.data import sources
+  from fbjax.data import aligned, sources
 
   tiles, texts, counts = [], [], {}
   for name in ("fpdb", "fba", "hc18"):
@@ -291,32 +302,42 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
     for i in range(0, min(len(src), step * per_source), step):
       ex = src[i]
       tiles.append(ex["image"][..., 0])
-      texts.append(f"{name} {str(ex['id'])[-18:]}")
+      texts.append(f"{name} {aligned._ident(ex)[-18:]}")
   grid = plots.label_grid(tiles, texts, columns=8, thumb=128)
   cv2.imwrite(str(out_png), grid[..., ::-1])
   return counts
 
 
 def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
-             num_occlusion: int = 12) -> dict:
+             num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True) -> dict:
   from fbjax.trainers import classify
 
   out_dir = pathlib.Path(workdir)
   out_dir.mkdir(parents=True, exist_ok=True)
+  tag = "_".join(r.replace("+", "_") for r in runs)
   result = {"setup": {"align_size": [96, 128], "encoder": "resnet 16/32/64", "steps": steps,
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
                       "orientations"}}
-  result["contact_sheet_counts"] = contact_sheet(
-      run_config("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
-      out_dir / "aligned_crops_train.png")
+  if sheet:
+    result["contact_sheet_counts"] = contact_sheet(
+        run_config("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
+        out_dir / "aligned_crops_train.png")
+  pre = str(out_dir / "pretrain")
+  if any(r.endswith("+pretrained") for r in runs) and not (pathlib.Path(pre) /
+                                                            "complete.json").exists():
+    t = time.time()
+    classify.train_and_evaluate(run_config("pretrain", real=real, seg=seg, data_dir=data_dir,
+                                           steps=pretrain_steps), pre)
+    result["pretrain"] = {"steps": pretrain_steps, "seconds": time.time() - t}
   for run in runs:
-    c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps)
+    c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps,
+                   init_from=pre if run.endswith("+pretrained") else "")
     w = str(out_dir / run)
     t = time.time()
     classify.train_and_evaluate(c, w)
     result[run] = evaluate_run(run, w, c, out_dir, num_occlusion)
     result[run]["train_eval_seconds"] = time.time() - t
-    (out_dir / "aligned.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (out_dir / f"aligned_{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
   return result
 
 
@@ -331,8 +352,11 @@ if __name__ == "__main__":
   ap.add_argument("--steps", type=int, default=600)
   ap.add_argument("--runs", default=",".join(RUNS))
   ap.add_argument("--num_occlusion", type=int, default=12)
+  ap.add_argument("--pretrain_steps", type=int, default=300)
+  ap.add_argument("--no_sheet", action="store_true")
   a = ap.parse_args()
   r = main_run(real=os.path.abspath(a.real_data), seg=os.path.abspath(a.seg_workdir),
                data_dir=a.data_dir, workdir=a.workdir, steps=a.steps,
-               runs=a.runs.split(","), num_occlusion=a.num_occlusion)
+               runs=a.runs.split(","), num_occlusion=a.num_occlusion,
+               pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet)
   print(json.dumps(r, indent=1, default=float))

@@ -21,7 +21,7 @@ Where the head ellipse comes from, per example:
                implausible ellipse (`usable`). Such examples are left out of
                the source and counted (`head_counts["no_head"]`).
 
-The ellipses of one (data set, config, split, selection, segmenter checkpoint)
+The ellipses of one (data set, config, split, examples, segmenter checkpoint)
 are computed once and cached as `.npz` under the block's data_dir
 (`<data_dir>/fbjax_ellipses/`), keyed by a hash of all of these and of the
 example ids, so a new segmenter checkpoint or another split never reuses a
@@ -150,9 +150,10 @@ def compute_ellipses(source, seg_workdir: str = "") -> tuple[np.ndarray, np.ndar
 
 
 def cache_key(block, split: str, ids: list[str], seg_workdir: str) -> str:
+  """Data set, builder config, split, raw folder, segmenter checkpoint and the example ids
+  (which say which examples a label selection kept; labels do not change an ellipse)."""
   parts = {"name": block.name, "config": block.get("config", ""), "split": split,
            "manual_dir": os.path.realpath(block.manual_dir) if block.get("manual_dir") else "",
-           "where": block.get("where", ""), "label_defaults": block.get("label_defaults", ""),
            "segmenter": checkpoint_identity(seg_workdir) if seg_workdir else "",
            "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}
   return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -176,3 +176,22 @@ def test_pretrain_variant_and_ablation_sweep():
     cfg = classify_config.get_config(r["arg"])
     assert cfg.input in ("image", "aligned_head")
     assert not cfg.init_from or cfg.init_from.endswith(cfg.input)
+
+
+def test_block_source_reads_aligned_heads_through_the_config(tmp_path, monkeypatch):
+  monkeypatch.setenv("FBJAX_DATA_DIR", str(tmp_path))
+  c = classify_util.tiny_config(size=(32, 32))
+  classify_config.set_input(c, "aligned_head")
+  c.align.size = (24, 32)
+  block = sources.with_input(c.sources.phantom, c)
+  assert block.input == "aligned_head" and tuple(block.align.size) == (24, 32)
+  assert "input" not in c.sources.phantom          # the config's own block is unchanged
+  src = sources.block_source(block, "validation")
+  assert src.head_counts["total"] == len(src) + src.head_counts["no_head"]
+  assert src[0]["image"].shape == (24, 32, 1)
+  assert list(tmp_path.glob("fbjax_ellipses/toy_*_validation_*.npz"))
+  plain = sources.with_input(c.sources.phantom, classify_util.tiny_config())
+  assert plain is c.sources.phantom
+  bad = ml_collections.ConfigDict(dict(block.to_dict(), input="crop"))
+  with pytest.raises(ValueError, match="input='crop'"):
+    sources.block_source(bad, "validation")

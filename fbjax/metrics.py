@@ -305,7 +305,7 @@ def classification_summary(labels, probs, class_names=None) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# Calibration: temperature scaling (Guo et al. 2017)
+# Calibration: temperature scaling (Guo et al. 2017, guo2017calibration in CITATIONS.bib)
 # ---------------------------------------------------------------------------
 
 

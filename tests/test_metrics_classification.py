@@ -137,11 +137,11 @@ def test_fit_temperature_recovers_the_generating_temperature():
 
 
 def test_reliability_bins_count_and_average():
-  p = np.array([[0.95, 0.05], [0.85, 0.15], [0.38, 0.62], [0.55, 0.45]])
+  p = np.array([[0.95, 0.05], [0.85, 0.15], [0.42, 0.58], [0.55, 0.45]])
   y = np.array([0, 1, 1, 0])
   r = metrics.reliability(p, y, num_bins=5)
-  assert r["count"] == [0, 0, 2, 0, 2]        # confidences 0.62, 0.55 | 0.95, 0.85
-  assert r["confidence"][2] == pytest.approx(0.585)
+  assert r["count"] == [0, 0, 2, 0, 2]        # confidences 0.58, 0.55 | 0.95, 0.85
+  assert r["confidence"][2] == pytest.approx(0.565)
   assert r["confidence"][4] == pytest.approx(0.9)
   assert r["accuracy"][2] == 1.0 and r["accuracy"][4] == 0.5
   assert math.isnan(r["accuracy"][0])

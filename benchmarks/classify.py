@@ -20,6 +20,9 @@ Stages (`--stages`, comma separated; default all). Every split is by group
             false-positive rate on unseen HC18 screening images; occlusion maps (share of
             the evidence on the head vs in the image border); planes on the real labelled
             test images (FETAL_PLANES_DB + the abnormalities set's normal images)
+  aligned   the aligned head as the classifier's input (`benchmarks/classify_aligned.py`,
+            needs --seg_workdir): real planes, normal vs abnormal, condition, calibration,
+            occlusion inside the brain, each beside the thumbnail shortcut
   speed     the whole predict pipeline (read, enhance, segment + ellipse, classify,
             anomaly score, CSV, overlays) over the phantom's 2,949 unlabelled images:
             images/s with the batch size used, and batch-1 latency per image
@@ -603,6 +606,16 @@ def main(argv):
                                          ae_w)
     timing["cls_real_s"] = train_classify("data=real", s, s["steps"][3], ae_w, cls_w)
     result["real"] = eval_real(cls_w, out)
+  if "aligned" in _STAGES.value:
+    # The aligned head as the input (benchmarks/classify_aligned.py): needs --seg_workdir.
+    from benchmarks import classify_aligned
+
+    if not _SEG.value:
+      raise ValueError("the aligned stage needs --seg_workdir (head ellipses of FETAL_PLANES_DB "
+                       "and the abnormalities set)")
+    result["aligned"] = classify_aligned.main_run(
+        real=os.path.abspath(_REAL.value), seg=os.path.abspath(_SEG.value),
+        data_dir=_DATA_DIR.value, workdir=str(out / "aligned"), steps=s["steps"][3])
   if "speed" in _STAGES.value:
     cls_w = str(out / "cls_phantom")
     if not (pathlib.Path(cls_w) / "config.json").exists():

@@ -9,7 +9,14 @@ Arguments (the part of `--config` after the colon, comma separated):
   data=mix        both, with the per-source weights of `config.sources.*.weight`
   variant=finetune  (default) the encoder is trained with the heads
   variant=frozen    the encoder is kept as initialised; only the heads learn
+  variant=pretrain  no heads: an autoencoder on every image of every source (labelled or
+                  not, normal or not, HC18's test images too, and the phantom): the
+                  encoder that `init_from` then fine-tunes
   size=N          the network grid N x N (default 128; demo 64)
+  input=aligned_head  the network sees the aligned head (`fbjax.align.aligned_head` of
+                  the original image, `config.align`), not the letterboxed image
+  seg_workdir=DIR a segmentation workdir: the head ellipse of images without a head mask
+                  (`config.align.seg_workdir`; FETAL_PLANES_DB, the abnormalities set)
   init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
                   and, trained on normal images only, it gives the anomaly score
   demo            phantom `small` at 64 px, CI-sized model: ~3 minutes on 2 CPU cores
@@ -57,7 +64,7 @@ from fbjax.data import labels
 REAL_CONDITIONS = tuple(c for c in labels.CONDITIONS if c not in (
     "microcephaly", "absent_csp"))
 TASKS = ("plane", "abnormal", "condition")
-VARIANTS = ("finetune", "frozen", "autoencoder")
+VARIANTS = ("finetune", "frozen", "autoencoder", "pretrain")
 
 
 def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
@@ -70,9 +77,37 @@ def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
   return block
 
 
+# The aligned head's crop (the keyword arguments of `fbjax.align.aligned_head`) and
+# where the head ellipse comes from when an example has no ground-truth mask.
+ALIGN = dict(size=(96, 128), head_fraction=0.8, margin=0.08, seg_workdir="")
+INPUTS = ("image", "aligned_head")
+# On-device ultrasound augmentation of aligned heads (`fbjax.data.device_augment`):
+# mirror, small rotations, isotropic and anisotropic scale, depth gain, shadows,
+# speckle, gain and gamma. The other canonical orientation (180 degrees) is drawn by
+# the trainer (`config.rot180`).
+ALIGNED_AUGMENT = dict(flip_prob=0.5, max_rotate_deg=10.0, max_log_scale=0.08,
+                       max_log_aspect=0.08, max_depth_log_gain=0.3, shadow_prob=0.3,
+                       max_shadow_strength=0.6, max_speckle_sigma=0.25, max_log_gain=0.2,
+                       max_log_gamma=0.2)
+
+
+def set_input(c, kind: str, seg_workdir: str = "") -> None:
+  """`config.input` and what follows from it: the grid, augmentation and test-time averaging."""
+  if kind not in INPUTS:
+    raise KeyError(f"unknown input {kind!r}; expected one of {INPUTS}")
+  c.input = kind
+  c.align = ml_collections.ConfigDict(dict(ALIGN, seg_workdir=seg_workdir))
+  if kind == "aligned_head":
+    c.image_size = tuple(c.align.size)
+    c.augment_on = "device"
+    c.augment_params = dict(ALIGNED_AUGMENT)
+    c.rot180 = True        # training draws either canonical orientation
+    c.eval_rot180 = True   # evaluation averages both (mean of probabilities)
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, variant="finetune", runlocal=False, demo=False, data="phantom",
-                         init_from="", size=0)
+                         init_from="", size=0, input="image", seg_workdir="")
   if arg.variant not in VARIANTS:
     raise KeyError(f"unknown variant {arg.variant!r}; expected one of {VARIANTS}")
   if arg.data not in ("phantom", "real", "mix"):
@@ -93,7 +128,8 @@ def get_config(arg=None):
                               evaluate=use_phantom)
   c.sources.fba = _source("fetal_brain_abnormalities", size, weight=0.6 if use_real else 0.0,
                           evaluate=use_real, real=real)
-  c.sources.fpdb = _source("fetal_planes_db", size, weight=0.15 if use_real else 0.0,
+  c.sources.fpdb = _source("fetal_planes_db:brain_combined", size,
+                           weight=0.15 if use_real else 0.0,
                            tasks=("plane",), evaluate=use_real, real=real)
   c.sources.hc18 = _source("hc18", size, weight=0.25 if use_real else 0.0,
                            tasks=("abnormal", "condition"), evaluate=use_real, real=real,
@@ -129,6 +165,10 @@ def get_config(arg=None):
                    max_fit_images=2000)
   c.decision_specificity = 0.95  # abnormal-head threshold, on normal validation images
   c.num_images = 8
+  c.input = "image"
+  c.align = ml_collections.ConfigDict(dict(ALIGN, seg_workdir=arg.seg_workdir))
+  c.rot180 = False
+  c.eval_rot180 = False
 
   if arg.data == "phantom":
     # Plenty of labelled images, no label noise: faster, unregularised (measured on the
@@ -153,6 +193,21 @@ def get_config(arg=None):
           else ""
       s.tasks = ()
     c.anomaly.ae_workdir = "none"
+  if arg.variant == "pretrain":
+    # Representation learning on every image, labelled or not, normal or not: the
+    # reconstruction-only autoencoder over all real sources (HC18's unlabelled test
+    # images too) and the phantom, each source its share of an epoch. Its encoder
+    # initialises the heads (`init_from`).
+    c.tasks = ()
+    c.loss.recon = 1.0
+    c.class_weighting = "none"
+    c.anomaly.ae_workdir = "none"
+    shares = {"phantom": 0.25, "fba": 0.35, "fpdb": 0.15, "hc18": 0.25}
+    for name, s in c.sources.items():
+      s.tasks = ()
+      s.weight = shares[name]
+      s.where = ""
+    c.sources.hc18.train_split = "train+test"
 
   if arg.demo:
     # The main job's size: 64 px phantom, a small encoder; ~3 minutes on 2 CPU cores
@@ -180,14 +235,39 @@ def get_config(arg=None):
     c.num_epochs = 2
   if arg.size:
     c.image_size = (int(arg.size), int(arg.size))
+  if arg.input != "image":
+    set_input(c, arg.input, arg.seg_workdir)
+    if arg.runlocal:
+      c.align.size = c.image_size = (24, 32)
   for s in c.sources.values():
     s.size = tuple(c.image_size)   # the trainer reads every source at `image_size`
   return c
 
 
-def sweep():
-  """Frozen vs fine-tuned x class weighting x joint reconstruction x learning rate."""
+# Where `sweep()` expects the pretrained encoders (variant=pretrain, one per input):
+#   python -m launch.train --config configs/classify.py:data=real,variant=pretrain \
+#       --workdir $FBJAX_PRETRAIN_DIR/image
+#   python -m launch.train --config \
+#       configs/classify.py:data=real,variant=pretrain,input=aligned_head,seg_workdir=SEG \
+#       --workdir $FBJAX_PRETRAIN_DIR/aligned_head
+PRETRAIN_DIR = os.environ.get("FBJAX_PRETRAIN_DIR", os.path.expanduser("~/runs/cls_pretrain"))
+
+
+def ablation(seg_workdir: str = "") -> list[dict]:
+  """From scratch vs pretrained x whole image vs aligned head (all real data)."""
   runs = []
+  for kind in INPUTS:
+    arg = f"data=real,input={kind}" + (f",seg_workdir={seg_workdir}"
+                                       if kind == "aligned_head" and seg_workdir else "")
+    runs.append({"arg": arg})
+    runs.append({"arg": f"{arg},init_from={os.path.join(PRETRAIN_DIR, kind)}"})
+  return runs
+
+
+def sweep():
+  """The input / pretraining ablation; frozen vs fine-tuned x class weighting x joint
+  reconstruction x learning rate."""
+  runs = ablation(os.environ.get("FBJAX_SEG_WORKDIR", ""))
   for variant in ("finetune", "frozen"):
     for weighting in ("none", "inverse_sqrt", "inverse"):
       runs.append({"arg": f"data=real,variant={variant}", "class_weighting": weighting})

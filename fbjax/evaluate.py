@@ -113,7 +113,7 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
   model.config = config
   if model.kind == "classifier":
     names = [data] if data else [n for n, b in config.sources.items() if b.get("eval")]
-    blocks = {n: config.sources[n] for n in names}
+    blocks = {n: sources.with_input(config.sources[n], config) for n in names}
   else:
     names = [data or "data"]
     blocks = {n: config[n] for n in names}

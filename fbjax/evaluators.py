@@ -260,7 +260,8 @@ def abnormal_threshold(labels, probs, specificity: float) -> dict:
 def classification_fn(config, probs_fn):
   """(params, batch) -> probabilities per task, `label_<task>` (condition re-indexed to
   `config.condition_classes`), `_mask`; with `config.eval_flip`, probabilities averaged
-  with those of the left-right mirrored image (training flips, so both are in-distribution).
+  with those of the left-right mirrored image (training flips, so both are in-distribution);
+  with `config.eval_rot180`, with those of the image rotated by 180 degrees.
   """
   import jax.numpy as jnp  # noqa: PLC0415
 
@@ -268,12 +269,18 @@ def classification_fn(config, probs_fn):
 
   lookup = jnp.asarray(inference.condition_lookup(config.condition_classes))
   flip = bool(config.get("eval_flip", False))
+  rot180 = bool(config.get("eval_rot180", False))
 
   def fn(params, batch):
     out = probs_fn(params, batch["image"])
     if flip:
       mirrored = probs_fn(params, batch["image"][:, :, ::-1])
       out = {k: (v + mirrored[k]) / 2 if k != "features" else v for k, v in out.items()}
+    if rot180:
+      # The aligned head's other canonical orientation (`align.aligned_head(flip=True)`
+      # is the crop rotated by 180 degrees): the mean over both.
+      turned = probs_fn(params, batch["image"][:, ::-1, ::-1])
+      out = {k: (v + turned[k]) / 2 if k != "features" else v for k, v in out.items()}
     for t in CLASSIFY_KEYS[1:]:
       y = batch[t].astype(jnp.int32)
       if t == "condition":

@@ -302,3 +302,63 @@ def classification_summary(labels, probs, class_names=None) -> dict:
   if c == 2:
     out["auroc"] = float(ovr[1])
   return out
+
+
+# ---------------------------------------------------------------------------
+# Calibration: temperature scaling (Guo et al. 2017, guo2017calibration in CITATIONS.bib)
+# ---------------------------------------------------------------------------
+
+
+def apply_temperature(probs, temperature: float) -> np.ndarray:
+  """softmax(log(probs) / T): the probabilities of logits divided by T (rows of (N, C))."""
+  logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)) / float(temperature)
+  logp -= logp.max(axis=-1, keepdims=True)
+  e = np.exp(logp)
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def nll(probs, labels) -> float:
+  """Mean negative log-likelihood of the known labels (-1 left out)."""
+  y, p = _known(labels, np.asarray(probs, np.float64))
+  if not y.size:
+    return math.nan
+  return float(-np.mean(np.log(np.clip(p[np.arange(y.size), y], 1e-12, 1.0))))
+
+
+def fit_temperature(probs, labels, *, bounds=(0.05, 20.0)) -> float:
+  """The T > 0 that minimises the NLL of `apply_temperature(probs, T)` on known labels.
+
+  `probs` (N, C) are a model's (e.g. test-time averaged) probabilities, so
+  log(probs) play the logits' part. The NLL is convex in 1/T: a golden-section
+  search over log T within `bounds` (a grid first, so a flat end is found too).
+  NaN without a known label.
+  """
+  y, p = _known(labels, np.asarray(probs, np.float64))
+  if not y.size:
+    return math.nan
+  f = lambda lt: nll(apply_temperature(p, math.exp(lt)), y)  # noqa: E731
+  grid = np.linspace(math.log(bounds[0]), math.log(bounds[1]), 41)
+  k = int(np.argmin([f(v) for v in grid]))
+  lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+  g = (math.sqrt(5) - 1) / 2
+  for _ in range(40):
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    if f(a) < f(b):
+      hi = b
+    else:
+      lo = a
+  return float(math.exp((lo + hi) / 2))
+
+
+def reliability(probs, labels, num_bins: int = 10) -> dict:
+  """Per equal-width confidence bin: count, mean confidence and accuracy (a reliability
+  diagram's points; empty bins NaN)."""
+  y, p = _known(labels, np.asarray(probs, np.float64))
+  conf = p.max(axis=1) if y.size else np.zeros(0)
+  correct = (p.argmax(axis=1) == y).astype(np.float64) if y.size else np.zeros(0)
+  b = np.clip(np.ceil(conf * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+  n = np.bincount(b, minlength=num_bins).astype(np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return {"edges": np.linspace(0, 1, num_bins + 1).tolist(), "count": n.astype(int).tolist(),
+            "confidence": (np.bincount(b, conf, minlength=num_bins) / n).tolist(),
+            "accuracy": (np.bincount(b, correct, minlength=num_bins) / n).tolist()}

@@ -114,3 +114,34 @@ def test_classification_summary_fields():
   assert s["accuracy"] == pytest.approx(skm.accuracy_score(y, p.argmax(1)))
   assert s["per_class"]["b"]["auroc"] == pytest.approx(skm.roc_auc_score(y == 1, p[:, 1]))
   assert np.sum(s["confusion_matrix"]) == 200
+
+
+def test_fit_temperature_recovers_the_generating_temperature():
+  # Labels drawn from softmax(z / 2.5): the probabilities softmax(z) are over-confident
+  # by exactly T = 2.5, which the NLL fit must find.
+  rng = np.random.default_rng(0)
+  z = rng.normal(scale=4.0, size=(20000, 4))
+  true = np.exp(z / 2.5)
+  true /= true.sum(1, keepdims=True)
+  y = np.array([rng.choice(4, p=p) for p in true])
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  t = metrics.fit_temperature(p, y)
+  assert t == pytest.approx(2.5, rel=0.05)
+  q = metrics.apply_temperature(p, t)
+  np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-9)
+  np.testing.assert_allclose(metrics.apply_temperature(p, 1.0), p, atol=1e-9)
+  assert metrics.nll(q, y) < metrics.nll(p, y)
+  assert metrics.expected_calibration_error(q, y) < metrics.expected_calibration_error(p, y)
+  assert math.isnan(metrics.fit_temperature(p[:3], [-1, -1, -1]))
+
+
+def test_reliability_bins_count_and_average():
+  p = np.array([[0.95, 0.05], [0.85, 0.15], [0.42, 0.58], [0.55, 0.45]])
+  y = np.array([0, 1, 1, 0])
+  r = metrics.reliability(p, y, num_bins=5)
+  assert r["count"] == [0, 0, 2, 0, 2]        # confidences 0.58, 0.55 | 0.95, 0.85
+  assert r["confidence"][2] == pytest.approx(0.565)
+  assert r["confidence"][4] == pytest.approx(0.9)
+  assert r["accuracy"][2] == 1.0 and r["accuracy"][4] == 0.5
+  assert math.isnan(r["accuracy"][0])

@@ -21,6 +21,7 @@ measurements float): bright elliptical rings in speckle, deterministic from
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pathlib
@@ -254,13 +255,54 @@ def data_block(block):
   return out
 
 
+INPUTS = ("image", "aligned_head")
+
+
 def block_source(block, split: str, *, masked: bool = True):
   """The source of one config block's `split`: `get_source` of the block (its own
-  data_dir per manual_dir), labels outside `block.tasks` (if given) masked."""
+  data_dir per manual_dir), labels outside `block.tasks` (if given) masked.
+
+  With `block.input == "aligned_head"` every image is the aligned head of
+  `block.align` (`fbjax.data.aligned`; examples without a usable head are
+  left out and counted in the source's `head_counts`).
+  """
   src = get_source(data_block(block), split)
+  kind = block.get("input", "image")
+  if kind not in INPUTS:
+    raise ValueError(f"data block {block.name!r}: input={kind!r}; expected one of {INPUTS}")
+  if kind == "aligned_head":
+    from fbjax.data import aligned  # noqa: PLC0415
+
+    ell, kinds = aligned.block_ellipses(block, split, src)
+    src, counts = aligned.aligned_source(src, ell, block.align, kinds=kinds,
+                                         name=f"{block.name} {split}")
+    if counts["no_head"]:
+      logging.info("%s %s: %d of %d examples without a usable head ellipse, left out",
+                   block.name, split, counts["no_head"], counts["total"])
+  head_counts = getattr(src, "head_counts", None)
   if masked and block.get("tasks") is not None:
     src = TaskMask(src, tuple(block.tasks))
+    if head_counts is not None:
+      src.head_counts = head_counts
   return src
+
+
+def with_input(block, config):
+  """`block` with the model's input (`config.input`, `config.align`) when the config has one.
+
+  A classifier's (or autoencoder's) input is a property of the model, not of
+  each data set: every block it reads takes it over.
+  """
+  kind = config.get("input", "image")
+  if kind == block.get("input", "image") and kind == "image":
+    return block
+  import ml_collections  # noqa: PLC0415
+
+  out = ml_collections.ConfigDict(block.to_dict())
+  out.input = kind
+  if kind == "aligned_head":
+    out.align = ml_collections.ConfigDict(config.align.to_dict())
+  return out
 
 
 def mixture(blocks: dict, weights=None, split_key: str = "train_split"):

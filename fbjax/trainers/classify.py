@@ -55,8 +55,9 @@ KEYS = evaluators.CLASSIFY_KEYS
 
 
 def source_blocks(config, *, train: bool) -> dict:
-  """{name: block} of the sources trained on (weight > 0) or evaluated on."""
-  out = {n: b for n, b in config.sources.items()
+  """{name: block} of the sources trained on (weight > 0) or evaluated on, each with
+  the model's input (`config.input`, `config.align`: `sources.with_input`)."""
+  out = {n: sources.with_input(b, config) for n, b in config.sources.items()
          if ((b.weight > 0) if train else b.get("eval", False))}
   if not out:
     raise ValueError("no source is " + ("trained on (every weight is 0)" if train
@@ -99,6 +100,27 @@ def resolve_init(config) -> dict | None:
     config.model.ae = ae.model
     config.enhance = ml_collections.ConfigDict(ae.enhance)
   return {"encoder": ae.params["encoder"], "decoder": ae.params["decoder"]}
+
+
+def resolve_input(config) -> None:
+  """Checks `config.input`; the aligned head's grid is `config.align.size` (in place)."""
+  kind = config.get("input", "image")
+  if kind not in sources.INPUTS:
+    raise ValueError(f"config.input={kind!r}; expected one of {sources.INPUTS}")
+  if kind == "aligned_head":
+    size = tuple(int(v) for v in config.align.size)
+    if tuple(config.image_size) != size:
+      tracking.log(f"image_size {tuple(config.image_size)} -> {size}: the aligned head's size")
+      with config.unlocked():
+        config.image_size = size
+
+
+def rot180_fn(rng, batch):
+  """Each example's image rotated by 180 degrees with probability 1/2 (the aligned head's
+  other canonical orientation), inside the jitted step."""
+  x = batch["image"]
+  turn = jax.random.bernoulli(rng, 0.5, (x.shape[0],))
+  return {**batch, "image": jnp.where(turn[:, None, None], x[:, ::-1, ::-1], x)}
 
 
 def make_tx(config, schedule):
@@ -156,12 +178,21 @@ def _caption(config, probs: dict, i: int) -> str:
 
 
 def evaluate(run, eval_fn, params, val_sources: dict, step: int):
-  """Validation rows and plots per source; the pooled abnormal (labels, probabilities)."""
-  config, row, pooled = run.config, {}, {"y": [], "p": []}
+  """Validation rows and plots per source; for `finish`: the abnormal (labels,
+  probabilities) pooled and per source, and every task's (labels, probabilities)."""
+  config, row, pooled = run.config, {}, {"y": [], "p": [], "source": []}
   names = {t: inference.class_names(config, t) for t in config.tasks}
+  for t in config.tasks:
+    pooled[f"label_{t}"], pooled[t] = [], []
   for name, src in val_sources.items():
     res = evaluators.predictions(run, eval_fn, params, src)
     part, summaries = evaluators.classification(res, names, name)
+    counts = getattr(src, "head_counts", None)
+    if counts:
+      part[f"val/{name}/no_head"] = float(counts["no_head"])
+    for t in config.tasks:
+      pooled[f"label_{t}"].append(res[f"label_{t}"])
+      pooled[t].append(res[t])
     row.update(part)
     for t, s in summaries.items():
       pre = f"val/{name}/{t}"
@@ -173,6 +204,7 @@ def evaluate(run, eval_fn, params, val_sources: dict, step: int):
     if "abnormal" in names:
       pooled["y"].append(res["label_abnormal"])
       pooled["p"].append(res["abnormal"][:, 1])
+      pooled["source"].append(np.full(len(res["abnormal"]), name, dtype=object))
     k = min(config.num_images, len(res["label_plane"]))
     if k:
       imgs = list(next(iter(evaluators.host_batches(
@@ -183,15 +215,43 @@ def evaluate(run, eval_fn, params, val_sources: dict, step: int):
   return row, {k: np.concatenate(v) for k, v in pooled.items() if v}
 
 
+def write_calibration(run, pooled: dict, step: int) -> None:
+  """`calibration.json`: per task the temperature fitted on the validation images
+  (`metrics.fit_temperature` of the test-time averaged probabilities) and the
+  validation NLL / ECE before and after; `metrics.apply_temperature` applies it."""
+  out = {"step": int(step), "tasks": {}}
+  for t in run.config.tasks:
+    if t not in pooled or not np.any(pooled[f"label_{t}"] >= 0):
+      continue
+    y, p = pooled[f"label_{t}"], pooled[t]
+    temp = metrics.fit_temperature(p, y)
+    q = metrics.apply_temperature(p, temp)
+    out["tasks"][t] = {"temperature": temp, "n": int(np.sum(y >= 0)),
+                       "nll": metrics.nll(p, y), "nll_calibrated": metrics.nll(q, y),
+                       "ece": metrics.expected_calibration_error(p, y),
+                       "ece_calibrated": metrics.expected_calibration_error(q, y)}
+    tracking.log(f"{t}: temperature {temp:.3f}, validation ECE "
+                 f"{out['tasks'][t]['ece']:.3f} -> {out['tasks'][t]['ece_calibrated']:.3f}")
+  with open(f"{run.workdir}/calibration.json", "w") as f:
+    json.dump(out, f, indent=1)
+
+
 def finish(run, params, step: int, pooled: dict) -> None:
   """The final checkpoint's artefacts: `decision.json` and the anomaly model."""
   config = run.config
   if not run.is_main:
     return
-  if pooled:
-    d = evaluators.abnormal_threshold(pooled["y"], pooled["p"],
-                                      float(config.get("decision_specificity", 0.95)))
+  spec = float(config.get("decision_specificity", 0.95))
+  if pooled.get("y") is not None:
+    d = evaluators.abnormal_threshold(pooled["y"], pooled["p"], spec)
     if d:
+      # Per source too: the threshold for images of that source (its own normals).
+      d["per_source"] = {}
+      for name in np.unique(pooled["source"]):
+        on = pooled["source"] == name
+        ds = evaluators.abnormal_threshold(pooled["y"][on], pooled["p"][on], spec)
+        if ds:
+          d["per_source"][str(name)] = ds
       with open(f"{run.workdir}/decision.json", "w") as f:
         json.dump({**d, "step": int(step)}, f, indent=1)
       tracking.log(f"abnormal decision threshold {d['abnormal_threshold']:.4f}: validation "
@@ -199,6 +259,7 @@ def finish(run, params, step: int, pooled: dict) -> None:
                    f"{d['validation_specificity']:.3f}")
     else:
       tracking.log("no normal validation image: no abnormal decision threshold")
+  write_calibration(run, pooled, step)
   am = anomaly.fit_from_config(config, source_blocks(config, train=True),
                                source_blocks(config, train=False))
   if am is not None:
@@ -211,6 +272,7 @@ def finish(run, params, step: int, pooled: dict) -> None:
 
 def train_and_evaluate(config, workdir: str):
   """Trains the heads described by `config`, resuming from `workdir`; returns the state."""
+  resolve_input(config)
   blocks = source_blocks(config, train=True)
   mix = parallel.main_process_first(lambda: sources.mixture(blocks))
   val_sources = parallel.main_process_first(lambda: {
@@ -244,4 +306,5 @@ def train_and_evaluate(config, workdir: str):
       loss_fn=make_loss_fn(config, model, class_w), evaluate=evaluate_fn,
       make_tx=lambda s: make_tx(config, s), finish=finish,
       warm_start=warm_start if ae_params is not None else None,
+      batch_fn=rot180_fn if config.get("rot180", False) else None,
       shown=("accuracy", "macro_f1", "auroc"))

@@ -1,0 +1,362 @@
+r"""Classification of the aligned head on real images: planes, normal vs abnormal, condition.
+
+  python benchmarks/classify_aligned.py --seg_workdir /tmp/seg --workdir /tmp/cls_aligned \
+      --real_data ../shared/data --data_dir /tmp/tfds --steps 600
+
+Also `benchmarks/classify.py --stages=aligned` (same flags). Every split is by group
+(`fbjax.data.splits`); the test split is only predicted. Runs (`--runs`):
+
+  planes       plane head on FETAL_PLANES_DB (`brain_combined`) + the abnormalities
+               set's normal images (their planes), aligned heads;
+  planes_hc18  the same plus HC18 training images labelled trans-thalamic (HC18's
+               standard plane): does HC18 help as TT examples?
+  abnormal     abnormal + condition heads on the abnormalities set, HC18 as
+               further normals, aligned heads
+  RUN+pretrained  RUN with the encoder initialised from `pretrain`: the autoencoder
+               of `configs/classify.py:variant=pretrain` on the aligned heads of every
+               real image and the phantom (`--pretrain_steps`), trained once
+
+Per run on the test split: macro-F1 (planes: over TT/TC/TV/other and over TT/TC/TV),
+per-class F1, confusion matrix PNG, ECE before and after the temperature fitted on
+validation (`calibration.json`) with a reliability diagram PNG; normal vs abnormal:
+AUROC, sensitivity / specificity at the abnormalities set's own validation threshold
+(`decision.json` `per_source`), occlusion evidence inside the brain (the aligned
+crop's ellipse shrunk by the skull, 0.85 of each semi-axis) against the brain's share
+of the crop. Beside each number the shortcut baseline: 16x16 thumbnail + 32-bin
+histogram of the whole image, logistic regression, trained on the same training
+images. Images without a usable head ellipse are counted (`no_head`), not scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+RUNS = ("planes", "planes_hc18", "abnormal")
+TT = 0
+BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's semi-axes
+
+
+def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
+               init_from: str = ""):
+  from configs import classify as classify_config
+  from configs import common
+
+  run = run.removesuffix("+pretrained")
+  variant = "pretrain" if run == "pretrain" else "finetune"
+  c = classify_config.get_config(f"data=real,input=aligned_head,seg_workdir={seg},"
+                                 f"variant={variant}")
+  c.init_from = init_from
+  c.real_data = real
+  c.align.size = tuple(size)
+  c.image_size = tuple(size)
+  c.model.ae = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
+                    latent_channels=16, latent_dim=128, groups=8)
+  c.model.hidden = 64
+  c.batch_size = 32
+  c.total_steps = steps
+  c.eval_every = steps
+  c.log_every = 50
+  c.anomaly.ae_workdir = "none"
+  c.wandb.mode = os.environ.get("WANDB_MODE", "disabled")
+  c.sources.fpdb = classify_config._source("fetal_planes_db:brain_combined", c.image_size,
+                                           weight=0.0, tasks=("plane",), evaluate=False,
+                                           real=real)
+  for b in c.sources.values():
+    b.data_dir = data_dir
+    b.size = tuple(size)
+  if run == "pretrain":
+    c.sources.fpdb.update(weight=0.15, tasks=(), where="")
+    return c
+  if run.startswith("planes"):
+    c.tasks = ("plane",)
+    c.sources.fpdb.update(weight=0.6, eval=True)
+    c.sources.fba.update(weight=0.4, eval=True, tasks=("plane",), where="abnormal=0")
+    c.sources.hc18.update(weight=0.0, eval=False)
+    if run == "planes_hc18":
+      c.sources.hc18.update(weight=0.25, tasks=("plane",), label_defaults=f"plane={TT}")
+  elif run == "abnormal":
+    c.tasks = ("abnormal", "condition")
+    c.sources.fba.update(weight=0.8, eval=True, tasks=("abnormal", "condition"))
+    c.sources.hc18.update(weight=0.2, eval=True)
+  else:
+    raise ValueError(f"unknown run {run!r}; expected one of {RUNS}")
+  del common
+  return c
+
+
+# ---------------------------------------------------------------------------
+# The shortcut baseline on whole images
+# ---------------------------------------------------------------------------
+
+
+def whole_images(src):
+  """The original (whole-image) examples under an aligned source, same order."""
+  inner = src
+  while not hasattr(inner, "_ell"):
+    inner = inner._source
+  return inner._source
+
+
+def thumbnails(src, task: str):
+  from benchmarks.classify import thumbnail_features
+
+  x, y = thumbnail_features(whole_images(src))
+  return x, y[task]
+
+
+def baseline(train_srcs, test_src, task: str, num_classes: int):
+  from benchmarks.classify import baseline_fit, baseline_probs
+
+  parts = [thumbnails(s, task) for s in train_srcs]
+  x = np.concatenate([p[0] for p in parts])
+  y = np.concatenate([p[1] for p in parts])
+  m = baseline_fit(x, y)
+  x_te, _ = thumbnails(test_src, task)
+  return baseline_probs(m, x_te, num_classes)
+
+
+# ---------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------
+
+
+def reliability_png(probs_before, probs_after, y, path) -> dict:
+  import cv2
+
+  from fbjax import metrics
+
+  size, m = 300, 30
+  img = np.full((size, size, 3), 255, np.uint8)
+  cv2.rectangle(img, (m, m), (size - m, size - m), (0, 0, 0), 1)
+  cv2.line(img, (m, size - m), (size - m, m), (160, 160, 160), 1)
+  out = {}
+  for (name, p), colour in zip((("before", probs_before), ("after", probs_after)),
+                               ((0, 0, 220), (0, 160, 0)), strict=True):
+    r = metrics.reliability(p, y, num_bins=10)
+    out[name] = r
+    pts = [(int(m + c * (size - 2 * m)), int(size - m - a * (size - 2 * m)))
+           for c, a in zip(r["confidence"], r["accuracy"], strict=True) if np.isfinite(a)]
+    for a, b in zip(pts, pts[1:], strict=False):
+      cv2.line(img, a, b, colour, 2)
+    for pt in pts:
+      cv2.circle(img, pt, 3, colour, -1)
+  cv2.putText(img, "confidence ->  accuracy ^  red: raw, green: T-scaled", (4, 16),
+              cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1)
+  cv2.imwrite(str(path), img)
+  return out
+
+
+def calibrated(workdir, task, p):
+  from fbjax import metrics
+
+  cal = json.loads((pathlib.Path(workdir) / "calibration.json").read_text())
+  t = cal["tasks"][task]["temperature"]
+  return t, metrics.apply_temperature(p, t)
+
+
+def task_report(clf, workdir, res, task, out_dir, tag, base_probs) -> dict:
+  import cv2
+
+  from fbjax import metrics, plots
+
+  y, p = res[f"label_{task}"], res[task]
+  names = clf.class_names(task)
+  s = metrics.classification_summary(y, p, names)
+  t, q = calibrated(workdir, task, p)
+  yb = y
+  out = {"n": s["n"], "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
+         "per_class_f1": {n: round(r["f1"], 4) for n, r in s["per_class"].items()},
+         "support": {n: r["support"] for n, r in s["per_class"].items()},
+         "confusion_matrix": s["confusion_matrix"],
+         "temperature": t, "ece": s["ece"], "ece_calibrated":
+             metrics.expected_calibration_error(q, y),
+         "baseline_macro_f1": metrics.macro_f1(yb, base_probs.argmax(1), len(names)),
+         "baseline_accuracy": metrics.accuracy(yb, base_probs.argmax(1))}
+  if task == "plane":
+    three = [0, 1, 2]
+    out["macro_f1_tt_tc_tv"] = metrics.macro_f1(y, p.argmax(1), classes=three)
+    out["baseline_macro_f1_tt_tc_tv"] = metrics.macro_f1(yb, base_probs.argmax(1),
+                                                         classes=three)
+  cm_png = out_dir / f"{tag}_{task}_confusion.png"
+  cv2.imwrite(str(cm_png), plots.confusion_image(np.asarray(s["confusion_matrix"]),
+                                                 names)[..., ::-1])
+  out["confusion_png"] = cm_png.name
+  rel = out_dir / f"{tag}_{task}_reliability.png"
+  out["reliability"] = reliability_png(p, q, y, rel)
+  out["reliability_png"] = rel.name
+  return out
+
+
+def occlusion(clf, src, probs, y, num: int) -> dict:
+  """Share of the abnormal logit's occlusion evidence inside the brain of the aligned crop."""
+  import jax
+  import jax.numpy as jnp
+
+  from fbjax import align, evaluators, saliency
+
+  idx = [int(i) for i in np.argsort(-probs) if y[i] == 1][:num]
+  if not idx:
+    return {}
+  imgs = np.concatenate([b["image"][b["_mask"] > 0] for b in evaluators.host_batches(
+      [src[i] for i in idx], clf.size, 16, keys=("image",))])
+  logit = clf.logit_fn("abnormal", 1)
+  params = jax.tree.map(jnp.asarray, clf.params)
+  fn = jax.jit(lambda x: logit(params, x))
+
+  def score(batch):
+    out = []
+    for i in range(0, len(batch), 64):
+      chunk = batch[i:i + 64]
+      pad = np.zeros((64, *batch.shape[1:]), np.float32)
+      pad[: len(chunk)] = chunk
+      out.append(np.asarray(fn(jnp.asarray(pad)))[: len(chunk)])
+    return np.concatenate(out)
+
+  h, w = clf.size
+  cfg = clf.config.align
+  al = align.alignment(align.Ellipse(100.0, 100.0, 50.0, 40.0, 0.0), (200, 200),
+                       size=(h, w), head_fraction=float(cfg.head_fraction))
+  brain = align.head_region(al, BRAIN_FRACTION - 1.0)
+  patch = max(4, h // 8)
+  shares = [saliency.inside_fraction(saliency.occlusion_map(score, img, patch=patch,
+                                                            stride=max(2, patch // 2)), brain)
+            for img in imgs]
+  return {"n": len(imgs), "evidence_in_brain_mean": float(np.nanmean(shares)),
+          "brain_area_fraction": float(brain.mean()),
+          "ratio": float(np.nanmean(shares) / brain.mean())}
+
+
+def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occlusion: int):
+  from fbjax import evaluators, inference, metrics
+  from fbjax.data import sources
+
+  clf = inference.load(workdir, kind="classifier")
+  blocks = {n: sources.with_input(b, clf.config) for n, b in clf.config.sources.items()}
+  trained = [n for n, b in blocks.items() if b.weight > 0]
+  out: dict = {"run": run, "steps": int(config.total_steps), "no_head": {}}
+
+  def src(name, split):
+    s = sources.block_source(blocks[name], split)
+    out["no_head"][f"{name}/{split}"] = s.head_counts
+    return s
+
+  train_srcs = [src(n, blocks[n].train_split) for n in trained]
+  if run.startswith("planes"):
+    tests = [src("fpdb", "test"), src("fba", "test")]
+    res = [evaluators.predict_source(clf, s, 64) for s in tests]
+    merged = {k: np.concatenate([r[k] for r in res]) for k in ("plane", "label_plane")}
+    base = np.concatenate([baseline(train_srcs, s, "plane", 4) for s in tests])
+    out["plane"] = task_report(clf, workdir, merged, "plane", out_dir, run, base)
+    return out
+  test = src("fba", "test")
+  res = evaluators.predict_source(clf, test, 64)
+  decision = json.loads((pathlib.Path(workdir) / "decision.json").read_text())
+  thr_src = decision.get("per_source", {}).get("fba", decision)
+  thr = thr_src["abnormal_threshold"]
+  y, p = res["label_abnormal"], res["abnormal"][:, 1]
+  sens, spec = metrics.sensitivity_specificity(y, p, thr)
+  b_ab = baseline(train_srcs[:1], test, "abnormal", 2)
+  b_va = baseline(train_srcs[:1], src("fba", "validation"), "abnormal", 2)
+  val = src("fba", "validation")
+  from benchmarks.classify import thumbnail_features
+  _, yv = thumbnail_features(whole_images(val))
+  b_thr = metrics.threshold_at_specificity(b_va[yv["abnormal"] == 0, 1], 0.95)
+  b_sens, b_spec = metrics.sensitivity_specificity(y, b_ab[:, 1], b_thr)
+  out["abnormal"] = {"n": int(np.sum(y >= 0)), "normals": int(np.sum(y == 0)),
+                     "auroc": metrics.auroc(y, p), "threshold": thr,
+                     "threshold_from": "fba validation normals" if "per_source" in decision
+                     else "pooled validation normals",
+                     "validation_normals": thr_src.get("validation_normals"),
+                     "sensitivity": sens, "specificity": spec,
+                     "baseline_auroc": metrics.auroc(y, b_ab[:, 1]),
+                     "baseline_sensitivity": b_sens, "baseline_specificity": b_spec}
+  lookup = inference.condition_lookup(clf.config.condition_classes)
+  b_c = baseline(train_srcs[:1], test, "condition", len(lookup))
+  b_c = b_c[:, [i for i in range(len(lookup)) if lookup[i] >= 0]]
+  out["condition"] = task_report(clf, workdir, res, "condition", out_dir, run, b_c)
+  out["occlusion"] = occlusion(clf, test, p, y, num_occlusion)
+  return out
+
+
+def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
+  """The first aligned crops of each real source's training split, with their ids."""
+  import cv2
+
+  from fbjax import plots
+  from fbjax.data import aligned, sources
+
+  tiles, texts, counts = [], [], {}
+  for name in ("fpdb", "fba", "hc18"):
+    block = sources.with_input(config.sources[name], config)
+    src = sources.block_source(block, block.train_split, masked=False)
+    counts[name] = src.head_counts
+    step = max(1, len(src) // per_source)
+    for i in range(0, min(len(src), step * per_source), step):
+      ex = src[i]
+      tiles.append(ex["image"][..., 0])
+      texts.append(f"{name} {aligned._ident(ex)[-18:]}")
+  grid = plots.label_grid(tiles, texts, columns=8, thumb=128)
+  cv2.imwrite(str(out_png), grid[..., ::-1])
+  return counts
+
+
+def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
+             num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True) -> dict:
+  from fbjax.trainers import classify
+
+  out_dir = pathlib.Path(workdir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tag = "_".join(r.replace("+", "_") for r in runs)
+  result = {"setup": {"align_size": [96, 128], "encoder": "resnet 16/32/64", "steps": steps,
+                      "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
+                      "orientations"}}
+  if sheet:
+    result["contact_sheet_counts"] = contact_sheet(
+        run_config("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
+        out_dir / "aligned_crops_train.png")
+  pre = str(out_dir / "pretrain")
+  if any(r.endswith("+pretrained") for r in runs) and not (pathlib.Path(pre) /
+                                                            "complete.json").exists():
+    t = time.time()
+    classify.train_and_evaluate(run_config("pretrain", real=real, seg=seg, data_dir=data_dir,
+                                           steps=pretrain_steps), pre)
+    result["pretrain"] = {"steps": pretrain_steps, "seconds": time.time() - t}
+  for run in runs:
+    c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps,
+                   init_from=pre if run.endswith("+pretrained") else "")
+    w = str(out_dir / run)
+    t = time.time()
+    classify.train_and_evaluate(c, w)
+    result[run] = evaluate_run(run, w, c, out_dir, num_occlusion)
+    result[run]["train_eval_seconds"] = time.time() - t
+    (out_dir / f"aligned_{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+  return result
+
+
+if __name__ == "__main__":
+  import argparse
+
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--real_data", default=os.environ.get("FBJAX_REAL_DATA", "../shared/data"))
+  ap.add_argument("--seg_workdir", required=True)
+  ap.add_argument("--data_dir", default="")
+  ap.add_argument("--workdir", default="/tmp/fbjax_classify_aligned")
+  ap.add_argument("--steps", type=int, default=600)
+  ap.add_argument("--runs", default=",".join(RUNS))
+  ap.add_argument("--num_occlusion", type=int, default=12)
+  ap.add_argument("--pretrain_steps", type=int, default=300)
+  ap.add_argument("--no_sheet", action="store_true")
+  a = ap.parse_args()
+  r = main_run(real=os.path.abspath(a.real_data), seg=os.path.abspath(a.seg_workdir),
+               data_dir=a.data_dir, workdir=a.workdir, steps=a.steps,
+               runs=a.runs.split(","), num_occlusion=a.num_occlusion,
+               pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet)
+  print(json.dumps(r, indent=1, default=float))

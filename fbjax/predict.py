@@ -63,6 +63,7 @@ import concurrent.futures as cf
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
 import pathlib
@@ -76,7 +77,7 @@ import numpy as np
 
 from fbjax import align as align_lib
 from fbjax import anomaly as anomaly_lib
-from fbjax import biometry, head_gate, inference, plots, segment_post
+from fbjax import biometry, head_gate, inference, metrics, plots, segment_post
 from fbjax import inputs as inputs_lib
 from fbjax import predict_files as files
 from fbjax.data import io, preprocess
@@ -259,10 +260,12 @@ def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
                      "'aligned_head'), which is cut around the head ellipse of a "
                      "segmentation model: give one (--seg_workdir)")
   a = dict(clf.config.get("align") or {})
-  unknown = sorted(set(a) - {"size", "head_fraction", "margin"})
+  # `seg_workdir` names the segmenter whose ellipses cut the training crops: a record,
+  # not an argument of the crop (predict uses --seg_workdir's).
+  unknown = sorted(set(a) - {"size", "head_fraction", "margin", "seg_workdir"})
   if unknown:
     raise ValueError(f"{workdir}/config.json: unknown align arguments {unknown}; "
-                     "expected size, head_fraction, margin")
+                     "expected size, head_fraction, margin (and seg_workdir)")
   size = tuple(int(v) for v in a.get("size", clf.size))
   if size != tuple(clf.size):
     raise ValueError(f"{workdir}/config.json: align.size {size} differs from the "
@@ -270,6 +273,26 @@ def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
   return kind, {"size": size,
                 "head_fraction": float(a.get("head_fraction", align_lib.DEFAULT_HEAD_FRACTION)),
                 "margin": float(a.get("margin", align_lib.DEFAULT_MARGIN))}
+
+
+def read_calibration(workdir, clf) -> dict[str, float]:
+  """{task: temperature} from the workdir's `calibration.json` (fitted on validation
+  images by the classification trainer); {} when the workdir has none (said in the log)."""
+  if clf is None:
+    return {}
+  path = pathlib.Path(workdir) / "calibration.json"
+  if not path.exists():
+    logging.info("%s: no calibration.json: the probabilities are the network's own", workdir)
+    return {}
+  try:
+    tasks = json.loads(path.read_text())["tasks"]
+    out = {t: float(v["temperature"]) for t, v in tasks.items()}
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: not a calibration file ({e})") from None
+  bad = {t: v for t, v in out.items() if not (math.isfinite(v) and v > 0)}
+  if bad:
+    raise ValueError(f"{path}: temperatures must be finite and > 0, got {bad}")
+  return {t: v for t, v in out.items() if t in clf.tasks}
 
 
 @dataclasses.dataclass
@@ -299,8 +322,15 @@ class Predictor:
     if self.clf is None and self.seg is None:
       raise ValueError("nothing to predict with: give a classification workdir and/or a "
                        "segmentation workdir")
+    self.temperatures = read_calibration(workdir, self.clf)
     self.abnormal_threshold = check_artefacts(workdir, self.clf, self.anomaly,
                                               abnormal_threshold)
+    if abnormal_threshold is None and "abnormal" in self.temperatures:
+      # decision.json's threshold is on the uncalibrated probability; the same
+      # decision on the calibrated one (temperature scaling is monotone).
+      t = self.abnormal_threshold
+      self.abnormal_threshold = float(metrics.apply_temperature(
+          [[1.0 - t, t]], self.temperatures["abnormal"])[0, 1])
     self.overlay_max_side = overlay_max_side
     self.input, self.align = classifier_input(workdir, self.clf, self.seg)
     aligned = self.input == "aligned_head"
@@ -442,6 +472,8 @@ class Predictor:
       cls = out["cls"]
       for t in self.clf.tasks:
         p = cls[t][i]
+        if t in self.temperatures:
+          p = metrics.apply_temperature(p[None], self.temperatures[t])[0]
         k = int(np.argmax(p))
         ents.append(float(-(p * np.log(np.clip(p, 1e-12, 1))).sum() / math.log(len(p))))
         if t == "abnormal":

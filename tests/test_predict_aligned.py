@@ -117,3 +117,55 @@ def test_aligned_classifier_needs_a_segmenter(workdirs, tmp_path):
   bad = classify_util.fake_workdir(tmp_path / "bad", c, with_anomaly=False)
   with pytest.raises(ValueError, match=r"align.size \(32, 32\) differs"):
     predict.Predictor(bad, segmenter=_circle_segmenter())
+
+
+def test_calibration_temperature_scales_probabilities_and_keeps_decisions(workdirs, images,
+                                                                          tmp_path):
+  """calibration.json's temperatures change the probabilities predict writes as
+  softmax(log p / T) does, and the abnormal decisions not at all (the threshold of
+  decision.json is carried onto the calibrated scale). A config recording the segmenter
+  of its training crops (`align.seg_workdir`) reads the same."""
+  import json
+  import shutil
+
+  paths = [images / "head.png", images / "marked.png"]
+  plain = predict.Predictor(workdirs[0], segmenter=_circle_segmenter(), batch_size=2)
+  assert plain.temperatures == {}
+  raw = _rows(plain, paths)
+  calibrated_dir = tmp_path / "calibrated"
+  shutil.copytree(workdirs[0], calibrated_dir)
+  temps = {"plane": 0.5, "abnormal": 2.0}
+  (calibrated_dir / "calibration.json").write_text(json.dumps(
+      {"step": 0, "tasks": {t: {"temperature": v} for t, v in temps.items()}}))
+  cfg = json.loads((calibrated_dir / "config.json").read_text())
+  cfg["align"]["seg_workdir"] = "/somewhere/seg"
+  (calibrated_dir / "config.json").write_text(json.dumps(cfg))
+  cal = predict.Predictor(calibrated_dir, segmenter=_circle_segmenter(), batch_size=2)
+  assert cal.temperatures == temps
+  # The threshold 0.5 stays 0.5 under any temperature (binary softmax of equal logits).
+  assert cal.abnormal_threshold == pytest.approx(0.5)
+  got = _rows(cal, paths)
+  for name, r in raw.items():
+    p = float(r["abnormal_prob"])
+    q = p ** 0.5 / (p ** 0.5 + (1 - p) ** 0.5)          # T = 2 on two classes, by hand
+    assert float(got[name]["abnormal_prob"]) == pytest.approx(q, abs=1e-5)
+    assert got[name]["abnormal"] == r["abnormal"]
+    assert got[name]["plane"] == r["plane"]             # the argmax does not move
+    assert float(got[name]["plane_prob"]) >= float(r["plane_prob"]) - 1e-6  # T < 1 sharpens
+
+
+def test_decision_threshold_moves_onto_the_calibrated_scale(workdirs, tmp_path):
+  import json
+  import shutil
+
+  d = tmp_path / "w"
+  shutil.copytree(workdirs[0], d)
+  (d / "decision.json").write_text(json.dumps({"abnormal_threshold": 0.8}))
+  (d / "calibration.json").write_text(json.dumps(
+      {"tasks": {"abnormal": {"temperature": 2.0}}}))
+  p = predict.Predictor(d, segmenter=_circle_segmenter(), batch_size=2)
+  t = 0.8 ** 0.5 / (0.8 ** 0.5 + 0.2 ** 0.5)
+  assert p.abnormal_threshold == pytest.approx(t)
+  (d / "calibration.json").write_text(json.dumps({"tasks": {"abnormal": {"temperature": 0}}}))
+  with pytest.raises(ValueError, match="calibration.json.*finite and > 0"):
+    predict.Predictor(d, segmenter=_circle_segmenter(), batch_size=2)

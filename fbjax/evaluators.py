@@ -257,6 +257,39 @@ def abnormal_threshold(labels, probs, specificity: float) -> dict:
           "validation_normals": int(neg.size), "validation_abnormals": int(np.sum(labels == 1))}
 
 
+def decision(labels, probs, source, specificity: float) -> dict:
+  """`abnormal_threshold` of the pooled validation images, plus `per_source`: the same
+  on each source's own images (`source` (N,) names), where that source has normals."""
+  d = abnormal_threshold(labels, probs, specificity)
+  if d:
+    source = np.asarray(source)
+    d["per_source"] = {}
+    for name in np.unique(source):
+      on = source == name
+      ds = abnormal_threshold(np.asarray(labels)[on], np.asarray(probs)[on], specificity)
+      if ds:
+        d["per_source"][str(name)] = ds
+  return d
+
+
+def calibration(pooled: dict, tasks) -> dict:
+  """Per task with known labels in `pooled` (`label_<task>`, `<task>` probabilities):
+  the temperature fitted on them (`metrics.fit_temperature`; apply with
+  `metrics.apply_temperature`) and the NLL / ECE before and after."""
+  out = {}
+  for t in tasks:
+    if t not in pooled or not np.any(pooled[f"label_{t}"] >= 0):
+      continue
+    y, p = pooled[f"label_{t}"], pooled[t]
+    temp = metrics.fit_temperature(p, y)
+    q = metrics.apply_temperature(p, temp)
+    out[t] = {"temperature": temp, "n": int(np.sum(y >= 0)),
+              "nll": metrics.nll(p, y), "nll_calibrated": metrics.nll(q, y),
+              "ece": metrics.expected_calibration_error(p, y),
+              "ece_calibrated": metrics.expected_calibration_error(q, y)}
+  return out
+
+
 def classification_fn(config, probs_fn):
   """(params, batch) -> probabilities per task, `label_<task>` (condition re-indexed to
   `config.condition_classes`), `_mask`; with `config.eval_flip`, probabilities averaged

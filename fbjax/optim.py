@@ -7,6 +7,7 @@ learning rate or a linear warm-up (goyal2017largebatch) then cosine decay
 
 from __future__ import annotations
 
+import jax
 import optax
 
 
@@ -33,3 +34,19 @@ def make_optimizer(opt, schedule) -> optax.GradientTransformation:
   if opt.get("grad_clip"):
     return optax.chain(optax.clip_by_global_norm(opt.grad_clip), core)
   return core
+
+
+def make_finetune_optimizer(opt, schedule, encoder_lr_mult: float) -> optax.GradientTransformation:
+  """`make_optimizer` on the heads; on the encoder (the `ae` subtree of the params) the
+  same scaled by `encoder_lr_mult`, or nothing at all when it is 0 (a frozen encoder)."""
+  core = make_optimizer(opt, schedule)
+  if encoder_lr_mult == 1.0:
+    return core
+  enc_tx = optax.set_to_zero() if encoder_lr_mult == 0.0 else optax.chain(
+      make_optimizer(opt, schedule), optax.scale(encoder_lr_mult))
+
+  def groups(params):
+    return {k: jax.tree.map(lambda _, g="encoder" if k == "ae" else "heads": g, v)
+            for k, v in params.items()}
+
+  return optax.multi_transform({"heads": core, "encoder": enc_tx}, groups)

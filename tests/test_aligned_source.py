@@ -15,7 +15,7 @@ from configs import classify as classify_config
 from configs import common
 from fbjax import align, biometry, evaluators, inference
 from fbjax.biometry import Ellipse
-from fbjax.data import aligned, sources
+from fbjax.data import aligned, device_augment, sources
 from fbjax.trainers import classify
 from tests import classify_util
 
@@ -121,9 +121,9 @@ def test_rot180_test_time_averaging_makes_predictions_orientation_free():
   assert not np.allclose(plain(params, batch)["plane"], a["plane"], atol=1e-4)
 
 
-def test_rot180_fn_turns_about_half_the_batch():
+def test_random_rot180_turns_about_half_the_batch():
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(64, 6, 8)), jnp.float32)
-  out = np.asarray(classify.rot180_fn(jax.random.key(3), {"image": x})["image"])
+  out = np.asarray(device_augment.random_rot180(jax.random.key(3), {"image": x})["image"])
   turned = np.all(out == np.asarray(x)[:, ::-1, ::-1], axis=(1, 2))
   same = np.all(out == np.asarray(x), axis=(1, 2))
   assert np.all(turned ^ same) and 20 <= turned.sum() <= 44

@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -116,3 +118,20 @@ def test_batch_fn_transforms_the_batch_in_the_step_with_a_step_folded_rng():
   assert float(m1["loss"]) == pytest.approx(float(want), rel=1e-6)
   assert float(update(s0, batch)[1]["loss"]) == float(m1["loss"])   # a resumed step: same draw
   assert float(m2["loss"]) != float(m1["loss"])                      # the next step: new draw
+
+
+def test_finetune_optimizer_scales_or_freezes_the_encoder():
+  """SGD: the encoder's update is the heads' rule times the multiplier (0: frozen)."""
+  import ml_collections
+  import optax
+
+  from fbjax import optim
+
+  opt = ml_collections.ConfigDict(dict(name="sgd", grad_clip=0.0))
+  params = {"ae": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(2)}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  for mult in (1.0, 0.25, 0.0):
+    tx = optim.make_finetune_optimizer(opt, optax.constant_schedule(0.1), mult)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["head"]["w"], -0.1)
+    np.testing.assert_allclose(updates["ae"]["w"], -0.1 * mult)

@@ -18,9 +18,10 @@ What is the classifier's own (the loop is `fbjax.train_lib`'s):
 - artefacts of the final checkpoint, for prediction (`fbjax.predict`):
   `decision.json`, the abnormal-probability threshold at
   `config.decision_specificity` on the normal validation images of every
-  evaluated source, pooled, from the final evaluation of the final
-  parameters; and the unsupervised anomaly model (`fbjax.anomaly.fit`)
-  under `<workdir>/anomaly/`.
+  evaluated source, pooled and per source, from the final evaluation of the
+  final parameters; `calibration.json`, a temperature per head fitted on the
+  same validation predictions; and the unsupervised anomaly model
+  (`fbjax.anomaly.fit`) under `<workdir>/anomaly/`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from fbjax import (
   tracking,
   train_lib,
 )
-from fbjax.data import sources
+from fbjax.data import device_augment, sources
 from fbjax.enhance import modules as enhance_lib
 from fbjax.models import autoencoder as ae_lib
 from fbjax.models import heads as heads_lib
@@ -113,27 +114,6 @@ def resolve_input(config) -> None:
       tracking.log(f"image_size {tuple(config.image_size)} -> {size}: the aligned head's size")
       with config.unlocked():
         config.image_size = size
-
-
-def rot180_fn(rng, batch):
-  """Each example's image rotated by 180 degrees with probability 1/2 (the aligned head's
-  other canonical orientation), inside the jitted step."""
-  x = batch["image"]
-  turn = jax.random.bernoulli(rng, 0.5, (x.shape[0],))
-  return {**batch, "image": jnp.where(turn[:, None, None], x[:, ::-1, ::-1], x)}
-
-
-def make_tx(config, schedule):
-  """Adam on the heads; on the encoder the same scaled by `encoder_lr_mult`, or nothing."""
-  mult = 0.0 if config.get("freeze_encoder") else float(config.get("encoder_lr_mult", 1.0))
-  core = optim.make_optimizer(config.optimizer, schedule)
-  if mult == 1.0:
-    return core
-  enc_tx = optax.set_to_zero() if mult == 0.0 else optax.chain(
-      optim.make_optimizer(config.optimizer, schedule), optax.scale(mult))
-  groups = lambda params: {k: jax.tree.map(lambda _, g="encoder" if k == "ae" else "heads": g, v)  # noqa: E731
-                           for k, v in params.items()}
-  return optax.multi_transform({"heads": core, "encoder": enc_tx}, groups)
 
 
 def make_loss_fn(config, model, class_w: dict):
@@ -215,27 +195,6 @@ def evaluate(run, eval_fn, params, val_sources: dict, step: int):
   return row, {k: np.concatenate(v) for k, v in pooled.items() if v}
 
 
-def write_calibration(run, pooled: dict, step: int) -> None:
-  """`calibration.json`: per task the temperature fitted on the validation images
-  (`metrics.fit_temperature` of the test-time averaged probabilities) and the
-  validation NLL / ECE before and after; `metrics.apply_temperature` applies it."""
-  out = {"step": int(step), "tasks": {}}
-  for t in run.config.tasks:
-    if t not in pooled or not np.any(pooled[f"label_{t}"] >= 0):
-      continue
-    y, p = pooled[f"label_{t}"], pooled[t]
-    temp = metrics.fit_temperature(p, y)
-    q = metrics.apply_temperature(p, temp)
-    out["tasks"][t] = {"temperature": temp, "n": int(np.sum(y >= 0)),
-                       "nll": metrics.nll(p, y), "nll_calibrated": metrics.nll(q, y),
-                       "ece": metrics.expected_calibration_error(p, y),
-                       "ece_calibrated": metrics.expected_calibration_error(q, y)}
-    tracking.log(f"{t}: temperature {temp:.3f}, validation ECE "
-                 f"{out['tasks'][t]['ece']:.3f} -> {out['tasks'][t]['ece_calibrated']:.3f}")
-  with open(f"{run.workdir}/calibration.json", "w") as f:
-    json.dump(out, f, indent=1)
-
-
 def finish(run, params, step: int, pooled: dict) -> None:
   """The final checkpoint's artefacts: `decision.json` and the anomaly model."""
   config = run.config
@@ -243,15 +202,8 @@ def finish(run, params, step: int, pooled: dict) -> None:
     return
   spec = float(config.get("decision_specificity", 0.95))
   if pooled.get("y") is not None:
-    d = evaluators.abnormal_threshold(pooled["y"], pooled["p"], spec)
+    d = evaluators.decision(pooled["y"], pooled["p"], pooled["source"], spec)
     if d:
-      # Per source too: the threshold for images of that source (its own normals).
-      d["per_source"] = {}
-      for name in np.unique(pooled["source"]):
-        on = pooled["source"] == name
-        ds = evaluators.abnormal_threshold(pooled["y"][on], pooled["p"][on], spec)
-        if ds:
-          d["per_source"][str(name)] = ds
       with open(f"{run.workdir}/decision.json", "w") as f:
         json.dump({**d, "step": int(step)}, f, indent=1)
       tracking.log(f"abnormal decision threshold {d['abnormal_threshold']:.4f}: validation "
@@ -259,7 +211,12 @@ def finish(run, params, step: int, pooled: dict) -> None:
                    f"{d['validation_specificity']:.3f}")
     else:
       tracking.log("no normal validation image: no abnormal decision threshold")
-  write_calibration(run, pooled, step)
+  cal = evaluators.calibration(pooled, config.tasks)
+  for t, v in cal.items():
+    tracking.log(f"{t}: temperature {v['temperature']:.3f}, validation ECE "
+                 f"{v['ece']:.3f} -> {v['ece_calibrated']:.3f}")
+  with open(f"{run.workdir}/calibration.json", "w") as f:
+    json.dump({"step": int(step), "tasks": cal}, f, indent=1)
   am = anomaly.fit_from_config(config, source_blocks(config, train=True),
                                source_blocks(config, train=False))
   if am is not None:
@@ -304,7 +261,9 @@ def train_and_evaluate(config, workdir: str):
   return train_lib.train(
       config, workdir, kind="classifier", train_source=mix, keys=KEYS, init_params=init_params,
       loss_fn=make_loss_fn(config, model, class_w), evaluate=evaluate_fn,
-      make_tx=lambda s: make_tx(config, s), finish=finish,
+      make_tx=lambda s: optim.make_finetune_optimizer(
+          config.optimizer, s, 0.0 if config.get("freeze_encoder") else
+          float(config.get("encoder_lr_mult", 1.0))), finish=finish,
       warm_start=warm_start if ae_params is not None else None,
-      batch_fn=rot180_fn if config.get("rot180", False) else None,
+      batch_fn=device_augment.random_rot180 if config.get("rot180", False) else None,
       shown=("accuracy", "macro_f1", "auroc"))

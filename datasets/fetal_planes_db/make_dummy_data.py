@@ -58,27 +58,26 @@ def name(patient: int, i: int, n: int) -> str:
   return f"Patient{patient:05d}_Plane3_{i}_of_{n}"
 
 
-def main() -> None:
-  rng = np.random.default_rng(2020)
-  (OUT / "Images").mkdir(parents=True, exist_ok=True)
+def write_layout(out: pathlib.Path, rows, ext: str, seed: int) -> None:
+  """Images/ and the CSV of one layout; `rows`: (patient, i, n, Plane, Brain_plane,
+  US_Machine, Train, (w, h), channels)."""
+  rng = np.random.default_rng(seed)
+  (out / "Images").mkdir(parents=True, exist_ok=True)
   lines = [HEADER]
-  for patient, i, n, plane, brain_plane, train, (w, h), channels in ROWS:
+  for patient, i, n, plane, brain_plane, machine, train, (w, h), channels in rows:
     grey = rng.integers(0, 256, (h, w)).astype(np.uint8)
     img = grey if channels == 1 else cv2.merge([grey] * channels)
-    cv2.imwrite(str(OUT / "Images" / f"{name(patient, i, n)}.png"), img)
-    lines.append(f"{name(patient, i, n)};{patient};{plane};{brain_plane};Op. 1;Voluson E6;"
+    cv2.imwrite(str(out / "Images" / f"{name(patient, i, n)}.{ext}"), img)
+    lines.append(f"{name(patient, i, n)};{patient};{plane};{brain_plane};Op. 1;{machine};"
                  f"{train} ")
-  (OUT / "FETAL_PLANES_DB_data.csv").write_text("\n".join(lines) + "\n")
-  rng = np.random.default_rng(640)
-  (OUT_640 / "Images").mkdir(parents=True, exist_ok=True)
-  lines = [HEADER]
-  for patient, i, n, brain_plane, machine, train, side, channels in ROWS_640:
-    grey = rng.integers(0, 256, (side, side)).astype(np.uint8)
-    img = grey if channels == 1 else cv2.merge([grey] * channels)
-    cv2.imwrite(str(OUT_640 / "Images" / f"{name(patient, i, n)}.jpg"), img)
-    lines.append(f"{name(patient, i, n)};{patient};Fetal brain;{brain_plane};Op. 1;{machine};"
-                 f"{train} ")
-  (OUT_640 / "FETAL_PLANES_DB_data.csv").write_text("\n".join(lines) + "\n")
+  (out / "FETAL_PLANES_DB_data.csv").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+  write_layout(OUT, [(p, i, n, plane, bp, "Voluson E6", t, wh, c)
+                     for p, i, n, plane, bp, t, wh, c in ROWS], "png", 2020)
+  write_layout(OUT_640, [(p, i, n, "Fetal brain", bp, m, t, (side, side), c)
+                         for p, i, n, bp, m, t, side, c in ROWS_640], "jpg", 640)
 
 
 if __name__ == "__main__":

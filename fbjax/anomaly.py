@@ -90,8 +90,13 @@ def load_autoencoder(workdir: str | os.PathLike, step: int | None = None) -> Aut
   kind = inference.kind_of(cfg, f"{workdir}/config.json")
   if kind not in AUTOENCODER_IN:
     raise ValueError(f"{workdir} holds a {kind}, which has no autoencoder")
+  return autoencoder_of(cfg, ckpt_lib.load_state(workdir, step)["params"], workdir)
+
+
+def autoencoder_of(cfg, params: dict, workdir: str | os.PathLike = "") -> Autoencoder:
+  """The autoencoder inside a loaded workdir's parameters (`cfg` its config.json)."""
+  kind = inference.kind_of(cfg, f"{workdir}/config.json")
   path, model_field, size_field = AUTOENCODER_IN[kind]
-  params = ckpt_lib.load_state(workdir, step)["params"]
   for key in path:
     params = params[key]
   if "decoder" not in params:

@@ -264,7 +264,10 @@ class TwoStage:
       geoms.append(cg)
     out = np.stack([p for p, _ in located]).astype(np.float32)
     if crops:
-      p2 = np.asarray(self.stage2(np.stack(crops)))
+      # Padded to the batch: one compiled shape whatever the number of heads found.
+      x = np.zeros((len(images), *crops[0].shape), np.float32)
+      x[: len(crops)] = crops
+      p2 = np.asarray(self.stage2(x))[: len(crops)]
       for i, p in zip(idx, p2, strict=True):
         out[i] = paste(p, geoms[i], out[i])
     self.last_crops = geoms

@@ -6,7 +6,7 @@
 A workdir's `config.json` records its `kind` (written at training time by
 `fbjax.train_lib`; older workdirs: derived from the recorded trainer name):
 
-  "autoencoder"  -> {"recon": (B, H, W) reconstruction, "latent": (B, D)}
+  "autoencoder"  -> {"features": (B, F), "recon": (B,) error, "recon_image": (B, H, W)}
   "segmenter"    -> (B, H, W, 3) head / skull / brain probabilities
                     (with `eval_flip`: averaged with the mirrored image);
                     a second-stage workdir (`stage` 2; its config
@@ -236,7 +236,9 @@ class Loaded:
       return lambda params, images: jnp.clip(model.apply({"params": params}, images), 0, 1)
     from fbjax import anomaly  # noqa: PLC0415
 
-    score = anomaly.make_score_fn(anomaly.load_autoencoder(self.workdir), jit=False)
+    # The parameters loaded here (this checkpoint), not a second read of the latest one.
+    score = anomaly.make_score_fn(anomaly.autoencoder_of(c, self.params, self.workdir),
+                                  jit=False)
     return lambda params, images: score(images)
 
   def make_predict(self, *, jit: bool = True) -> Callable:

@@ -47,6 +47,11 @@ class Entry:
   kind: str       # "image", "error" or "skipped"
   reason: str = ""
 
+  def __post_init__(self):
+    # One spelling of a path everywhere (rows, error rows, the resume check): as
+    # pathlib writes it ("./a//b.png" -> "a/b.png").
+    object.__setattr__(self, "path", str(pathlib.PurePath(self.path)))
+
 
 def shard_of(key: str, num_shards: int) -> int:
   """Stable shard of a relative path: a hash of its UTF-8 bytes, modulo `num_shards`."""

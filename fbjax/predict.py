@@ -895,8 +895,15 @@ def ensure_overlays(predictor: Predictor, c: files.Collected, overlay_dir: pathl
   todo = [f for f in want if not (overlay_dir / files.overlay_name(f)).exists()]
   n = 0
   for i in range(0, len(todo), predictor.batch_size):
-    chunk = todo[i:i + predictor.batch_size]
-    items = [predictor.prepare(pathlib.Path(f)) for f in chunk]
+    items = []
+    for f in todo[i:i + predictor.batch_size]:
+      try:
+        items.append(predictor.prepare(pathlib.Path(f)))
+      except (io.ImageReadError, OSError) as e:
+        # Gone or changed since its row was written: the report shows it without a picture.
+        logging.warning("%s: no overlay for the report (%s)", f, e)
+    if not items:
+      continue
     out = predictor.infer(items)
     for k, item in enumerate(items):
       predictor.finish(item, out, k, spacing_for(item.path, table, pixel_spacing_mm),

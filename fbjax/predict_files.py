@@ -158,13 +158,15 @@ class _Top:
   """The `n` rows of largest `key` (ties: the earlier file name first)."""
 
   def __init__(self, key: str, n: int):
-    self.key, self.n, self.heap = key, n, []
+    self.key, self.n, self.heap, self._count = key, n, [], 0
 
   def push(self, r: dict) -> None:
     v = r.get(self.key, math.nan)
     if self.n <= 0 or not math.isfinite(v):
       return
-    item = (v, _Rev(r["file"]), r)
+    # The running count breaks the remaining ties (the same file twice): rows never compare.
+    self._count += 1
+    item = (v, _Rev(r["file"]), -self._count, r)
     if len(self.heap) < self.n:
       heapq.heappush(self.heap, item)
     elif item[:2] > self.heap[0][:2]:

@@ -167,3 +167,31 @@ def test_rerun_with_another_model_setting_refuses_to_mix_rows(workdir, tmp_path)
                      r"-> 0.3"):
     predict.run(workdir, None, d, out, abnormal_threshold=0.3, **kw)
   assert len(_read(out / "predictions.csv")) == 3
+
+
+def test_rerun_of_a_relative_input_resumes(workdir, tmp_path, monkeypatch):
+  """`--input ./in//*.png`: rows, error rows and the resume check spell paths alike, so a
+  rerun predicts nothing again (the paths were once written as "in/..." but looked up
+  as "./in//...")."""
+  d = tmp_path / "in"
+  d.mkdir()
+  rng = np.random.default_rng(3)
+  for i in range(3):
+    cv2.imwrite(str(d / f"im{i}.png"), rng.integers(0, 255, (40, 60), dtype=np.uint8))
+  (d / "bad.png").write_bytes(b"not a png")
+  monkeypatch.chdir(tmp_path)
+  kw = dict(batch_size=2, progress=False, report=False, log=lambda s: None)
+  first = predict.run(workdir, None, "./in//*.png", "out", **kw)
+  again = predict.run(workdir, None, "./in//*.png", "out", **kw)
+  assert first["timing"]["new_images"] == 4 and again["timing"]["new_images"] == 0
+  files = [r["file"] for r in _read(tmp_path / "out" / "predictions.csv")]
+  assert sorted(files) == [f"in/im{i}.png" for i in range(3)]
+  assert [r["file"] for r in _read(tmp_path / "out" / "errors.csv")] == ["in/bad.png"]
+
+
+def test_top_rows_with_the_same_file_and_value_do_not_compare_rows():
+  top = predict_files._Top("abnormal_prob", 2)
+  for overlay in ("a.png", "b.png", "c.png"):   # the same file thrice, rows that differ
+    top.push({"file": "x.png", "abnormal_prob": 0.9, "overlay": overlay})
+  top.push({"file": "y.png", "abnormal_prob": 0.5})
+  assert [r["file"] for r in top.rows()] == ["x.png", "x.png"]

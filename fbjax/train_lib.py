@@ -99,14 +99,12 @@ def augment_block(config):
 
 
 def data_options(config) -> dict:
-  """The input pipeline's options: `config.data` (size, augment, ...) or top-level keys."""
+  """The input pipeline's options: `config.data` (size, workers, ...) or top-level keys."""
   if "data" in config and "size" in config.data:
     d = config.data
-    return {"size": tuple(d.size), "augment": bool(d.get("augment", True)),
-            "worker_count": int(d.get("worker_count", 0)),
+    return {"size": tuple(d.size), "worker_count": int(d.get("worker_count", 0)),
             "read_threads": int(d.get("read_threads", 4)), "cache": bool(d.get("cache", False))}
-  return {"size": tuple(config.image_size), "augment": bool(config.get("augment", True)),
-          "worker_count": int(config.get("data_workers", 0)),
+  return {"size": tuple(config.image_size), "worker_count": int(config.get("data_workers", 0)),
           "read_threads": int(config.get("read_threads", 4)),
           "cache": bool(config.get("data_cache", True))}
 

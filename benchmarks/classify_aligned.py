@@ -19,8 +19,9 @@ Also `benchmarks/classify.py --stages=aligned` (same flags). Every split is by g
 Per run on the test split: macro-F1 (planes: over TT/TC/TV/other and over TT/TC/TV),
 per-class F1, confusion matrix PNG, ECE before and after the temperature fitted on
 validation (`calibration.json`) with a reliability diagram PNG; normal vs abnormal:
-AUROC, sensitivity / specificity at the abnormalities set's own validation threshold
-(`decision.json` `per_source`), occlusion evidence inside the brain (the aligned
+AUROC, sensitivity / specificity at the validation threshold of `decision.json` (normals
+of the abnormalities set and FETAL_PLANES_DB: `decision_sources`; also at the
+abnormalities set's own, `per_source`), occlusion evidence inside the brain (the aligned
 crop's ellipse shrunk by the skull, 0.85 of each semi-axis) against the brain's share
 of the crop. Beside each number the shortcut baseline: 16x16 thumbnail + 32-bin
 histogram of the whole image, logistic regression, trained on the same training
@@ -45,17 +46,19 @@ BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's
 
 
 def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
-               init_from: str = ""):
+               init_from: str = "", input_kind: str = "aligned_head"):
   from configs import classify as classify_config
   from configs import common
 
   run = run.removesuffix("+pretrained")
   variant = "pretrain" if run == "pretrain" else "finetune"
-  c = classify_config.get_config(f"data=real,input=aligned_head,seg_workdir={seg},"
-                                 f"variant={variant}")
+  head = input_kind == "aligned_head"
+  c = classify_config.get_config(f"data=real,input={input_kind}," + (
+      f"seg_workdir={seg}," if head else "") + f"variant={variant}")
   c.init_from = init_from
   c.real_data = real
-  c.align.size = tuple(size)
+  if head:
+    c.align.size = tuple(size)
   c.image_size = tuple(size)
   c.model.ae = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
                     latent_channels=16, latent_dim=128, groups=8)
@@ -86,6 +89,11 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
     c.tasks = ("abnormal", "condition")
     c.sources.fba.update(weight=0.8, eval=True, tasks=("abnormal", "condition"))
     c.sources.hc18.update(weight=0.2, eval=True)
+    # The decision threshold: validation normals of the abnormalities set and of
+    # FETAL_PLANES_DB, where its normals come from (same look: the 640 copy was
+    # exported like them), not HC18's. FETAL_PLANES_DB is validated, not trained on.
+    c.sources.fpdb.update(eval=True, tasks=("abnormal",), label_defaults="abnormal=0")
+    c.decision_sources = ("fba", "fpdb")
   else:
     raise ValueError(f"unknown run {run!r}; expected one of {RUNS}")
   del common
@@ -259,10 +267,11 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   test = src("fba", "test")
   res = evaluators.predict_source(clf, test, 64)
   decision = json.loads((pathlib.Path(workdir) / "decision.json").read_text())
-  thr_src = decision.get("per_source", {}).get("fba", decision)
+  thr_src = decision     # the pooled threshold of `decision_sources` (what predict uses)
   thr = thr_src["abnormal_threshold"]
   y, p = res["label_abnormal"], res["abnormal"][:, 1]
   sens, spec = metrics.sensitivity_specificity(y, p, thr)
+  own = decision.get("per_source", {}).get("fba")
   b_ab = baseline(train_srcs[:1], test, "abnormal", 2)
   b_va = baseline(train_srcs[:1], src("fba", "validation"), "abnormal", 2)
   val = src("fba", "validation")
@@ -272,9 +281,12 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   b_sens, b_spec = metrics.sensitivity_specificity(y, b_ab[:, 1], b_thr)
   out["abnormal"] = {"n": int(np.sum(y >= 0)), "normals": int(np.sum(y == 0)),
                      "auroc": metrics.auroc(y, p), "threshold": thr,
-                     "threshold_from": "fba validation normals" if "per_source" in decision
-                     else "pooled validation normals",
+                     "threshold_from": decision.get("sources"),
                      "validation_normals": thr_src.get("validation_normals"),
+                     "fba_own_threshold": own,
+                     "fba_own_sensitivity_specificity": (
+                         metrics.sensitivity_specificity(y, p, own["abnormal_threshold"])
+                         if own else None),
                      "sensitivity": sens, "specificity": spec,
                      "baseline_auroc": metrics.auroc(y, b_ab[:, 1]),
                      "baseline_sensitivity": b_sens, "baseline_specificity": b_spec}
@@ -282,7 +294,8 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   b_c = baseline(train_srcs[:1], test, "condition", len(lookup))
   b_c = b_c[:, [i for i in range(len(lookup)) if lookup[i] >= 0]]
   out["condition"] = task_report(clf, workdir, res, "condition", out_dir, run, b_c)
-  out["occlusion"] = occlusion(clf, test, p, y, num_occlusion)
+  if clf.config.get("input", "image") == "aligned_head":   # the brain's place is known
+    out["occlusion"] = occlusion(clf, test, p, y, num_occlusion)
   return out
 
 
@@ -309,13 +322,15 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
 
 
 def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
-             num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True) -> dict:
+             num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True,
+             size=(96, 128), input_kind: str = "aligned_head") -> dict:
   from fbjax.trainers import classify
 
   out_dir = pathlib.Path(workdir)
   out_dir.mkdir(parents=True, exist_ok=True)
   tag = "_".join(r.replace("+", "_") for r in runs)
-  result = {"setup": {"align_size": [96, 128], "encoder": "resnet 16/32/64", "steps": steps,
+  result = {"setup": {"input": input_kind, "size": list(size), "encoder": "resnet 16/32/64",
+                      "steps": steps,
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
                       "orientations"}}
   if sheet:
@@ -327,11 +342,12 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
                                                             "complete.json").exists():
     t = time.time()
     classify.train_and_evaluate(run_config("pretrain", real=real, seg=seg, data_dir=data_dir,
-                                           steps=pretrain_steps), pre)
+                                           steps=pretrain_steps, size=size,
+                                           input_kind=input_kind), pre)
     result["pretrain"] = {"steps": pretrain_steps, "seconds": time.time() - t}
   for run in runs:
-    c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps,
-                   init_from=pre if run.endswith("+pretrained") else "")
+    c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps, size=size,
+                   init_from=pre if run.endswith("+pretrained") else "", input_kind=input_kind)
     w = str(out_dir / run)
     t = time.time()
     classify.train_and_evaluate(c, w)
@@ -354,9 +370,13 @@ if __name__ == "__main__":
   ap.add_argument("--num_occlusion", type=int, default=12)
   ap.add_argument("--pretrain_steps", type=int, default=300)
   ap.add_argument("--no_sheet", action="store_true")
+  ap.add_argument("--size", default="96,128", help="network input H,W")
+  ap.add_argument("--input", default="aligned_head", choices=("aligned_head", "image"),
+                  help="image: the whole-image arm of the ablation (same heads, same steps)")
   a = ap.parse_args()
   r = main_run(real=os.path.abspath(a.real_data), seg=os.path.abspath(a.seg_workdir),
                data_dir=a.data_dir, workdir=a.workdir, steps=a.steps,
                runs=a.runs.split(","), num_occlusion=a.num_occlusion,
-               pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet)
+               pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet,
+               size=tuple(int(v) for v in a.size.split(",")), input_kind=a.input)
   print(json.dumps(r, indent=1, default=float))

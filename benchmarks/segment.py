@@ -17,6 +17,7 @@ Stages (`--stages`, comma separated; default all):
             the mixed model, timed (`--stage2_steps`, default as many steps as
             fit in --stage2_train_minutes)
   hc18_two_stage  both stages on HC18's validation split (`fbjax.coarse_fine`)
+  phantom_two_stage  both stages on the phantom's test split
   phantom   evaluate it on the phantom's test split
   transfer  train a phantom-only model (data=phantom) and evaluate it on HC18 validation
   speed     inference images/s at the training resolution: batch-1 latency and
@@ -221,6 +222,7 @@ def _table(res: dict) -> str:
   for key, title in (("hc18_validation", "HC18 validation (by group)"),
                      ("hc18_validation_two_stage", "HC18 validation (by group), two stages"),
                      ("phantom_test", "Phantom test"),
+                     ("phantom_test_two_stage", "Phantom test, two stages"),
                      ("transfer_hc18_validation", "Phantom-only model on HC18 validation")):
     s = res.get(key)
     if not s:
@@ -275,8 +277,10 @@ def main(argv):
   res["jax_devices"] = [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
   res["cpu_count"] = os.cpu_count()
   stages = set(_STAGES.value or (
-      ["train", "hc18", "phantom", "stage2", "hc18_two_stage", "speed"] if _DEVICE.value else
-      ["train", "hc18", "phantom", "transfer", "stage2", "hc18_two_stage", "speed"]))
+      ["train", "hc18", "phantom", "stage2", "hc18_two_stage", "phantom_two_stage",
+       "speed"] if _DEVICE.value else
+      ["train", "hc18", "phantom", "transfer", "stage2", "hc18_two_stage",
+       "phantom_two_stage", "speed"]))
   methods = ("plain", "direct", "robust") if _DEVICE.value else segment_post.METHODS
 
   def save():
@@ -337,6 +341,12 @@ def main(argv):
                   split="validation", out_dir=str(work / "eval_hc18_validation_two_stage"),
                   methods=("plain", "direct", "robust"), num_overlays=_OVERLAYS.value)
     res["hc18_validation_two_stage"] = _headline(s)
+    save()
+  if "phantom_two_stage" in stages:
+    s = _evaluate(_stage2_config(1, work), str(work / "stage2"), data="phantom",
+                  split="test", out_dir=str(work / "eval_phantom_test_two_stage"),
+                  methods=("plain", "direct", "robust"), num_overlays=_OVERLAYS.value)
+    res["phantom_test_two_stage"] = _headline(s)
     save()
   if "speed" in stages:
     res["speed"] = _speed(main_c, str(work / "mix"), _SPEED_REPEATS.value)

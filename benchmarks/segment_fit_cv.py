@@ -6,7 +6,9 @@ r"""The head-ellipse fit's parameters chosen by group K-fold, not on the set the
 The segmenter of `--workdir` (one or two stages: `fbjax.inference.load`)
 predicts every image of the split once; each fit variant (the direct fit,
 and RANSAC with inlier bands of `--bands` times the head radius) then
-measures every image. The images are split into `--folds` folds by group
+measures every image; for a two-stage segmenter each number of stage-2
+refinement passes in `--refine` (`coarse_fine.TwoStage`) is a further
+variant (`r<passes>_<fit>`). The images are split into `--folds` folds by group
 (patient: no patient in two folds); for each fold the variant with the lowest
 mean absolute HC error on the OTHER folds is chosen and scored on the fold.
 Prints (and writes) the per-fold choice and error, their mean and spread, and
@@ -37,6 +39,8 @@ _SPLIT = flags.DEFINE_string("split", "validation", "HC18 split.")
 _FOLDS = flags.DEFINE_integer("folds", 5, "Group folds.")
 _BANDS = flags.DEFINE_list("bands", ["0.02", "0.03", "0.04", "0.06", "0.08"],
                            "RANSAC inlier bands (fractions of the head radius).")
+_REFINE = flags.DEFINE_list("refine", None, "Two-stage: stage-2 refinement passes to "
+                            "compare (default: the workdir's own).")
 _LIMIT = flags.DEFINE_integer("limit", None, "First N images only (smoke runs).")
 _OUT = flags.DEFINE_string("out", None, "JSON output path.")
 flags.mark_flags_as_required(["workdir"])
@@ -56,20 +60,28 @@ def main(argv):
   src = sources.block_source(block, _SPLIT.value)
   n = len(src) if _LIMIT.value is None else min(_LIMIT.value, len(src))
   predict = model.make_predict()
-  variants = {"direct": dict(method="direct")}
-  variants.update({f"robust_{b}": dict(method="robust", ransac_rel_threshold=float(b))
-                   for b in _BANDS.value})
+  fits = {"direct": dict(method="direct")}
+  fits.update({f"robust_{b}": dict(method="robust", ransac_rel_threshold=float(b))
+               for b in _BANDS.value})
+  passes = [int(r) for r in _REFINE.value] if _REFINE.value and model.two_stage else [None]
+  variants = {(f"r{r}_{f}" if r is not None else f): (r, kw)
+              for r in passes for f, kw in fits.items()}
   errors = {v: [] for v in variants}
   groups = []
   t0 = time.perf_counter()
   for start in range(0, n, 16):
     exs = [src[i] for i in range(start, min(n, start + 16))]
     grid = [segment_eval.grid_input(ex, model.size) for ex in exs]
-    probs = np.asarray(predict(np.stack([x for x, _ in grid])))
-    for ex, (_, g), p in zip(exs, grid, probs, strict=True):
+    x = np.stack([gx for gx, _ in grid])
+    probs = {}
+    for r in passes:
+      if r is not None:
+        predict.refine = r
+      probs[r] = np.asarray(predict(x))
+    for k, (ex, (_, g)) in enumerate(zip(exs, grid, strict=True)):
       groups.append(segment_eval._text(ex["group"]))
-      for v, kw in variants.items():
-        e = segment_post.fitted_ellipse(p[..., 0], g, **kw)
+      for v, (r, kw) in variants.items():
+        e = segment_post.fitted_ellipse(probs[r][k, ..., 0], g, **kw)
         hc = biometry.biometry_from_ellipse(e, float(ex["pixel_spacing_mm"])).hc_mm
         errors[v].append(float(metrics.hc_abs_diff_mm(hc, float(ex["hc_mm"]))))
     print(f"{len(groups)}/{n} images, {time.perf_counter() - t0:.0f} s", flush=True)

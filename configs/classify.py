@@ -164,6 +164,10 @@ def get_config(arg=None):
   c.anomaly = dict(ae_workdir="", specificity=0.95, score="mahalanobis", shrinkage=-1.0,
                    max_fit_images=2000)
   c.decision_specificity = 0.95  # abnormal-head threshold, on normal validation images
+  # ... of these sources (empty: every validated source; `evaluators.decision`). Real
+  # data: the abnormalities set's normals and FETAL_PLANES_DB (where they come from,
+  # counted where its abnormal label is a task), not HC18's many normals.
+  c.decision_sources = ("fba", "fpdb") if use_real else ()
   c.num_images = 8
   c.input = "image"
   c.align = ml_collections.ConfigDict(dict(ALIGN, seg_workdir=arg.seg_workdir))

@@ -104,7 +104,9 @@ def get_config(arg=None):
     c.fine_size = (48, 64) if arg.runlocal else FINE_SIZE
     # Training crops: reference ellipse, centre shifted by up to `shift` semi-major
     # axes and scaled by up to 1 +- `zoom`; each image `copies` times per epoch.
-    c.crop = dict(head_fraction=0.75, shift=0.08, zoom=0.08, copies=8)
+    # Inference: `refine` more stage-2 passes, each on the crop re-placed around the
+    # previous pass's head ellipse (`coarse_fine.TwoStage`).
+    c.crop = dict(head_fraction=0.75, shift=0.08, zoom=0.08, copies=8, refine=0)
   return c
 
 

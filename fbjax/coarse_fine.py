@@ -230,14 +230,23 @@ class TwoStage:
   `inference.segmenter_probs_fn`). Stage 1's head ellipse (`method`) places
   each crop; stage 2's probabilities replace stage 1's inside the crop. An
   image where stage 1 finds no head keeps stage 1's probabilities.
-  `last_crops` holds the crop geometries of the last batch (None: no head).
+
+  `refine` more passes of stage 2: each re-centres and re-scales the crop on
+  the head ellipse fitted to the previous pass's crop (mapped back to the
+  image exactly), so a crop that stage 1 placed off-centre or at the wrong
+  scale (small heads on the coarse grid) converges to the crop stage 2 was
+  trained on. A pass that finds no head keeps the previous one.
+  `last_crops` holds the crop geometries of the last batch's final pass
+  (None: no head).
   """
 
   def __init__(self, stage1, stage2, stage1_size, crop_size=DEFAULT_CROP, *,
-               head_fraction=DEFAULT_HEAD_FRACTION, method: str = "robust"):
+               head_fraction=DEFAULT_HEAD_FRACTION, method: str = "robust", refine: int = 0):
+    if refine < 0:
+      raise ValueError(f"refine must be >= 0, got {refine}")
     self.stage1, self.stage2 = stage1, stage2
     self.stage1_size, self.crop_size = tuple(stage1_size), tuple(crop_size)
-    self.head_fraction, self.method = float(head_fraction), method
+    self.head_fraction, self.method, self.refine = float(head_fraction), method, int(refine)
     self.last_crops: list[CropGeometry | None] = []
 
   def locate(self, images: np.ndarray):
@@ -251,25 +260,45 @@ class TwoStage:
       out.append((preprocess.unletterbox(np.ascontiguousarray(p, np.float32), g), e))
     return out
 
+  def _crop(self, image: np.ndarray, e: Ellipse | None) -> CropGeometry | None:
+    if e is None or not (e.a > 1 and e.b > 1):
+      return None
+    return crop_geometry(e, image.shape, self.crop_size, head_fraction=self.head_fraction)
+
+  def _stage2(self, images: np.ndarray, geoms: list) -> list:
+    """Stage-2 probabilities on each crop (None where there is no crop)."""
+    idx = [i for i, cg in enumerate(geoms) if cg is not None]
+    out: list = [None] * len(geoms)
+    if not idx:
+      return out
+    # Padded to the batch: one compiled shape whatever the number of heads found.
+    x = np.zeros((len(images), *self.crop_size), np.float32)
+    for j, i in enumerate(idx):
+      x[j] = warp(images[i], geoms[i])
+    p2 = np.asarray(self.stage2(x))
+    for j, i in enumerate(idx):
+      out[i] = p2[j]
+    return out
+
   def __call__(self, images):
     images = np.asarray(images, np.float32)
     located = self.locate(images)
-    crops, idx, geoms = [], [], []
-    for i, (im, (_, e)) in enumerate(zip(images, located, strict=True)):
-      cg = None
-      if e is not None and e.a > 1 and e.b > 1:
-        cg = crop_geometry(e, im.shape, self.crop_size, head_fraction=self.head_fraction)
-        crops.append(warp(im, cg))
-        idx.append(i)
-      geoms.append(cg)
+    geoms = [self._crop(im, e) for im, (_, e) in zip(images, located, strict=True)]
+    probs = self._stage2(images, geoms)
+    for _ in range(self.refine):
+      moved = list(geoms)
+      for i, (cg, p) in enumerate(zip(geoms, probs, strict=True)):
+        if cg is not None:
+          e = segment_post.head_ellipse(self.method, prob=p[..., 0], geometry=cg)
+          moved[i] = self._crop(images[i], e) or cg
+      again = self._stage2(images, [m if m is not g else None
+                                    for m, g in zip(moved, geoms, strict=True)])
+      probs = [q if q is not None else p for p, q in zip(probs, again, strict=True)]
+      geoms = moved
     out = np.stack([p for p, _ in located]).astype(np.float32)
-    if crops:
-      # Padded to the batch: one compiled shape whatever the number of heads found.
-      x = np.zeros((len(images), *crops[0].shape), np.float32)
-      x[: len(crops)] = crops
-      p2 = np.asarray(self.stage2(x))[: len(crops)]
-      for i, p in zip(idx, p2, strict=True):
-        out[i] = paste(p, geoms[i], out[i])
+    for i, (cg, p) in enumerate(zip(geoms, probs, strict=True)):
+      if cg is not None:
+        out[i] = paste(p, cg, out[i])
     self.last_crops = geoms
     return out
 

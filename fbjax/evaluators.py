@@ -257,16 +257,28 @@ def abnormal_threshold(labels, probs, specificity: float) -> dict:
           "validation_normals": int(neg.size), "validation_abnormals": int(np.sum(labels == 1))}
 
 
-def decision(labels, probs, source, specificity: float) -> dict:
-  """`abnormal_threshold` of the pooled validation images, plus `per_source`: the same
-  on each source's own images (`source` (N,) names), where that source has normals."""
-  d = abnormal_threshold(labels, probs, specificity)
+def decision(labels, probs, source, specificity: float, pool=()) -> dict:
+  """`abnormal_threshold` of the validation images of the sources in `pool` (all
+  sources when empty), plus `per_source`: the same on each source's own images
+  (`source` (N,) names), where that source has normals.
+
+  `pool` names the sources whose normals look like the images the decision is
+  for (e.g. the abnormalities set's normals and the FETAL_PLANES_DB images they
+  were taken from), so that a large source of other normals (HC18) does not set
+  the threshold. A pool with no normal image falls back to all sources.
+  """
+  labels, probs, source = np.asarray(labels), np.asarray(probs), np.asarray(source)
+  on = np.isin(source, list(pool)) if pool else np.ones(len(source), bool)
+  d = abnormal_threshold(labels[on], probs[on], specificity)
+  pooled_from = sorted({str(v) for v in source[on]})
+  if not d:
+    d, pooled_from = abnormal_threshold(labels, probs, specificity), sorted(
+        {str(v) for v in source})
   if d:
-    source = np.asarray(source)
+    d["sources"] = pooled_from
     d["per_source"] = {}
     for name in np.unique(source):
-      on = source == name
-      ds = abnormal_threshold(np.asarray(labels)[on], np.asarray(probs)[on], specificity)
+      ds = abnormal_threshold(labels[source == name], probs[source == name], specificity)
       if ds:
         d["per_source"][str(name)] = ds
   return d

@@ -216,7 +216,8 @@ class Loaded:
     return coarse_fine.TwoStage(
         first.make_predict(jit=jit), self._own_predict(jit=jit), first.size,
         tuple(c.data.size), head_fraction=float(c.crop.head_fraction),
-        method=first.config.get("eval_method", "robust"))
+        method=first.config.get("eval_method", "robust"),
+        refine=int(c.crop.get("refine", 0)))
 
   def predict_fn(self) -> Callable:
     """(params, images) -> outputs (see the module docstring), not jitted.

@@ -127,6 +127,37 @@ def test_two_stage_recovers_resolution_the_coarse_grid_loses():
   assert seg.last_crops == [None] and not empty.any()
 
 
+def test_refinement_recentres_a_crop_stage1_placed_off_the_head():
+  # Stage 1 sees the head shifted by 30 px and shrunk (a localisation error);
+  # stage 2 (identity) sees whatever the crop holds. One refinement pass puts
+  # the crop back on the head (the crop stage 2 is trained on), so the final
+  # crop's centre and scale are those of the true head's crop.
+  e = Ellipse.make(150.0, 110.0, 40.0, 30.0, 0.3)
+  fine = _mask(e, (240, 360))
+  wrong = _mask(Ellipse.make(180.0, 110.0, 34.0, 25.0, 0.3), (240, 360))
+
+  def stage1(x):
+    del x
+    return _identity(preprocess.letterbox(wrong, (60, 90))[0][None])
+
+  exact = coarse_fine.crop_geometry(e, fine.shape, (64, 64))
+  for refine, tol in ((0, None), (1, 1.0)):
+    seg = coarse_fine.TwoStage(stage1, _identity, (60, 90), (64, 64), refine=refine)
+    probs = seg(fine[None])[0, ..., 0]
+    cg = seg.last_crops[0]
+    centre = cg.to_original_points([[(64 - 1) / 2, (64 - 1) / 2]])[0]
+    off = float(np.hypot(*(centre - [e.cx, e.cy])))
+    if tol is None:
+      assert off > 20                      # stage 1's crop: far from the head's centre
+    else:
+      assert off < tol and cg.scale == pytest.approx(exact.scale, rel=0.02)
+      inside = coarse_fine.paste(np.ones((64, 64), np.float32), cg,
+                                 np.zeros(fine.shape, np.float32)) > 0
+      assert metrics.dice(np.where(inside, probs, 0) > 0.5, fine > 0.5) > 0.995
+  with pytest.raises(ValueError, match="refine"):
+    coarse_fine.TwoStage(stage1, _identity, (60, 90), refine=-1)
+
+
 def test_stage2_config_needs_a_stage1_workdir(tmp_path):
   from fbjax.trainers import segment
 

@@ -135,3 +135,26 @@ def test_finetune_optimizer_scales_or_freezes_the_encoder():
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["head"]["w"], -0.1)
     np.testing.assert_allclose(updates["ae"]["w"], -0.1 * mult)
+
+
+def test_decision_pools_the_named_sources_and_keeps_each_source_apart():
+  # Two sources of normals: "a" scores low, "b" (many more images) high. Pooling all
+  # lets "b" set the threshold; pooling ("a",) gives a's own 95 % quantile.
+  rng = np.random.default_rng(0)
+  pa, pb = rng.uniform(0.0, 0.2, 40), rng.uniform(0.5, 0.9, 400)
+  abn = rng.uniform(0.3, 1.0, 30)
+  probs = np.concatenate([pa, pb, abn])
+  labels = np.concatenate([np.zeros(440, int), np.ones(30, int)])
+  source = np.array(["a"] * 40 + ["b"] * 400 + ["a"] * 30, dtype=object)
+  d_all = evaluators.decision(labels, probs, source, 0.95)
+  d_a = evaluators.decision(labels, probs, source, 0.95, pool=("a",))
+  assert d_all["sources"] == ["a", "b"] and d_a["sources"] == ["a"]
+  assert d_all["abnormal_threshold"] == pytest.approx(
+      metrics.threshold_at_specificity(np.concatenate([pa, pb]), 0.95))
+  assert d_a["abnormal_threshold"] == pytest.approx(metrics.threshold_at_specificity(pa, 0.95))
+  assert d_a["abnormal_threshold"] < 0.2 < d_all["abnormal_threshold"]
+  assert d_a["validation_normals"] == 40 and d_a["validation_abnormals"] == 30
+  assert d_a["per_source"] == d_all["per_source"] and set(d_a["per_source"]) == {"a", "b"}
+  # A pool without normals falls back to every source.
+  d_none = evaluators.decision(labels, probs, source, 0.95, pool=("c",))
+  assert d_none["abnormal_threshold"] == d_all["abnormal_threshold"]

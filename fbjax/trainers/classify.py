@@ -202,7 +202,8 @@ def finish(run, params, step: int, pooled: dict) -> None:
     return
   spec = float(config.get("decision_specificity", 0.95))
   if pooled.get("y") is not None:
-    d = evaluators.decision(pooled["y"], pooled["p"], pooled["source"], spec)
+    d = evaluators.decision(pooled["y"], pooled["p"], pooled["source"], spec,
+                            pool=tuple(config.get("decision_sources", ())))
     if d:
       with open(f"{run.workdir}/decision.json", "w") as f:
         json.dump({**d, "step": int(step)}, f, indent=1)

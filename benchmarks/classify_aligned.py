@@ -106,9 +106,12 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
 
 
 def whole_images(src):
-  """The original (whole-image) examples under an aligned source, same order."""
+  """The original (whole-image) examples under an aligned source, same order (a
+  source without alignment is its own)."""
   inner = src
   while not hasattr(inner, "_ell"):
+    if not hasattr(inner, "_source"):
+      return src
     inner = inner._source
   return inner._source
 
@@ -253,7 +256,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
 
   def src(name, split):
     s = sources.block_source(blocks[name], split)
-    out["no_head"][f"{name}/{split}"] = s.head_counts
+    out["no_head"][f"{name}/{split}"] = getattr(s, "head_counts", None)   # whole images: none
     return s
 
   train_srcs = [src(n, blocks[n].train_split) for n in trained]

@@ -336,18 +336,14 @@ def main(argv):
     res["stage2_config"] = {"crop_size": list(c2.data.size), "crop": dict(c2.crop),
                             "fine_size": list(c2.fine_size), "model": dict(c2.model)}
     save()
-  if "hc18_two_stage" in stages:
-    s = _evaluate(_stage2_config(1, work), str(work / "stage2"), data="data",
-                  split="validation", out_dir=str(work / "eval_hc18_validation_two_stage"),
-                  methods=("plain", "direct", "robust"), num_overlays=_OVERLAYS.value)
-    res["hc18_validation_two_stage"] = _headline(s)
-    save()
-  if "phantom_two_stage" in stages:
-    s = _evaluate(_stage2_config(1, work), str(work / "stage2"), data="phantom",
-                  split="test", out_dir=str(work / "eval_phantom_test_two_stage"),
-                  methods=("plain", "direct", "robust"), num_overlays=_OVERLAYS.value)
-    res["phantom_test_two_stage"] = _headline(s)
-    save()
+  for stage, data, split, key in (("hc18_two_stage", "data", "validation", "hc18_validation"),
+                                  ("phantom_two_stage", "phantom", "test", "phantom_test")):
+    if stage in stages:
+      s = _evaluate(_stage2_config(1, work), str(work / "stage2"), data=data, split=split,
+                    out_dir=str(work / f"eval_{key}_two_stage"),
+                    methods=("plain", "direct", "robust"), num_overlays=_OVERLAYS.value)
+      res[f"{key}_two_stage"] = _headline(s)
+      save()
   if "speed" in stages:
     res["speed"] = _speed(main_c, str(work / "mix"), _SPEED_REPEATS.value)
     if (work / "stage2" / "config.json").exists():

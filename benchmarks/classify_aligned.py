@@ -270,8 +270,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   test = src("fba", "test")
   res = evaluators.predict_source(clf, test, 64)
   decision = json.loads((pathlib.Path(workdir) / "decision.json").read_text())
-  thr_src = decision     # the pooled threshold of `decision_sources` (what predict uses)
-  thr = thr_src["abnormal_threshold"]
+  thr = decision["abnormal_threshold"]   # pooled over `decision_sources` (what predict uses)
   y, p = res["label_abnormal"], res["abnormal"][:, 1]
   sens, spec = metrics.sensitivity_specificity(y, p, thr)
   own = decision.get("per_source", {}).get("fba")
@@ -285,7 +284,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   out["abnormal"] = {"n": int(np.sum(y >= 0)), "normals": int(np.sum(y == 0)),
                      "auroc": metrics.auroc(y, p), "threshold": thr,
                      "threshold_from": decision.get("sources"),
-                     "validation_normals": thr_src.get("validation_normals"),
+                     "validation_normals": decision.get("validation_normals"),
                      "fba_own_threshold": own,
                      "fba_own_sensitivity_specificity": (
                          metrics.sensitivity_specificity(y, p, own["abnormal_threshold"])
@@ -335,7 +334,7 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
   result = {"setup": {"input": input_kind, "size": list(size), "encoder": "resnet 16/32/64",
                       "steps": steps,
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
-                      "orientations"}}
+                      "orientations" if input_kind == "aligned_head" else "none"}}
   if sheet:
     result["contact_sheet_counts"] = contact_sheet(
         run_config("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
@@ -375,7 +374,7 @@ if __name__ == "__main__":
   ap.add_argument("--no_sheet", action="store_true")
   ap.add_argument("--size", default="96,128", help="network input H,W")
   ap.add_argument("--input", default="aligned_head", choices=("aligned_head", "image"),
-                  help="image: the whole-image arm of the ablation (same heads, same steps)")
+                  help="image: the whole-image arm of the ablation (same images, same steps)")
   a = ap.parse_args()
   r = main_run(real=os.path.abspath(a.real_data), seg=os.path.abspath(a.seg_workdir),
                data_dir=a.data_dir, workdir=a.workdir, steps=a.steps,

@@ -86,7 +86,7 @@ def test_usable_rejects_implausible_ellipses():
   assert not aligned.usable(Ellipse(150, 40, 30, 25, 0.0), (80, 100))   # centre outside
 
 
-def test_segmenter_checkpoint_is_part_of_the_cache_key(tmp_path):
+def test_segmenter_checkpoint_and_data_version_are_part_of_the_cache_key(tmp_path, monkeypatch):
   seg = classify_util.fake_seg_workdir(tmp_path / "seg")
   block = common.data("toy", size=(24, 32))
   ident = aligned.checkpoint_identity(str(seg))
@@ -94,6 +94,14 @@ def test_segmenter_checkpoint_is_part_of_the_cache_key(tmp_path):
   k1 = aligned.cache_key(block, "train", ["a", "b"], str(seg))
   k0 = aligned.cache_key(block, "train", ["a", "b"], "")
   assert k1 != k0 and k0 != aligned.cache_key(block, "test", ["a", "b"], "")
+  # The builder's version is part of the key: a new phantom version redraws its images
+  # under the same ids, and the old version's ellipses must not be read for them.
+  synth = common.data("fetal_brain_synth:small", size=(24, 32))
+  version = aligned.data_version("fetal_brain_synth")
+  assert version.count(".") == 2
+  before = aligned.cache_key(synth, "train", ["a", "b"], "")
+  monkeypatch.setattr(aligned, "data_version", lambda name: version + "-other")
+  assert aligned.cache_key(synth, "train", ["a", "b"], "") != before
   with pytest.raises(FileNotFoundError, match="not a trained segmentation workdir"):
     aligned.checkpoint_identity(str(tmp_path / "nothing"))
   # Images without a mask go to the segmenter (random weights: found or not, each

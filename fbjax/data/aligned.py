@@ -149,10 +149,20 @@ def compute_ellipses(source, seg_workdir: str = "") -> tuple[np.ndarray, np.ndar
   return ell, kind
 
 
+def data_version(name: str) -> str:
+  """The version of data set `name`'s builder ("" for data without one, e.g. toy)."""
+  from fbjax.data import builders  # noqa: PLC0415
+
+  return str(builders.builder_class(name).VERSION) if name in builders.available() else ""
+
+
 def cache_key(block, split: str, ids: list[str], seg_workdir: str) -> str:
-  """Data set, builder config, split, raw folder, segmenter checkpoint and the example ids
-  (which say which examples a label selection kept; labels do not change an ellipse)."""
-  parts = {"name": block.name, "config": block.get("config", ""), "split": split,
+  """Data set and its builder's version, builder config, split, raw folder, segmenter
+  checkpoint and the example ids (which say which examples a label selection kept;
+  labels do not change an ellipse). Another version of a data set (e.g. the phantom's
+  images redrawn under the same ids) is another key."""
+  parts = {"name": block.name, "version": data_version(block.name),
+           "config": block.get("config", ""), "split": split,
            "manual_dir": os.path.realpath(block.manual_dir) if block.get("manual_dir") else "",
            "segmenter": checkpoint_identity(seg_workdir) if seg_workdir else "",
            "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}

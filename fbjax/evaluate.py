@@ -102,14 +102,19 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
                      split: str | None = None, out_dir: str | None = None,
                      methods=segment_post.METHODS, num_overlays: int = 16,
                      limit: int | None = None, batch_size: int | None = None,
-                     step: int | None = None) -> dict:
+                     step: int | None = None, tta: bool | None = None) -> dict:
   """Measures `workdir` on block `data` (default: a classifier's validated sources, else
   the block `data`) at `split`
   (default: the block's validation split). Writes `evaluation.json` to `out_dir`
-  (all but a segmenter's per-image `rows`, which `segment_eval` writes as CSV)."""
+  (all but a segmenter's per-image `rows`, which `segment_eval` writes as CSV).
+  `tta`: mirror averaging on or off (both stages of a two-stage segmenter) instead
+  of the workdir's `eval_flip`; recorded in the summary."""
   workdir = os.path.abspath(workdir)
   model = inference.load(workdir, step)
   config = merged_config(model.config, data_config)
+  if tta is not None:
+    with config.unlocked():
+      config.eval_flip = bool(tta)
   model.config = config
   if model.kind == "classifier":
     names = [data] if data else [n for n, b in config.sources.items() if b.get("eval")]
@@ -118,7 +123,8 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
     names = [data or "data"]
     blocks = {n: config[n] for n in names}
   run = train_lib.eval_run(config, workdir, batch_size)
-  summary: dict = {"workdir": workdir, "kind": model.kind, "step": step, "sources": {}}
+  summary: dict = {"workdir": workdir, "kind": model.kind, "step": step,
+                   "eval_flip": bool(config.get("eval_flip", False)), "sources": {}}
   for name, block in blocks.items():
     sp = split or block.val_split
     src = sources.block_source(block, sp)   # labels masked to the block's tasks, as in training
@@ -140,7 +146,7 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
                                                                             b))
         entry["grid"] = evaluators.segmentation(run, fn, model.params, src, name,
                                                 config.eval_method)[0]
-      predict = model.make_predict()
+      predict = model.make_predict(flip=tta)
       sub = os.path.join(out_dir, name) if out_dir and len(blocks) > 1 else out_dir
       rows, seg = segment_eval.evaluate(
           src, lambda x, f=predict: np.asarray(f(x)), size=model.size, methods=methods,
@@ -151,7 +157,7 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
         segment_eval.write(rows, seg, sub)
       entry["original_resolution"], entry["rows"] = seg, rows
     elif model.kind == "classifier":
-      entry.update(classifier_summary(model, src, name, batch_size=batch_size))
+      entry.update(classifier_summary(model, src, name, batch_size=batch_size, tta=tta))
     elif model.kind == "autoencoder":
       fn = run.jit(evaluators.reconstruction_fn(config))
       keys = ("image",) if config.target == "image" else ("image", config.target)

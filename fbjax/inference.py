@@ -130,6 +130,14 @@ def segmenter_model(config):
   return unet.Model(**config.model, enhance=enhance)
 
 
+def _with(config, **values):
+  """A copy of `config` with `values` set."""
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.update(values)
+  return out
+
+
 def segmenter_probs_fn(config, model=None):
   """(params, (B, H, W) images) -> (B, H, W, 3) probabilities (enhancement included).
 
@@ -207,14 +215,18 @@ class Loaded:
       raise ValueError(f"{self.workdir}: stage-1 workdir {path} is itself a second stage")
     return first
 
-  def two_stage_predict(self, *, jit: bool = True) -> Callable:
-    """(B, H, W) fine-grid images -> (B, H, W, 3) probabilities of both stages."""
+  def two_stage_predict(self, *, jit: bool = True, flip: bool | None = None) -> Callable:
+    """(B, H, W) fine-grid images -> (B, H, W, 3) probabilities of both stages.
+
+    `flip` sets the mirror averaging of both stages (None: each workdir's
+    `eval_flip`)."""
     from fbjax import coarse_fine  # noqa: PLC0415
 
     first = self.stage1()
     c = self.config
     return coarse_fine.TwoStage(
-        first.make_predict(jit=jit), self._own_predict(jit=jit), first.size,
+        first.make_predict(jit=jit, flip=flip), self._own_predict(jit=jit, flip=flip),
+        first.size,
         tuple(c.data.size), head_fraction=float(c.crop.head_fraction),
         method=first.config.get("eval_method", "robust"),
         refine=int(c.crop.get("refine", 0)))
@@ -242,15 +254,20 @@ class Loaded:
                                   jit=False)
     return lambda params, images: score(images)
 
-  def make_predict(self, *, jit: bool = True) -> Callable:
+  def make_predict(self, *, jit: bool = True, flip: bool | None = None) -> Callable:
     """images on `size` -> outputs with the loaded parameters (both stages of a
-    two-stage segmenter)."""
+    two-stage segmenter). `flip`: a segmenter's mirror averaging (test-time
+    augmentation) instead of the config's `eval_flip`."""
     if self.two_stage:
-      return self.two_stage_predict(jit=jit)
-    return self._own_predict(jit=jit)
+      return self.two_stage_predict(jit=jit, flip=flip)
+    return self._own_predict(jit=jit, flip=flip)
 
-  def _own_predict(self, *, jit: bool = True) -> Callable:
-    fn, params = self.predict_fn(), jax.tree.map(jnp.asarray, self.params)
+  def _own_predict(self, *, jit: bool = True, flip: bool | None = None) -> Callable:
+    if flip is not None and self.kind == "segmenter":
+      fn = segmenter_probs_fn(_with(self.config, eval_flip=bool(flip)))
+    else:
+      fn = self.predict_fn()
+    params = jax.tree.map(jnp.asarray, self.params)
     out = lambda images: fn(params, images)  # noqa: E731
     return jax.jit(out) if jit else out
 

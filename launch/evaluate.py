@@ -1,6 +1,7 @@
 r"""Evaluates a trained workdir (any trainer) on any data set and split, without retraining.
 
   python -m launch.evaluate --workdir ~/runs/seg --split validation
+  python -m launch.evaluate --workdir ~/runs/seg --split validation --notta  # no mirror
   python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg \
       --data phantom --split test --out ~/runs/seg/eval_phantom_test
   # Another folder in the HC18 layout (training_set/, its CSV, test_set/...):
@@ -41,6 +42,9 @@ _OVERLAYS = flags.DEFINE_integer("num_overlays", 16, "Overlay PNGs to write (-1:
 _LIMIT = flags.DEFINE_integer("limit", None, "Evaluate only the first N examples.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Evaluation batch (default: the config's).")
+_TTA = flags.DEFINE_bool("tta", None, "Mirror averaging (test-time augmentation) on or off, "
+                         "both stages of a two-stage segmenter (default: the workdir's "
+                         "eval_flip).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -54,7 +58,7 @@ def main(argv):
   out = _OUT.value or os.path.join(_WORKDIR.value, "eval", name)
   kwargs = dict(data=_DATA.value, split=_SPLIT.value, out_dir=out,
                 num_overlays=_OVERLAYS.value, limit=_LIMIT.value, step=_STEP.value,
-                batch_size=_BATCH.value)
+                batch_size=_BATCH.value, tta=_TTA.value)
   if _METHODS.value:
     kwargs["methods"] = tuple(_METHODS.value)
   try:

@@ -200,3 +200,18 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
   entry = summary["sources"]["data"]
   assert entry["grid"] == {} and len(entry["rows"]) == 12
   assert entry["original_resolution"]["num_images"] == 12
+  assert summary["eval_flip"] is True
+  # Mirror averaging on / off reaches both stages: with it each network's output is
+  # exactly mirror-equivariant, without it (a few steps from random weights) it is not.
+  rng = np.random.default_rng(1)
+  for flip in (True, False):
+    two = model.make_predict(flip=flip)
+    for fn, hw in ((two.stage1, two.stage1_size), (two.stage2, two.crop_size)):
+      x = rng.uniform(size=(2, *hw)).astype(np.float32)
+      same = np.allclose(np.asarray(fn(x[:, :, ::-1]))[:, :, ::-1], np.asarray(fn(x)),
+                         atol=1e-5)
+      assert same == flip, (flip, hw)
+  off = evaluate.evaluate_workdir(str(tmp_path / "s2"), c2, split="validation",
+                                  methods=("robust",), num_overlays=0, tta=False)
+  assert off["eval_flip"] is False
+  assert off["sources"]["data"]["original_resolution"]["num_images"] == 12

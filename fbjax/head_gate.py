@@ -141,8 +141,8 @@ def evidence(grid_image: np.ndarray, head_prob: np.ndarray, e_grid: Ellipse | No
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN rows (off the image) stay NaN
     median = np.nanmedian(prof, axis=1)
-  ring = np.nanmax(np.where(_band(radii, RING), median, np.nan)) if np.isfinite(
-      median[_band(radii, RING)]).any() else math.nan
+  in_ring = median[_band(radii, RING)]
+  ring = float(np.nanmax(in_ring)) if np.isfinite(in_ring).any() else math.nan
   beside = np.nanmax([_mean(median[_band(radii, INSIDE)]), _mean(median[_band(radii, OUTSIDE)])])
   contrast = float((ring - beside) / (hi - lo))
   # Per direction: the ring band's mean above both neighbouring bands' means.

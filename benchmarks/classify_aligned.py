@@ -12,6 +12,11 @@ Also `benchmarks/classify.py --stages=aligned` (same flags). Every split is by g
                standard plane): does HC18 help as TT examples?
   abnormal     abnormal + condition heads on the abnormalities set, HC18 as
                further normals, aligned heads
+  phantom      plane, abnormal and condition heads on the phantom's aligned heads
+               (`configs/classify.py:data=phantom`; training ellipses from the head
+               masks); the test split is scored twice: crops from the ground-truth
+               mask's ellipse, and crops from the segmenter's ellipse (`--seg_workdir`,
+               masks hidden: what `launch.predict` does)
   RUN+pretrained  RUN with the encoder initialised from `pretrain`: the autoencoder
                of `configs/classify.py:variant=pretrain` on the aligned heads of every
                real image and the phantom (`--pretrain_steps`), trained once
@@ -33,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 
@@ -41,22 +47,28 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 RUNS = ("planes", "planes_hc18", "abnormal")
+EXTRA_RUNS = ("phantom",)   # not in the default `--runs`
 TT = 0
 BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's semi-axes
 
 
 def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
-               init_from: str = "", input_kind: str = "aligned_head"):
+               init_from: str = "", input_kind: str = "aligned_head",
+               class_weighting: str = "", seed: int = 0):
   from configs import classify as classify_config
   from configs import common
 
   run = run.removesuffix("+pretrained")
   variant = "pretrain" if run == "pretrain" else "finetune"
   head = input_kind == "aligned_head"
-  c = classify_config.get_config(f"data=real,input={input_kind}," + (
+  data = "phantom" if run == "phantom" else "real"
+  c = classify_config.get_config(f"data={data},input={input_kind}," + (
       f"seg_workdir={seg}," if head else "") + f"variant={variant}")
   c.init_from = init_from
   c.real_data = real
+  if class_weighting:
+    c.class_weighting = class_weighting
+  c.seed = seed
   if head:
     c.align.size = tuple(size)
   c.image_size = tuple(size)
@@ -78,6 +90,8 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
   if run == "pretrain":
     c.sources.fpdb.update(weight=0.15, tasks=(), where="")
     return c
+  if run == "phantom":
+    return c
   if run.startswith("planes"):
     c.tasks = ("plane",)
     c.sources.fpdb.update(weight=0.6, eval=True)
@@ -95,7 +109,7 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
     c.sources.fpdb.update(eval=True, tasks=("abnormal",), label_defaults="abnormal=0")
     c.decision_sources = ("fba", "fpdb")
   else:
-    raise ValueError(f"unknown run {run!r}; expected one of {RUNS}")
+    raise ValueError(f"unknown run {run!r}; expected one of {RUNS + EXTRA_RUNS}")
   del common
   return c
 
@@ -159,7 +173,7 @@ def reliability_png(probs_before, probs_after, y, path) -> dict:
       cv2.line(img, a, b, colour, 2)
     for pt in pts:
       cv2.circle(img, pt, 3, colour, -1)
-  cv2.putText(img, "confidence ->  accuracy ^  red: raw, green: T-scaled", (4, 16),
+  cv2.putText(img, "x: confidence, y: accuracy; red: raw, green: T-scaled", (4, 16),
               cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1)
   cv2.imwrite(str(path), img)
   return out
@@ -171,6 +185,52 @@ def calibrated(workdir, task, p):
   cal = json.loads((pathlib.Path(workdir) / "calibration.json").read_text())
   t = cal["tasks"][task]["temperature"]
   return t, metrics.apply_temperature(p, t)
+
+
+_RF_SUFFIX = re.compile(r"\.rf\.[0-9a-f]{32}\.jpg$", re.IGNORECASE)
+
+
+def source_image(ident: str) -> str:
+  """The source image an example's id comes from: the file name without folder,
+  extension, the abnormalities export's `.rf.<hash>.jpg`, `_png_jpg` and `_aug_<k>`
+  (its augmented copies of one image share it; a FETAL_PLANES_DB image and its copy
+  in the abnormalities set share it too)."""
+  name = _RF_SUFFIX.sub("", ident.rsplit("/", 1)[-1])
+  name = re.sub(r"\.(png|jpe?g)$", "", name, flags=re.IGNORECASE)
+  name = re.sub(r"_(png_jpg|jpg|png)$", "", name)
+  return re.sub(r"_aug_\d+$", "", name)
+
+
+def ids_of(src) -> list[str]:
+  from fbjax.data import aligned
+
+  return [aligned._ident(src[i]) for i in range(len(src))]
+
+
+def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
+  """Each source image counted once: its copies' probabilities averaged.
+
+  The abnormalities set holds up to 17 augmented copies of one image (rotation,
+  crop, brightness), and they sit in one split: per image, a few source images
+  weigh many times. Groups are (source image, label).
+  """
+  from fbjax import metrics
+
+  groups: dict = {}
+  for i, (k, lab) in enumerate(zip(ids, y, strict=True)):
+    if lab >= 0:
+      groups.setdefault((source_image(k), int(lab)), []).append(i)
+  yy = np.array([lab for _, lab in groups])
+  pp = np.stack([np.mean(p[v], axis=0) for v in groups.values()])
+  cm = metrics.confusion_matrix(yy, pp.argmax(1), num_classes)
+  out = {"n_source_images": len(groups), "n_images": int(np.sum(np.asarray(y) >= 0)),
+         "accuracy": metrics.accuracy(yy, pp.argmax(1)),
+         "macro_f1": metrics.macro_f1(yy, pp.argmax(1), num_classes, classes=classes),
+         "per_class_f1": [round(float(v), 4) for v in metrics.per_class_scores(cm)["f1"]],
+         "support": cm.sum(1).tolist(), "confusion_matrix": cm.tolist()}
+  if num_classes == 4:
+    out["macro_f1_tt_tc_tv"] = metrics.macro_f1(yy, pp.argmax(1), classes=[0, 1, 2])
+  return out
 
 
 def task_report(clf, workdir, res, task, out_dir, tag, base_probs) -> dict:
@@ -260,12 +320,19 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
     return s
 
   train_srcs = [src(n, blocks[n].train_split) for n in trained]
+  if run == "phantom":
+    return evaluate_phantom(clf, workdir, out, src, train_srcs, out_dir)
   if run.startswith("planes"):
     tests = [src("fpdb", "test"), src("fba", "test")]
     res = [evaluators.predict_source(clf, s, 64) for s in tests]
     merged = {k: np.concatenate([r[k] for r in res]) for k in ("plane", "label_plane")}
     base = np.concatenate([baseline(train_srcs, s, "plane", 4) for s in tests])
     out["plane"] = task_report(clf, workdir, merged, "plane", out_dir, run, base)
+    ids = [i for s in tests for i in ids_of(s)]
+    out["plane"]["by_source_image"] = by_source_image(merged["label_plane"], merged["plane"],
+                                                      ids, 4)
+    out["plane"]["baseline_by_source_image"] = by_source_image(merged["label_plane"], base,
+                                                               ids, 4)
     return out
   test = src("fba", "test")
   res = evaluators.predict_source(clf, test, 64)
@@ -296,8 +363,118 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   b_c = baseline(train_srcs[:1], test, "condition", len(lookup))
   b_c = b_c[:, [i for i in range(len(lookup)) if lookup[i] >= 0]]
   out["condition"] = task_report(clf, workdir, res, "condition", out_dir, run, b_c)
+  ids, n_cond = ids_of(test), len(clf.class_names("condition"))
+  out["condition"]["by_source_image"] = by_source_image(res["label_condition"],
+                                                        res["condition"], ids, n_cond)
+  out["condition"]["baseline_by_source_image"] = by_source_image(res["label_condition"], b_c,
+                                                                 ids, n_cond)
+  ab = by_source_image(y, res["abnormal"], ids, 2)
+  groups: dict = {}
+  for i, (k, lab) in enumerate(zip(ids, y, strict=True)):
+    groups.setdefault((source_image(k), int(lab)), []).append(i)
+  yg = np.array([lab for _, lab in groups])
+  pg = np.array([np.mean(p[v]) for v in groups.values()])
+  sg, cg = metrics.sensitivity_specificity(yg, pg, thr)
+  out["abnormal"]["by_source_image"] = {"n_source_images": ab["n_source_images"],
+                                        "normals": int(np.sum(yg == 0)),
+                                        "auroc": metrics.auroc(yg, pg),
+                                        "sensitivity": sg, "specificity": cg}
   if clf.config.get("input", "image") == "aligned_head":   # the brain's place is known
     out["occlusion"] = occlusion(clf, test, p, y, num_occlusion)
+  return out
+
+
+class _MasksHidden:
+  """`source` with its head masks hidden: the ellipse has to come from the segmenter."""
+
+  def __init__(self, source):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i):
+    return {**self._source[i], "has_head_mask": False}
+
+
+def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.Path) -> dict:
+  """Phantom test split: crops from the mask's ellipse and from the segmenter's."""
+  from fbjax import evaluators, metrics
+  from fbjax.data import aligned, sources
+
+  test = src("phantom", "test")
+  res = evaluators.predict_source(clf, test, 64)
+  base = baseline(train_srcs, test, "plane", 4)
+  out["plane"] = task_report(clf, workdir, res, "plane", out_dir, "phantom", base)
+  out["abnormal_auroc"] = metrics.auroc(res["label_abnormal"], res["abnormal"][:, 1])
+  cond = metrics.classification_summary(res["label_condition"], res["condition"],
+                                        clf.class_names("condition"))
+  out["condition"] = {"accuracy": cond["accuracy"], "macro_f1": cond["macro_f1"]}
+  seg = clf.config.align.seg_workdir
+  if not seg:
+    return out
+  raw = sources.block_source(clf.config.sources.phantom, "test", masked=False)
+  ell, kinds = aligned.compute_ellipses(_MasksHidden(raw), seg)
+  seg_src, counts = aligned.aligned_source(raw, ell, clf.config.align, kinds=kinds,
+                                           name="fetal_brain_synth test (segmenter)")
+  r = evaluators.predict_source(clf, seg_src, 64)
+  y, p = r["label_plane"], r["plane"]
+  # Images the segmenter finds no head in count as wrong.
+  out["plane_segmenter_ellipse"] = {
+      "segmenter": seg, "head_counts": counts,
+      "accuracy_of_all_test_images": float(np.sum(p.argmax(1) == y) / counts["total"]),
+      "accuracy": metrics.accuracy(y, p.argmax(1)),
+      "macro_f1": metrics.macro_f1(y, p.argmax(1), 4),
+      "abnormal_auroc": metrics.auroc(r["label_abnormal"], r["abnormal"][:, 1])}
+  return out
+
+
+def plane_predictions(workdir: str, split: str) -> dict:
+  """A plane run's probabilities and labels on `split` of FETAL_PLANES_DB and the
+  abnormalities set's normals (the images of `evaluate_run`), with their ids."""
+  from fbjax import evaluators, inference
+  from fbjax.data import aligned, sources
+
+  clf = inference.load(workdir, kind="classifier")
+  p, y, ids = [], [], []
+  for name in ("fpdb", "fba"):
+    s = sources.block_source(sources.with_input(clf.config.sources[name], clf.config), split)
+    r = evaluators.predict_source(clf, s, 64)
+    p.append(r["plane"])
+    y.append(r["label_plane"])
+    ids += [aligned._ident(s[i]) for i in range(len(s))]
+  return {"plane": np.concatenate(p), "label_plane": np.concatenate(y), "ids": ids}
+
+
+def ensemble_planes(workdirs: list[str]) -> dict:
+  """Each plane run and the mean of their probabilities, on validation and test.
+
+  Whether to average is read from validation (macro-F1 over the four planes); the
+  test numbers of every member and of the mean are reported beside it.
+  """
+  from fbjax import metrics
+
+  out: dict = {"members": workdirs, "validation": {}, "test": {}}
+  for split in ("validation", "test"):
+    preds = [plane_predictions(w, split) for w in workdirs]
+    for q in preds[1:]:
+      if q["ids"] != preds[0]["ids"] or not np.array_equal(q["label_plane"],
+                                                             preds[0]["label_plane"]):
+        raise ValueError(f"{split}: the runs did not predict the same images")
+    y = preds[0]["label_plane"]
+    named = {w: q["plane"] for w, q in zip(workdirs, preds, strict=True)}
+    named["mean"] = np.mean([q["plane"] for q in preds], axis=0)
+    for name, prob in named.items():
+      pred = prob.argmax(1)
+      out[split][name] = {"n": int(np.sum(y >= 0)), "accuracy": metrics.accuracy(y, pred),
+                          "macro_f1": metrics.macro_f1(y, pred, 4),
+                          "macro_f1_tt_tc_tv": metrics.macro_f1(y, pred, classes=[0, 1, 2]),
+                          "per_class_f1": [round(float(v), 4) for v in
+                                           metrics.per_class_scores(
+                                               metrics.confusion_matrix(y, pred, 4))["f1"]]}
+  best = max(out["validation"], key=lambda k: out["validation"][k]["macro_f1"])
+  out["chosen_on_validation"] = best
+  out["test_of_chosen"] = out["test"][best]
   return out
 
 
@@ -325,14 +502,16 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
 
 def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
              num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True,
-             size=(96, 128), input_kind: str = "aligned_head") -> dict:
+             size=(96, 128), input_kind: str = "aligned_head",
+             class_weighting: str = "", seed: int = 0) -> dict:
   from fbjax.trainers import classify
 
   out_dir = pathlib.Path(workdir)
   out_dir.mkdir(parents=True, exist_ok=True)
   tag = "_".join(r.replace("+", "_") for r in runs)
   result = {"setup": {"input": input_kind, "size": list(size), "encoder": "resnet 16/32/64",
-                      "steps": steps,
+                      "steps": steps, "class_weighting": class_weighting or "inverse_sqrt",
+                      "seed": seed,
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
                       "orientations" if input_kind == "aligned_head" else "none"}}
   if sheet:
@@ -349,10 +528,14 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
     result["pretrain"] = {"steps": pretrain_steps, "seconds": time.time() - t}
   for run in runs:
     c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps, size=size,
-                   init_from=pre if run.endswith("+pretrained") else "", input_kind=input_kind)
+                   init_from=pre if run.endswith("+pretrained") else "", input_kind=input_kind,
+                   class_weighting=class_weighting, seed=seed)
     w = str(out_dir / run)
     t = time.time()
-    classify.train_and_evaluate(c, w)
+    if (out_dir / run / "complete.json").exists():   # trained before: measured again only
+      result.setdefault("evaluated_again", []).append(run)
+    else:
+      classify.train_and_evaluate(c, w)
     result[run] = evaluate_run(run, w, c, out_dir, num_occlusion)
     result[run]["train_eval_seconds"] = time.time() - t
     (out_dir / f"aligned_{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
@@ -368,17 +551,32 @@ if __name__ == "__main__":
   ap.add_argument("--data_dir", default="")
   ap.add_argument("--workdir", default="/tmp/fbjax_classify_aligned")
   ap.add_argument("--steps", type=int, default=600)
-  ap.add_argument("--runs", default=",".join(RUNS))
+  ap.add_argument("--runs", default=",".join(RUNS),
+                  help=f"comma separated, of {RUNS + EXTRA_RUNS} (RUN+pretrained too)")
   ap.add_argument("--num_occlusion", type=int, default=12)
   ap.add_argument("--pretrain_steps", type=int, default=300)
   ap.add_argument("--no_sheet", action="store_true")
+  ap.add_argument("--ensemble", default="", help="comma-separated plane-run workdirs: "
+                  "score each and the mean of their probabilities (nothing is trained)")
   ap.add_argument("--size", default="96,128", help="network input H,W")
+  ap.add_argument("--class_weighting", default="", choices=("", "none", "inverse_sqrt",
+                                                            "inverse"),
+                  help="class weights of the heads (default: the config's, inverse_sqrt)")
+  ap.add_argument("--seed", type=int, default=0, help="training seed (initialisation, "
+                  "batches, augmentation)")
   ap.add_argument("--input", default="aligned_head", choices=("aligned_head", "image"),
                   help="image: the whole-image arm of the ablation (same images, same steps)")
   a = ap.parse_args()
+  if a.ensemble:
+    r = ensemble_planes([os.path.abspath(w) for w in a.ensemble.split(",")])
+    pathlib.Path(a.workdir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(a.workdir) / "ensemble_planes.json").write_text(json.dumps(r, indent=1))
+    print(json.dumps(r, indent=1))
+    sys.exit(0)
   r = main_run(real=os.path.abspath(a.real_data), seg=os.path.abspath(a.seg_workdir),
                data_dir=a.data_dir, workdir=a.workdir, steps=a.steps,
                runs=a.runs.split(","), num_occlusion=a.num_occlusion,
                pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet,
-               size=tuple(int(v) for v in a.size.split(",")), input_kind=a.input)
+               size=tuple(int(v) for v in a.size.split(",")), input_kind=a.input,
+               class_weighting=a.class_weighting, seed=a.seed)
   print(json.dumps(r, indent=1, default=float))

@@ -1,0 +1,43 @@
+"""benchmarks/classify_aligned.py: counting each source image once."""
+
+import numpy as np
+import pytest
+
+from benchmarks import classify_aligned as ca
+from fbjax import metrics
+
+H = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("ident, key", [
+    (f"train/Patient00709_Plane3_2_of_3_aug_0_png_jpg.rf.{H}.jpg", "Patient00709_Plane3_2_of_3"),
+    (f"test/Patient00709_Plane3_2_of_3_aug_13_png_jpg.rf.{H}.jpg", "Patient00709_Plane3_2_of_3"),
+    (f"valid/Patient00737_Plane3_2_of_2_png_jpg.rf.{H}.jpg", "Patient00737_Plane3_2_of_2"),
+    ("fetal_planes_db/Images/Patient00737_Plane3_2_of_2.png", "Patient00737_Plane3_2_of_2"),
+    ("fetal_planes_db_640/Images/Patient01516_Plane3_2_of_3.jpg", "Patient01516_Plane3_2_of_3"),
+    (f"train/Copy-of-arachnoid-cyst35a-image_aug_5_png_jpg.rf.{H}.jpg",
+     "Copy-of-arachnoid-cyst35a-image"),
+])
+def test_source_image_joins_augmented_copies_and_exports(ident, key):
+  assert ca.source_image(ident) == key
+
+
+def test_by_source_image_averages_copies_and_counts_each_image_once():
+  # Image "a" (class 0): three copies, two called 1, one confidently 0 -> mean says 0.
+  # Image "b" (class 1): one copy called 1. Image "c" (class 2): two copies called 0.
+  ids = ["x/a_aug_0.jpg", "x/a_aug_1.jpg", "x/a_aug_2.jpg", "y/b.png", "x/c_aug_0.jpg",
+         "x/c_aug_1.jpg", "z/d.png"]
+  y = np.array([0, 0, 0, 1, 2, 2, -1])
+  p = np.array([[0.45, 0.55, 0.0], [0.45, 0.55, 0.0], [1.0, 0.0, 0.0], [0.1, 0.8, 0.1],
+                [0.7, 0.1, 0.2], [0.6, 0.1, 0.3], [0.0, 0.0, 1.0]])
+  got = ca.by_source_image(y, p, ids, 3)
+  assert got["n_source_images"] == 3 and got["n_images"] == 6
+  # By hand: a -> 0 (right), b -> 1 (right), c -> 0 (wrong).
+  assert got["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
+  assert got["accuracy"] == pytest.approx(2 / 3)
+  f1 = [2 * 0.5 * 1 / 1.5, 1.0, 0.0]
+  assert got["per_class_f1"] == pytest.approx(f1, abs=1e-4)
+  assert got["macro_f1"] == pytest.approx(np.mean(f1))
+  # Per image the same predictions weigh image "a" three times.
+  per_image = metrics.accuracy(y, p.argmax(1))
+  assert per_image == pytest.approx(2 / 6)

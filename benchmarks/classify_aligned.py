@@ -207,6 +207,15 @@ def ids_of(src) -> list[str]:
   return [aligned._ident(src[i]) for i in range(len(src))]
 
 
+def source_groups(ids, y) -> dict:
+  """{(source image, label): indices} of the examples with a known label."""
+  groups: dict = {}
+  for i, (k, lab) in enumerate(zip(ids, y, strict=True)):
+    if lab >= 0:
+      groups.setdefault((source_image(k), int(lab)), []).append(i)
+  return groups
+
+
 def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
   """Each source image counted once: its copies' probabilities averaged.
 
@@ -216,10 +225,7 @@ def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
   """
   from fbjax import metrics
 
-  groups: dict = {}
-  for i, (k, lab) in enumerate(zip(ids, y, strict=True)):
-    if lab >= 0:
-      groups.setdefault((source_image(k), int(lab)), []).append(i)
+  groups = source_groups(ids, y)
   yy = np.array([lab for _, lab in groups])
   pp = np.stack([np.mean(p[v], axis=0) for v in groups.values()])
   cm = metrics.confusion_matrix(yy, pp.argmax(1), num_classes)
@@ -368,14 +374,11 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
                                                         res["condition"], ids, n_cond)
   out["condition"]["baseline_by_source_image"] = by_source_image(res["label_condition"], b_c,
                                                                  ids, n_cond)
-  ab = by_source_image(y, res["abnormal"], ids, 2)
-  groups: dict = {}
-  for i, (k, lab) in enumerate(zip(ids, y, strict=True)):
-    groups.setdefault((source_image(k), int(lab)), []).append(i)
+  groups = source_groups(ids, y)
   yg = np.array([lab for _, lab in groups])
   pg = np.array([np.mean(p[v]) for v in groups.values()])
   sg, cg = metrics.sensitivity_specificity(yg, pg, thr)
-  out["abnormal"]["by_source_image"] = {"n_source_images": ab["n_source_images"],
+  out["abnormal"]["by_source_image"] = {"n_source_images": len(groups),
                                         "normals": int(np.sum(yg == 0)),
                                         "auroc": metrics.auroc(yg, pg),
                                         "sensitivity": sg, "specificity": cg}
@@ -429,21 +432,25 @@ def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.
   return out
 
 
-def plane_predictions(workdir: str, split: str) -> dict:
-  """A plane run's probabilities and labels on `split` of FETAL_PLANES_DB and the
+def plane_predictions(workdir: str, splits) -> dict:
+  """Per split, a plane run's probabilities and labels on FETAL_PLANES_DB and the
   abnormalities set's normals (the images of `evaluate_run`), with their ids."""
   from fbjax import evaluators, inference
-  from fbjax.data import aligned, sources
+  from fbjax.data import sources
 
   clf = inference.load(workdir, kind="classifier")
-  p, y, ids = [], [], []
-  for name in ("fpdb", "fba"):
-    s = sources.block_source(sources.with_input(clf.config.sources[name], clf.config), split)
-    r = evaluators.predict_source(clf, s, 64)
-    p.append(r["plane"])
-    y.append(r["label_plane"])
-    ids += [aligned._ident(s[i]) for i in range(len(s))]
-  return {"plane": np.concatenate(p), "label_plane": np.concatenate(y), "ids": ids}
+  out = {}
+  for split in splits:
+    p, y, ids = [], [], []
+    for name in ("fpdb", "fba"):
+      s = sources.block_source(sources.with_input(clf.config.sources[name], clf.config),
+                               split)
+      r = evaluators.predict_source(clf, s, 64)
+      p.append(r["plane"])
+      y.append(r["label_plane"])
+      ids += ids_of(s)
+    out[split] = {"plane": np.concatenate(p), "label_plane": np.concatenate(y), "ids": ids}
+  return out
 
 
 def ensemble_planes(workdirs: list[str]) -> dict:
@@ -454,9 +461,11 @@ def ensemble_planes(workdirs: list[str]) -> dict:
   """
   from fbjax import metrics
 
-  out: dict = {"members": workdirs, "validation": {}, "test": {}}
-  for split in ("validation", "test"):
-    preds = [plane_predictions(w, split) for w in workdirs]
+  splits = ("validation", "test")
+  out: dict = {"members": workdirs, **{s: {} for s in splits}}
+  per_run = [plane_predictions(w, splits) for w in workdirs]
+  for split in splits:
+    preds = [r[split] for r in per_run]
     for q in preds[1:]:
       if q["ids"] != preds[0]["ids"] or not np.array_equal(q["label_plane"],
                                                              preds[0]["label_plane"]):

@@ -7,6 +7,11 @@ Arguments (the part of `--config` after the colon, comma separated):
   variant=default CPU-sized: 128x192 grid (HC18's aspect), U-Net width 8, depth 4
   variant=device  accelerator-sized: 256x384 grid, width 32, depth 5
   runlocal        toy data, 32x48, a tiny U-Net: seconds on a laptop CPU
+  augment=randomize
+                  domain randomisation for phantom-to-scanner transfer: the device
+                  augmentation chain with wide geometry (rotation +-30 degrees, scale
+                  0.70-1.42, anisotropy), point-spread-function blur, speckle, depth
+                  gain, shadows, gain and gamma (RANDOMIZE; fbjax/data/device_augment.py)
   stage=2         the second stage of coarse-to-fine segmentation (fbjax/coarse_fine.py):
                   trained on head crops (160x160, the head's major axis over 0.75 of
                   the side) around the reference ellipse, jittered; the workdir records
@@ -42,14 +47,23 @@ SIZES = {"default": (128, 192), "device": (256, 384)}
 # (HC18's native 540x800: crops are taken at the image's own resolution).
 CROP_SIZES = {"default": (160, 160), "device": (256, 256)}
 FINE_SIZE = (540, 800)
+# augment=randomize: image formation randomised beyond what the phantom varies, so
+# that a model trained on it meets a scanner's images as one more draw.
+RANDOMIZE = dict(flip_prob=0.5, max_rotate_deg=30.0, max_log_scale=0.35, max_log_aspect=0.1,
+                 max_log_gain=0.4, max_log_gamma=0.5, max_depth_log_gain=0.4,
+                 shadow_prob=0.3, max_speckle_sigma=0.3, max_blur_sigma=1.5)
+AUGMENTS = ("default", "randomize")
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, variant="default", runlocal=False, data="mix", stage=1)
+  arg = common.parse_arg(arg, variant="default", runlocal=False, data="mix", stage=1,
+                         augment="default")
   if arg.variant not in SIZES:
     raise KeyError(f"unknown variant {arg.variant!r}; expected one of {sorted(SIZES)}")
   if arg.data not in MIXES:
     raise KeyError(f"unknown data {arg.data!r}; expected one of {sorted(MIXES)}")
+  if arg.augment not in AUGMENTS:
+    raise KeyError(f"unknown augment {arg.augment!r}; expected one of {AUGMENTS}")
   size = SIZES[arg.variant]
   c = common.base(arg)
   c.trainer = "segment"
@@ -57,6 +71,9 @@ def get_config(arg=None):
   c.data = common.data("hc18", size=size)
   c.phantom = common.data("fetal_brain_synth:small", size=size)
   c.data.cache = True           # decoded, resized examples kept in memory (small data sets)
+  if arg.augment == "randomize":  # the training augmentation's switches live in config.data
+    c.data.augment_on = "device"
+    c.data.augment_params = dict(RANDOMIZE)
   c.train_on = MIXES[arg.data]
   c.train_weights = (0.7, 0.3) if arg.data == "mix" else ()
   c.eval_on = ("data", "phantom")
@@ -123,6 +140,10 @@ def sweep():
     runs.append({"arg": "data=mix", "model.norm": norm})
   for chain in ("prototype", "srad"):
     runs.append({"arg": "data=mix", "enhance.chain": chain})
+  # Phantom-to-scanner transfer: the phantom-only model with and without domain
+  # randomisation (evaluate both on HC18 validation).
+  for augment in AUGMENTS:
+    runs.append({"arg": f"data=phantom,augment={augment}"})
   # Stage 2 (python -m launch.sweep ... --config.stage1_workdir=DIR): crop scale, jitter
   # (none: crops exactly on the reference head), flip averaging at inference.
   for head_fraction in (0.6, 0.75, 0.9):

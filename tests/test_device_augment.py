@@ -1,6 +1,7 @@
 """Augmentation on the device (fbjax/data/device_augment.py) against OpenCV and the host chain."""
 
 import dataclasses
+import math
 
 import chex
 import cv2
@@ -345,3 +346,33 @@ def test_bad_config_and_bad_batch_are_named():
   with pytest.raises(ValueError, match=r"\(B, H, W\)"):
     da.augment_batch(jax.random.key(0), {"image": batch["image"][..., None]})
 
+
+
+def test_gaussian_blur_matches_opencv():
+  img = np.random.default_rng(0).random((H, W)).astype(np.float32)
+  for sigma in (0.4, 1.0, 1.7):
+    radius = math.ceil(3 * 2.0)
+    ref = cv2.GaussianBlur(img, (2 * radius + 1, 2 * radius + 1), sigma,
+                           borderType=cv2.BORDER_REPLICATE)
+    got = np.asarray(da.gaussian_blur(jnp.asarray(img), sigma, 2.0))
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+  np.testing.assert_allclose(np.asarray(da.gaussian_blur(jnp.asarray(img), 0.0, 2.0)), img,
+                             atol=1e-6)
+
+
+def test_blur_varies_per_example_and_leaves_masks_and_flat_images():
+  cfg = dataclasses.replace(OFF, max_blur_sigma=2.0)
+  rng = np.random.default_rng(1)
+  noise = jnp.asarray(rng.random((16, H, W)).astype(np.float32))
+  out = np.asarray(da.augment_batch(jax.random.key(0), {"image": noise}, cfg)["image"])
+  # Blurring white noise lowers its variance by a factor that falls with sigma.
+  ratio = out.std(axis=(1, 2)) / np.asarray(noise).std(axis=(1, 2))
+  assert ratio.max() <= 1.0 + 1e-6 and np.ptp(ratio) > 0.3, ratio
+  flat = np.asarray(da.augment_batch(jax.random.key(0), _flat(b=4), cfg)["image"])
+  np.testing.assert_allclose(flat, 0.5, atol=1e-6)
+  batch = _batch()
+  plain = da.augment_batch(jax.random.key(2), batch, GEOMETRY)
+  blurred = da.augment_batch(jax.random.key(2), batch,
+                             dataclasses.replace(GEOMETRY, max_blur_sigma=1.5))
+  np.testing.assert_array_equal(blurred["head_mask"], plain["head_mask"])
+  assert not np.allclose(blurred["image"], plain["image"])

@@ -23,7 +23,12 @@ transforms, each off by default (so the default chain is the host one):
   max_speckle_sigma    multiplicative unit-mean log-normal noise,
                        exp(s z - s^2 / 2), z ~ N(0, 1) per pixel, s ~ U(0, m)
                        (speckle is multiplicative: burckhardt1978speckle,
-                       wagner1983speckle in CITATIONS.bib).
+                       wagner1983speckle in CITATIONS.bib);
+  max_blur_sigma       a Gaussian blur of sigma ~ U(0, m) grid pixels before the
+                       intensity transforms: a wider or narrower point-spread
+                       function (resolution cell) than the source images', the
+                       one domain randomisation of image formation that the
+                       others do not cover (phantom-to-scanner transfer).
 
 `config.data.augment_on` chooses where the training augmentation runs:
 
@@ -51,6 +56,7 @@ changes which augmented images a run sees, not their distribution.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 
 import jax
@@ -64,7 +70,7 @@ AUGMENT_ON = ("host", "device")
 SPACING = "pixel_spacing_mm"
 
 # One constant per transform: enabling one does not change the draws of another.
-_FLIP, _ROTATE, _SCALE, _ASPECT, _GAIN, _GAMMA, _DEPTH, _SHADOW, _SPECKLE = range(9)
+_FLIP, _ROTATE, _SCALE, _ASPECT, _GAIN, _GAMMA, _DEPTH, _SHADOW, _SPECKLE, _BLUR = range(10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +81,7 @@ class DeviceAugmentConfig(augment_lib.AugmentConfig):
   shadow_prob: float = 0.0
   max_shadow_strength: float = 0.6
   max_speckle_sigma: float = 0.0
+  max_blur_sigma: float = 0.0
 
 
 def from_config(data_cfg) -> DeviceAugmentConfig:
@@ -209,6 +216,22 @@ def _shadow(key, hw, strength_max):
   return 1.0 - strength * band * behind
 
 
+def gaussian_blur(img: jax.Array, sigma, max_sigma: float) -> jax.Array:
+  """`img` (H, W) blurred by a separable Gaussian of (traced) `sigma` pixels.
+
+  The kernel has a fixed radius, ceil(3 max_sigma), so `sigma` may vary per
+  example under vmap; sigma -> 0 is the identity. Edges are replicated.
+  """
+  radius = max(1, math.ceil(3 * max_sigma))
+  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  k = jnp.exp(-0.5 * (taps / jnp.maximum(sigma, 1e-3)) ** 2)
+  k = k / k.sum()
+  h, w = img.shape
+  p = jnp.pad(img, radius, mode="edge")
+  rows = sum(k[j] * p[j:j + h, :] for j in range(2 * radius + 1))
+  return sum(k[j] * rows[:, j:j + w] for j in range(2 * radius + 1))
+
+
 def _uniform_log(key, m):
   return jnp.exp(jax.random.uniform(key, (), minval=-m, maxval=m))
 
@@ -279,6 +302,9 @@ def augment_batch(rng: jax.Array, batch: Mapping[str, jax.Array],
       if SPACING in ex:
         out[SPACING] = (ex[SPACING] / scale).astype(ex[SPACING].dtype)
     img = jnp.clip(out["image"].astype(jnp.float32), 0.0, 1.0)
+    if cfg.max_blur_sigma > 0:
+      img = gaussian_blur(img, jax.random.uniform(draw(_BLUR), maxval=cfg.max_blur_sigma),
+                          cfg.max_blur_sigma)
     if cfg.max_depth_log_gain > 0:
       g = jax.random.uniform(draw(_DEPTH), minval=-cfg.max_depth_log_gain,
                              maxval=cfg.max_depth_log_gain)

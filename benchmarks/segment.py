@@ -19,7 +19,9 @@ Stages (`--stages`, comma separated; default all):
   hc18_two_stage  both stages on HC18's validation split (`fbjax.coarse_fine`)
   phantom_two_stage  both stages on the phantom's test split
   phantom   evaluate it on the phantom's test split
-  transfer  train a phantom-only model (data=phantom) and evaluate it on HC18 validation
+  transfer  train a phantom-only model (data=phantom) and evaluate it on HC18 validation;
+            `--transfer_augment` randomize (default: configs/segment.py augment=randomize,
+            domain randomisation) or default (the mixed model's mild augmentation)
   speed     inference images/s at the training resolution: batch-1 latency and
             batch-32 throughput, each including the biometry post-processing;
             with a second stage, the same for both stages (from the original
@@ -74,6 +76,9 @@ _STAGE2_STEPS = flags.DEFINE_integer("stage2_steps", None, "Steps of the second 
 _STAGE2_MINUTES = flags.DEFINE_float("stage2_train_minutes", 30.0,
                                      "CPU: budget of the second stage's training.")
 _DATA = flags.DEFINE_enum("data", "mix", ["mix", "hc18"], "Training data of both stages.")
+_TRANSFER_AUGMENT = flags.DEFINE_enum("transfer_augment", "randomize", ["default", "randomize"],
+                                      "Training augmentation of the phantom-only model "
+                                      "(configs/segment.py augment=...).")
 
 # Device: fixed step counts (< 4 minutes on one H100). CPU: the step count that fits
 # the time budget at the speed measured just before training (see `_fit_steps`).
@@ -119,10 +124,11 @@ def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
   return max(10, int(safety * (60.0 * minutes - OVERHEAD_S) / step_s)), step_s
 
 
-def _config(data: str, steps: int, stage: int = 1):
+def _config(data: str, steps: int, stage: int = 1, augment: str = "default"):
   from configs import segment as segment_config
 
-  arg = f"data={data}" + (",variant=device" if _DEVICE.value else "") + f",stage={stage}"
+  arg = (f"data={data}" + (",variant=device" if _DEVICE.value else "") + f",stage={stage}"
+         + f",augment={augment}")
   c = segment_config.get_config(arg)
   c.data.manual_dir = os.path.abspath(_HC18.value)
   c.phantom.config = _PHANTOM_CONFIG.value
@@ -311,11 +317,13 @@ def main(argv):
     res["phantom_test"] = _headline(s)
     save()
   if "transfer" in stages:
-    pc = _config("phantom", phantom_steps or 1)
+    aug = _TRANSFER_AUGMENT.value
+    pc = _config("phantom", phantom_steps or 1, augment=aug)
     if not phantom_steps:
       phantom_steps, step_s = _fit_steps(pc, _PHANTOM_MINUTES.value)
       res["transfer_budget"] = {"minutes": _PHANTOM_MINUTES.value, "measured_step_s": step_s}
-      pc = _config("phantom", phantom_steps)
+      pc = _config("phantom", phantom_steps, augment=aug)
+    res["transfer_augment"] = aug
     res["transfer_train_seconds"] = _train(pc, str(work / "phantom_only"))
     res["transfer_train_steps"] = phantom_steps
     s = _evaluate(pc, str(work / "phantom_only"), data="data",

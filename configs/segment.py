@@ -71,9 +71,6 @@ def get_config(arg=None):
   c.data = common.data("hc18", size=size)
   c.phantom = common.data("fetal_brain_synth:small", size=size)
   c.data.cache = True           # decoded, resized examples kept in memory (small data sets)
-  if arg.augment == "randomize":  # the training augmentation's switches live in config.data
-    c.data.augment_on = "device"
-    c.data.augment_params = dict(RANDOMIZE)
   c.train_on = MIXES[arg.data]
   c.train_weights = (0.7, 0.3) if arg.data == "mix" else ()
   c.eval_on = ("data", "phantom")
@@ -106,6 +103,10 @@ def get_config(arg=None):
     c.batch_size = 8
     c.eval_batch_size = 8
     c.total_steps = 12
+
+  if arg.augment == "randomize":  # the training augmentation's switches live in config.data
+    c.data.augment_on = "device"
+    c.data.augment_params = dict(RANDOMIZE)
 
   c.stage = int(arg.stage)
   # Stage 2 requires it: the stage-1 segmenter workdir inference runs first (stage 1

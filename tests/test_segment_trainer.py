@@ -26,6 +26,8 @@ def test_config_variants():
   assert segment_config.get_config("data=hc18").train_on == ("data",)
   with pytest.raises(KeyError, match="unknown data"):
     segment_config.get_config("data=nope")
+  with pytest.raises(KeyError, match="unknown augment"):
+    segment_config.get_config("augment=nope")
   for run in segment_config.sweep():
     c = segment_config.get_config(run["arg"])
     for k in run:
@@ -52,6 +54,24 @@ def trained(tmp_path_factory):
   c = segment_config.get_config("runlocal")
   segment.train_and_evaluate(c, workdir)
   return c, workdir
+
+
+def test_randomize_runs_the_device_chain_in_the_step(tmp_path):
+  """augment=randomize: the device chain (with blur) inside the update step; the host
+  pipeline hands over unaugmented examples."""
+  from fbjax.data import device_augment
+
+  c = segment_config.get_config("runlocal,data=phantom,augment=randomize")
+  assert c.data.augment_on == "device"
+  cfg = device_augment.from_config(c.data)
+  assert cfg.max_blur_sigma > 0 and cfg.max_log_scale == segment_config.RANDOMIZE["max_log_scale"]
+  ex = {"image": np.full((4, 4), 0.3, np.float32)}
+  assert device_augment.host_augment(c.data)(np.random.default_rng(0), ex) is ex
+  os.environ.setdefault("WANDB_MODE", "disabled")
+  c.total_steps = 4
+  segment.train_and_evaluate(c, str(tmp_path))
+  losses = [r["train/loss"] for r in tracking.read_metrics(str(tmp_path)) if "train/loss" in r]
+  assert losses and all(np.isfinite(losses))
 
 
 def test_flip_averaging_is_mirror_equivariant():

@@ -327,9 +327,13 @@ PSF_AXIAL_MM = (0.40, 0.57)   # Gaussian sigma ranges at the reference FOV
 PSF_LATERAL_MM = (1.2, 1.85)
 TOP_DB_OFFSET = -1.0          # added to the level displayed white (darker images)
 DR_DB = (33, 47)             # displayed dynamic range (dB), drawn as an integer in [lo, hi)
-SKULL_DB = (8.0, 14.0)        # skull backscatter re. soft tissue at normal incidence
+SKULL_DB = (7.0, 13.0)        # skull backscatter re. soft tissue at normal incidence
+# Maternal and fetal soft tissue around the head, dB re. the TGC's reference
+# (HC18's surroundings of the head are about as grey as the brain).
+TISSUE_DB = (-6.5, -2.5)
+SKULL_OBLIQUE = 0.25         # skull echo at grazing incidence, relative to normal incidence
 # Ossification: dB added to SKULL_DB by GA (weeks; linear between the knots).
-SKULL_DB_GA = ((12.0, 21.0, 40.0), (-3.0, 0.0, -5.0))
+SKULL_DB_GA = ((12.0, 21.0, 40.0), (-4.0, 0.0, -6.0))
 # The early brain is less echogenic (large ventricles, thin mantle): dB added
 # to the parenchyma's backscatter by GA.
 BRAIN_DB_GA = ((12.0, 18.0), (-6.0, -3.5))
@@ -339,7 +343,7 @@ BRAIN_DB_GA = ((12.0, 18.0), (-6.0, -3.5))
 # white moves with it (dB added to TOP_DB_OFFSET).
 PSF_FOV_MM = (60.0, 108.0, 180.0)
 PSF_AXIAL_FOV = (0.92, 1.0, 1.0)
-PSF_LATERAL_FOV = (0.52, 1.0, 1.4)
+PSF_LATERAL_FOV = (0.50, 1.05, 1.4)
 TOP_DB_FOV = (-2.0, -3.0, -2.5)
 
 
@@ -420,7 +424,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   # maternal tissue (two scales of texture and a few bright interfaces such
   # as the uterine wall), amniotic fluid pockets, a fluid halo around the head
   db = 3.0 * _smooth_noise(rng, shape) + 2.0 * _smooth_noise(rng, shape, (12, 16))
-  db += np.float32(rng.uniform(-3.0, 1.0))
+  db += np.float32(rng.uniform(*TISSUE_DB))
   x, z = pr.polar_xz()
   fov = sc.spacing_mm * size
   for _ in range(int(rng.integers(1, 4))):
@@ -466,7 +470,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   nx, nz = ca * nu - sa * nv, sa * nu + ca * nv
   tt = np.broadcast_to(th, shape).reshape(-1)[idx]
   cosi = np.abs(nx * np.sin(tt) + nz * np.cos(tt)) / (np.sqrt(nx * nx + nz * nz) + 1e-9)
-  skull_db = fe.skull_db + 10.0 * np.log10(0.05 + 0.95 * cosi * cosi)
+  skull_db = fe.skull_db + 10.0 * np.log10(SKULL_OBLIQUE + (1.0 - SKULL_OBLIQUE) * cosi * cosi)
   paint(hdb, skull, skull_db)
   db.reshape(-1)[idx] = hdb
   # attenuation relative to the TGC's soft tissue: bone shadows, fluid enhances

@@ -23,8 +23,8 @@ Anatomy (mm, scaled by gestational age, GA 11-40 weeks)
     the skull's outer border, as in HC18's annotations.
   * Skull: bright ring 1.3-4.1 mm thick (thicker with GA) whose echo is
     strongest where the beam meets it at normal incidence; strong attenuation
-    (acoustic shadow). Its echo grows with ossification (`SKULL_DB_GA`: the
-    early skull is weakly echogenic), as HC18's ring / interior contrast does.
+    (acoustic shadow). Its echo follows GA (`SKULL_DB_GA`: the weakly
+    ossified early skull echoes less), as HC18's ring / interior contrast does.
   * Brain: parenchyma, subarachnoid space, midline falx, cavum septi
     pellucidi (CSP); thalami and third ventricle (TT); frontal horns, lateral
     ventricle atrium (normal width 6.6 +- 1.4 mm) with echogenic choroid
@@ -322,17 +322,20 @@ OFD_FRACTION = ((0.32, 0.52), (0.45, 0.72))
 AXIAL_SIGMA_SAMPLES = 0.9     # PSF sigma in polar samples
 LATERAL_SIGMA_SAMPLES = 1.6
 # Image-formation settings matched to HC18 by `benchmarks/phantom.py --subset tune`
-# (HC18 patients of the tuning half, phantom seed 100); reported on the others.
+# (HC18 patients of the tuning half, phantom seeds 100, 103 and 104); reported on
+# the other patients and seeds 101-102.
 PSF_AXIAL_MM = (0.40, 0.57)   # Gaussian sigma ranges at the reference FOV
 PSF_LATERAL_MM = (1.2, 1.85)
 TOP_DB_OFFSET = -1.0          # added to the level displayed white (darker images)
-DR_DB = (33, 47)             # displayed dynamic range (dB), drawn as an integer in [lo, hi)
+DR_DB = (33, 47)              # displayed dynamic range (dB), drawn as an integer in [lo, hi)
 SKULL_DB = (7.0, 13.0)        # skull backscatter re. soft tissue at normal incidence
 # Maternal and fetal soft tissue around the head, dB re. the TGC's reference
 # (HC18's surroundings of the head are about as grey as the brain).
 TISSUE_DB = (-6.5, -2.5)
-SKULL_OBLIQUE = 0.25         # skull echo at grazing incidence, relative to normal incidence
-# Ossification: dB added to SKULL_DB by GA (weeks; linear between the knots).
+SKULL_OBLIQUE = 0.25          # skull echo at grazing incidence, relative to normal incidence
+# dB added to SKULL_DB by GA (weeks; linear between the knots): the weakly
+# ossified early skull echoes less; the 40-week knot matches the ring / interior
+# contrast of HC18's largest heads.
 SKULL_DB_GA = ((12.0, 21.0, 40.0), (-4.0, 0.0, -6.0))
 # The early brain is less echogenic (large ventricles, thin mantle): dB added
 # to the parenchyma's backscatter by GA.

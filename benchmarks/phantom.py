@@ -21,8 +21,8 @@ heads), HC18 against the phantom:
     grid, low-passed first). Terciles of all 798 HC18 heads;
   * the phantom: normal trans-thalamic images of seeds `TUNE_SEEDS` (the
     `tune` subset) or `HELD_OUT_SEEDS` (`held_out`), `--native` images at
-    800 px (HC18's 0.1-0.3 mm spacing) and `--small` at 256 px, in terciles
-    of their own HC (the phantom's heads span 18-24 weeks only).
+    800 px (HC18's 0.05-0.3 mm spacing) and `--small` at 256 px, in the same
+    HC terciles as HC18 (the phantom's heads span HC18's 11-40 weeks).
 Medians of the per-image statistics and ratios phantom / HC18 per tercile;
 `worst_rel_dev` is the largest |ratio - 1| over `realism.TARGET_STATS`.
 """
@@ -113,15 +113,14 @@ def tabulate(hc18_hc: list[float], hc18: list[tuple[dict, dict]], sims: dict[int
              cuts: tuple[float, float]) -> dict:
   """The realism table from per-image rows: HC18 (native, 256-px) and phantom rows by size.
 
-  HC18 images fall in terciles of all HC18 training heads (`cuts`); phantom
-  images in terciles of their own heads (the phantom's HC spans 18-24 weeks).
+  HC18 and phantom images fall in the terciles of all HC18 training heads (`cuts`).
   """
   hc = np.asarray(hc18_hc)
   out: dict = {"hc18_tercile_cuts_mm": list(cuts)}
   for name, size, col in (("native", NATIVE_SIZE, 0), ("256", 256, 1)):
     sim = sims[size]
     sim_hc = np.array([r["hc_mm"] for r in sim])
-    t_real, t_sim = realism.terciles(hc, cuts), realism.terciles(sim_hc)
+    t_real, t_sim = realism.terciles(hc, cuts), realism.terciles(sim_hc, cuts)
     rows = {}
     for t, label in enumerate(("small", "middle", "large", "all")):
       pick_r = [r[col] for r, k in zip(hc18, t_real, strict=True) if k == t or t == 3]

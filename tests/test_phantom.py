@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fbjax.data import bmode, labels, phantom
+from fbjax.data.phantom_anatomy import TC, TV
 
 KEYS = {"id", "group", "image", "clean", "head_mask", "skull_mask", "brain_mask", "plane",
         "condition", "abnormal", "ga_weeks", "pixel_spacing_mm", "hc_mm", "bpd_mm", "ofd_mm",
@@ -35,10 +36,10 @@ def test_output_keys_types_and_ranges(cycle256):
       assert sim[k].shape == (256, 256) and sim[k].dtype == np.uint8, k
     for k in ("head_mask", "skull_mask", "brain_mask"):
       assert set(np.unique(sim[k])) <= {0, 1}
-    assert 18.0 <= sim["ga_weeks"] <= 24.0
+    assert phantom.GA_QUANTILES_WEEKS[0] <= sim["ga_weeks"] <= phantom.GA_QUANTILES_WEEKS[-1]
     assert 0.74 - 1e-6 <= sim["bpd_mm"] / sim["ofd_mm"] <= 0.83 + 1e-6
-    # 0.1-0.3 mm per pixel on HC18's 800-px grid
-    assert 0.1 <= sim["pixel_spacing_mm"] * 256 / 800 <= 0.3
+    # 0.05-0.3 mm per pixel on HC18's 800-px grid
+    assert 0.05 <= sim["pixel_spacing_mm"] * 256 / 800 <= 0.3
     assert sim["abnormal"] == int(sim["condition"] != 0)
     # masks: head = skull + brain (the skull may have a defect: encephalocele)
     head, skull, brain = (sim[k].astype(bool) for k in ("head_mask", "skull_mask", "brain_mask"))
@@ -108,10 +109,14 @@ def test_atrial_width_and_tcd_only_where_measured():
   tc = _draw("normal", "TC", 10)
   assert all(math.isnan(s["atrial_width_mm"]) and math.isnan(s["tcd_mm"]) for s in tt)
   assert all(math.isnan(s["atrial_width_mm"]) for s in tc)
-  # normal TCD ~ GA in mm
-  assert all(abs(s["tcd_mm"] - s["ga_weeks"]) <= 2.0 for s in tc)
+  # normal TCD within 2 SD of its mean for GA; hypoplasia below -3.5 SD
+  for s in tc:
+    ga = s["ga_weeks"]
+    assert abs(s["tcd_mm"] - phantom.tcd_mean_mm(ga)) <= 2.0 * phantom.tcd_sd_mm(ga) + 1e-9
   small = _draw("cerebellar_hypoplasia", "TC", 10)
-  assert all(s["tcd_mm"] <= s["ga_weeks"] - 3.5 for s in small)
+  for s in small:
+    ga = s["ga_weeks"]
+    assert s["tcd_mm"] <= phantom.tcd_mean_mm(ga) - 3.5 * phantom.tcd_sd_mm(ga) + 1e-9
 
 
 def test_microcephaly_below_cutoff_and_normal_above():
@@ -217,7 +222,9 @@ def test_image_formation_settings_leave_the_truth_unchanged(monkeypatch):
   new = [phantom.simulate(3, i, size=96) for i in range(4)]
   for name, value in (("PSF_AXIAL_MM", (0.48, 0.68)), ("PSF_LATERAL_MM", (1.3, 2.0)),
                       ("TOP_DB_OFFSET", 0.0), ("SKULL_DB", (17.0, 23.0)),
-                      ("PSF_LATERAL_FOV_EXPONENT", 0.0)):
+                      ("PSF_LATERAL_FOV", (1.0, 1.0, 1.0)), ("TOP_DB_FOV", (0.0, 0.0, 0.0)),
+                      ("SKULL_DB_GA", ((12.0, 40.0), (0.0, 0.0))),
+                      ("BRAIN_DB_GA", ((12.0, 40.0), (0.0, 0.0))), ("DR_DB", (40, 57))):
     monkeypatch.setattr(phantom, name, value)
   old = [phantom.simulate(3, i, size=96) for i in range(4)]
   for a, b in zip(new, old, strict=True):
@@ -227,3 +234,66 @@ def test_image_formation_settings_leave_the_truth_unchanged(monkeypatch):
               "group", "id"):
       assert a[k] == b[k], k
     assert np.abs(a["clean"].astype(int) - b["clean"]).mean() > 1.0
+
+
+def _fetuses(condition: str, n: int, seed: int = 11) -> list:
+  return [phantom.make_fetus(seed, c, 0, condition) for c in range(n)]
+
+
+def test_gestational_range_covers_hc18_and_conditions_start_at_16_weeks():
+  q = np.linspace(0, 1, 41)
+  ga = [phantom.ga_quantile(u) for u in q]
+  np.testing.assert_allclose([phantom.ga_cdf(g) for g in ga], q, atol=1e-9)
+  normal = _fetuses("normal", 400)
+  hc = np.array([f.hc_mm for f in normal])
+  # HC18's training heads span 57-346 mm, a third below 166 mm, a third above 182
+  assert hc.min() < 70.0 and hc.max() > 300.0
+  assert 0.25 < np.mean(hc < 166.0) < 0.42 and 0.25 < np.mean(hc > 182.0) < 0.42
+  for cond in labels.PHANTOM_CONDITIONS[1:]:
+    assert min(f.ga_weeks for f in _fetuses(cond, 40)) >= phantom.CONDITION_GA_MIN, cond
+  # the third-trimester cerebellum: about 50 mm at 40 weeks
+  assert phantom.tcd_mean_mm(40.0) == pytest.approx(49.9, abs=0.1)
+  assert phantom.tcd_mean_mm(20.0) == 20.0
+
+
+def test_small_structures_fit_inside_the_smallest_heads():
+  """CSP, atria and posterior fossa stay inside the brain of every head (GA 11-40).
+
+  Positions as drawn by `phantom_anatomy`: CSP centred at u = 0.34 ai, atria
+  at v = +-0.4 bi (either side of the 0.55-mm falx), cisterna magna and
+  cerebellum from the back of the brain at u = -ai.
+  """
+  for cond in labels.PHANTOM_CONDITIONS:
+    for f in _fetuses(cond, 150):
+      a, _ = phantom.semi_axes(f.hc_mm * min(phantom.PLANE_SCALE.values()), f.cephalic_index)
+      ai = a - f.skull_mm
+
+      assert 0.34 * ai + 0.5 * f.csp_length_mm < 0.92 * ai, f
+      if cond == "normal":   # normal atria, in the TV section, clear of the falx
+        _, b = phantom.semi_axes(f.hc_mm * phantom.PLANE_SCALE[TV], f.cephalic_index)
+        assert 0.55 < 0.4 * (b - f.skull_mm) - 0.5 * f.atrial_width_mm, f
+        assert 0.4 * (b - f.skull_mm) + 0.5 * f.atrial_width_mm < b - f.skull_mm, f
+      # the TC section: cisterna magna behind the head's centre, cerebellum within its width
+      a, b = phantom.semi_axes(f.hc_mm * phantom.PLANE_SCALE[TC], f.cephalic_index)
+      assert f.cisterna_magna_mm < (0.7 if cond == "mega_cisterna_magna" else 0.5) * a, f
+      assert 0.5 * f.tcd_mm < 0.95 * (b - f.skull_mm), f
+
+
+def test_small_heads_are_imaged_zoomed_in_with_a_finer_psf():
+  fe = _fetuses("normal", 300)
+  small = min(fe, key=lambda f: f.hc_mm)
+  large = max(fe, key=lambda f: f.hc_mm)
+  assert small.ga_weeks < 13.0 and large.ga_weeks > 30.0
+  scenes = {}
+  for name, f in (("small", small), ("large", large)):
+    scenes[name] = [phantom.make_scene(phantom._rng(0, k), f, 0, 800, False) for k in range(20)]
+  fov = {k: np.array([s.spacing_mm * 800 for s in v]) for k, v in scenes.items()}
+  ofd = {k: np.array([2 * s.a_mm for s in v]) for k, v in scenes.items()}
+  # HC18: OFD / FOV has median 0.41 below 100 mm HC and about 0.6 above 140 mm
+  r = ofd["small"] / fov["small"]
+  assert 0.32 - 1e-6 <= r.min() and r.max() <= 0.52 + 1e-6
+  assert 0.45 <= (ofd["large"] / fov["large"]).min()
+  lat = {k: np.median([s.psf_mm[1] for s in v]) for k, v in scenes.items()}
+  assert lat["small"] < 0.7 * np.median(phantom.PSF_LATERAL_MM) < lat["large"]
+  # early skulls echo less (ossification)
+  assert small.skull_db < max(phantom.SKULL_DB) + phantom.SKULL_DB_GA[1][0]

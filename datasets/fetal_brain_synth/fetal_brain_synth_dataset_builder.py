@@ -71,7 +71,7 @@ def unlabelled_example(args: tuple) -> tuple[str, dict]:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """The fbjax fetal head phantom (B-mode simulation with full ground truth)."""
 
-  VERSION = tfds.core.Version("1.3.0")
+  VERSION = tfds.core.Version("1.4.0")
   RELEASE_NOTES = {"1.0.0": "First release: TT/TC/TV (+ other) planes, 11 conditions.",
                    "1.1.0": "The unlabelled split keeps pixel_spacing_mm (metadata, not a label).",
                    "1.2.0": "Feature pixel_aspect (1); each group's split checked against "
@@ -79,7 +79,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                    "1.3.0": "Image formation matched to HC18 by head-size tercile at 800 and "
                             "256 px: narrower axial PSF, lateral PSF scaled with the field of "
                             "view, less echogenic skull, darker display. Anatomy, masks, labels "
-                            "and measurements unchanged."}
+                            "and measurements unchanged.",
+                   "1.4.0": "Gestational age 11-40 weeks (HC 47-372 mm) drawn from HC18's GA "
+                            "distribution, conditions from 16 weeks; small structures and the "
+                            "TCD follow GA; field of view, PSF, display level and skull and "
+                            "brain echogenicity follow head size and GA, matched to HC18 by "
+                            "head-size tercile at 800 and 256 px. Every (seed, index) has a "
+                            "new fetus: images, masks and measurements all change."}
   BUILDER_CONFIGS = [
       PhantomConfig(name="tiny", description="64 px, 132/33/33 + 16 unlabelled (unit tests)",
                     size=64, num_train=132, num_validation=33, num_test=33, num_unlabelled=16),

@@ -5,23 +5,34 @@ a deterministic function of (seed, index): every draw comes from
 `np.random.Generator`s seeded by `np.random.SeedSequence` of those numbers
 (no global random state), so any image can be regenerated alone.
 
-Anatomy (mm, scaled by gestational age, GA 18-24 weeks)
+Anatomy (mm, scaled by gestational age, GA 11-40 weeks)
+  * Gestational age: drawn from `GA_QUANTILES_WEEKS`, the GA distribution of
+    HC18's heads (their HC inverted through Hadlock's formula): a tenth below
+    12.6 weeks, half at 18-21 weeks, a sixth above 26 weeks. Fetuses with a
+    condition are drawn at GA >= `CONDITION_GA_MIN` (16 weeks), where the
+    conditions' definitions (atrial width >= 10 mm, cisterna magna > 10 mm, a
+    TCD below -3 SD) apply; the smallest heads are therefore all normal.
   * Head circumference (HC) from Hadlock et al. (1984):
-    HC[cm] = -11.48 + 1.56 GA - 0.0002548 GA^3 (151 mm at 18 w, 177 at 20,
-    201 at 22). Spread: the SD of HC by GA of the INTERGROWTH-21st fetal
-    standards (Papageorghiou et al. 2014),
+    HC[cm] = -11.48 + 1.56 GA - 0.0002548 GA^3 (61 mm at 11.5 w, 151 at 18,
+    201 at 22, 284 at 30, 346 at 40). Spread: the SD of HC by GA of the
+    INTERGROWTH-21st fetal standards (Papageorghiou et al. 2014),
     SD = 1.98735 + 0.0136772 GA^3 - 0.00726264 GA^3 ln GA + 0.000976253 GA^3 (ln GA)^2
-    (6.9 mm at 18 w, 8.3 mm at 24 w). Normal heads lie within +-2 SD.
+    (4.8 mm at 12 w, 6.9 at 18 w, 12.9 at 40 w). Normal heads lie within +-2 SD.
   * Cephalic index BPD/OFD 0.74-0.83. The head is an ellipse; `hc_mm`,
     `bpd_mm`, `ofd_mm` are its circumference (Ramanujan) and full axes along
     the skull's outer border, as in HC18's annotations.
-  * Skull: bright ring 1.8-3.0 mm thick whose echo is strongest where the
-    beam meets it at normal incidence; strong attenuation (acoustic shadow).
+  * Skull: bright ring 1.3-4.1 mm thick (thicker with GA) whose echo is
+    strongest where the beam meets it at normal incidence; strong attenuation
+    (acoustic shadow). Its echo follows GA (`SKULL_DB_GA`: the weakly
+    ossified early skull echoes less), as HC18's ring / interior contrast does.
   * Brain: parenchyma, subarachnoid space, midline falx, cavum septi
     pellucidi (CSP); thalami and third ventricle (TT); frontal horns, lateral
     ventricle atrium (normal width 6.6 +- 1.4 mm) with echogenic choroid
     plexus (TV); cerebellum (transverse cerebellar diameter TCD = GA in mm
-    +- 1 mm) and cisterna magna (3-8 mm) (TC).
+    up to 22 weeks, then 1.55 mm a week, about 50 mm at 40 weeks, approximating
+    Chavez et al. 2004; SD 1 mm or 6 %) and cisterna magna (3-8 mm) (TC).
+    Structures that are small in early heads (CSP, choroid plexus, cisterna
+    magna) scale with HC below 20 weeks, the atrium below 18 (`early_scale`).
 
 Conditions, their definitions and the planes that show them (a synthetic
 fetus with a condition only yields images in which the condition is seen):
@@ -32,7 +43,7 @@ fetus with a condition only yields images in which the condition is seen):
     ventriculomegaly          (drawn in 10.2-11.8, 12.2-14.8, 15.3-20)
   microcephaly                TT, TC, TV; HC < mean - 3 SD for GA (drawn at
                               -3.3 to -5 SD; SD above)
-  cerebellar_hypoplasia       TC; TCD from 0.6 GA to GA - 3.5 mm (< -3 SD)
+  cerebellar_hypoplasia       TC; TCD from 0.6 to (mean - 3.5 SD) for GA
   mega_cisterna_magna         TC; cisterna magna depth 11-16 mm (> 10 mm)
   absent_csp                  TT, TV; no CSP, frontal horns fused
   arachnoid_cyst              TT, TV; anechoic thin-walled cyst, 8-22 mm
@@ -47,8 +58,11 @@ compression (compounding). `clean` is the expected displayed value.
 
 Pixel spacing: the field of view (FOV, the image width) is drawn so that the
 head's OFD fills 45-72 % of it, as in HC18 (where the same fraction has
-median 0.61), and kept within 80-240 mm: 0.1-0.3 mm per pixel on HC18's
-800-pixel-wide grid. On a `size`-pixel image `pixel_spacing_mm` = FOV / size.
+median 0.61), and only 32-52 % for heads below 100 mm HC (HC18 zooms out
+less on them: median 0.41), within 40-240 mm: 0.05-0.3 mm per pixel on
+HC18's 800-pixel-wide grid. On a `size`-pixel image `pixel_spacing_mm` =
+FOV / size. The point-spread function follows the FOV (`PSF_*_FOV`):
+scanners image small heads zoomed in, with higher-frequency settings.
 """
 
 from __future__ import annotations
@@ -112,6 +126,44 @@ def hc_sd_mm(ga_weeks: float) -> float:
   """SD of HC for gestational age (INTERGROWTH-21st, Papageorghiou et al. 2014)."""
   g, lg = ga_weeks, math.log(ga_weeks)
   return 1.98735 + 0.0136772 * g ** 3 - 0.00726264 * g ** 3 * lg + 0.000976253 * g ** 3 * lg ** 2
+
+
+# GA (weeks) at the quantiles 0, 0.05, ..., 1 of HC18's heads (the tuning
+# half of its training patients, HC inverted through `hadlock_hc_mm`); GA is
+# drawn by linear interpolation of this inverse CDF.
+GA_QUANTILES_WEEKS = (11.2, 12.2, 12.6, 13.0, 14.3, 17.9, 18.7, 19.1, 19.4, 19.6, 19.7, 19.9,
+                      20.1, 20.3, 20.5, 20.9, 22.3, 26.2, 29.8, 32.3, 40.0)
+CONDITION_GA_MIN = 16.0
+EARLY_GA = 20.0     # below it, CSP, choroid and cisterna magna scale with HC
+# The atrium keeps its 6-8 mm width from 18 weeks on; in smaller heads it
+# scales with HC (it sits at 0.4 of the half-BPD, beside the CSP).
+ATRIUM_GA = 18.0
+
+
+def ga_quantile(u: float) -> float:
+  """GA (weeks) at quantile u of the phantom's GA distribution."""
+  q = np.linspace(0.0, 1.0, len(GA_QUANTILES_WEEKS))
+  return float(np.interp(u, q, GA_QUANTILES_WEEKS))
+
+
+def ga_cdf(ga_weeks: float) -> float:
+  """Fraction of the phantom's fetuses below `ga_weeks` (inverse of `ga_quantile`)."""
+  q = np.linspace(0.0, 1.0, len(GA_QUANTILES_WEEKS))
+  return float(np.interp(ga_weeks, GA_QUANTILES_WEEKS, q))
+
+
+def early_scale(ga_weeks: float, ref_weeks: float = EARLY_GA) -> float:
+  """Size of a small intracranial structure relative to `ref_weeks`: HC ratio, <= 1."""
+  return min(1.0, hadlock_hc_mm(ga_weeks) / hadlock_hc_mm(ref_weeks))
+
+
+def tcd_mean_mm(ga_weeks: float) -> float:
+  """Mean transverse cerebellar diameter: GA in mm to 22 weeks, then 1.55 mm a week."""
+  return ga_weeks if ga_weeks <= 22.0 else 22.0 + 1.55 * (ga_weeks - 22.0)
+
+
+def tcd_sd_mm(ga_weeks: float) -> float:
+  return max(1.0, 0.06 * tcd_mean_mm(ga_weeks))
 
 
 def microcephaly_cutoff_mm(ga_weeks: float) -> float:
@@ -197,29 +249,35 @@ def _trunc_normal(rng, mean, sd, lo, hi):
 
 def make_fetus(seed: int, cycle: int, slot: int, condition: str) -> Fetus:
   rng = _rng(seed, _FETUS, cycle, slot)
-  ga = float(rng.uniform(18.0, 24.0))
+  lo = 0.0 if condition == "normal" else ga_cdf(CONDITION_GA_MIN)
+  ga = ga_quantile(rng.uniform(lo, 1.0))
   mean, sd = hadlock_hc_mm(ga), hc_sd_mm(ga)
+  k = early_scale(ga)
   z = float(rng.uniform(*MICROCEPHALY_Z)) if condition == "microcephaly" else \
       _trunc_normal(rng, 0.0, 1.0, -2.0, 2.0)
-  aw = _trunc_normal(rng, 6.6, 1.4, 4.0, 9.5)
+  aw = early_scale(ga, ATRIUM_GA) * _trunc_normal(rng, 6.6, 1.4, 4.0, 9.5)
   if condition in ATRIAL_WIDTH_MM:
     aw = float(rng.uniform(*ATRIAL_WIDTH_MM[condition]))
-  tcd = _trunc_normal(rng, ga, 1.0, ga - 2.0, ga + 2.0)
+  t_mean, t_sd = tcd_mean_mm(ga), tcd_sd_mm(ga)
+  tcd = _trunc_normal(rng, t_mean, t_sd, t_mean - 2.0 * t_sd, t_mean + 2.0 * t_sd)
   if condition == "cerebellar_hypoplasia":
-    tcd = float(rng.uniform(0.6 * ga, ga - 3.5))
-  cm = float(rng.uniform(3.0, 8.0))
+    tcd = float(rng.uniform(0.6 * t_mean, t_mean - 3.5 * t_sd))
+  cm = k * float(rng.uniform(3.0, 8.0))
   if condition == "mega_cisterna_magna":
     cm = float(rng.uniform(*MEGA_CISTERNA_MM))
   cyst = (float(rng.uniform(-0.35, 0.35)), float(rng.choice([-1, 1]) * rng.uniform(0.25, 0.45)),
           float(rng.uniform(4.0, 11.0)))
+  skull_db = float(rng.uniform(*SKULL_DB)) + float(np.interp(ga, *SKULL_DB_GA))
   return Fetus(
       condition=condition, ga_weeks=ga, hc_mm=mean + z * sd,
       cephalic_index=float(rng.uniform(0.74, 0.83)),
       skull_mm=float(rng.uniform(1.8, 2.6) + 0.07 * (ga - 18.0)),
       atrial_width_mm=aw, tcd_mm=tcd, cisterna_magna_mm=cm,
-      csp_width_mm=float(rng.uniform(2.5, 5.0)), csp_length_mm=float(rng.uniform(7.0, 12.0)),
-      choroid_mm=float(rng.uniform(4.5, 6.5)),
-      brain_db=float(rng.uniform(-10.0, -5.0)), skull_db=float(rng.uniform(*SKULL_DB)),
+      csp_width_mm=k * float(rng.uniform(2.5, 5.0)),
+      csp_length_mm=k * float(rng.uniform(7.0, 12.0)),
+      choroid_mm=k * float(rng.uniform(4.5, 6.5)),
+      brain_db=float(rng.uniform(-10.0, -5.0)) + float(np.interp(ga, *BRAIN_DB_GA)),
+      skull_db=skull_db,
       cyst=cyst, defect_mm=float(rng.uniform(7.0, 15.0)), sac_mm=float(rng.uniform(8.0, 16.0)),
       falx_kept=bool(rng.random() < 0.6))
 
@@ -256,20 +314,40 @@ class Scene:
 
 
 LOOKS = (2, 3)                # compounded looks per image
-FOV_MM = (80.0, 240.0)        # image width: 0.1-0.3 mm per pixel on an 800-px grid
+FOV_MM = (40.0, 240.0)        # image width: 0.05-0.3 mm per pixel on an 800-px grid
+# OFD / FOV ranges: heads of HC <= 100 mm are imaged less zoomed than larger
+# ones (HC18: median 0.41 against 0.61); linear in HC in between.
+OFD_FRACTION_HC_MM = (100.0, 150.0)
+OFD_FRACTION = ((0.32, 0.52), (0.45, 0.72))
 AXIAL_SIGMA_SAMPLES = 0.9     # PSF sigma in polar samples
 LATERAL_SIGMA_SAMPLES = 1.6
 # Image-formation settings matched to HC18 by `benchmarks/phantom.py --subset tune`
-# (HC18 patients of the tuning half, phantom seed 100); reported on the others.
-PSF_AXIAL_MM = (0.40, 0.57)   # Gaussian sigma ranges
+# (HC18 patients of the tuning half, phantom seeds 100, 103 and 104); reported on
+# the other patients and seeds 101-102.
+PSF_AXIAL_MM = (0.40, 0.57)   # Gaussian sigma ranges at the reference FOV
 PSF_LATERAL_MM = (1.2, 1.85)
-TOP_DB_OFFSET = 1.2           # added to the level displayed white (darker images)
-SKULL_DB = (14.0, 20.0)       # skull backscatter re. soft tissue at normal incidence
-# Scanners zoom in on small heads with higher-frequency settings: the lateral
-# PSF scales as (FOV / PSF_REF_FOV_MM) ** PSF_LATERAL_FOV_EXPONENT (FOV in mm,
-# so the same scene at every display size).
-PSF_REF_FOV_MM = 108.0
-PSF_LATERAL_FOV_EXPONENT = 1.0
+TOP_DB_OFFSET = -1.0          # added to the level displayed white (darker images)
+DR_DB = (33, 47)              # displayed dynamic range (dB), drawn as an integer in [lo, hi)
+SKULL_DB = (7.0, 13.0)        # skull backscatter re. soft tissue at normal incidence
+# Maternal and fetal soft tissue around the head, dB re. the TGC's reference
+# (HC18's surroundings of the head are about as grey as the brain).
+TISSUE_DB = (-6.5, -2.5)
+SKULL_OBLIQUE = 0.25          # skull echo at grazing incidence, relative to normal incidence
+# dB added to SKULL_DB by GA (weeks; linear between the knots): the weakly
+# ossified early skull echoes less; the 40-week knot matches the ring / interior
+# contrast of HC18's largest heads.
+SKULL_DB_GA = ((12.0, 21.0, 40.0), (-4.0, 0.0, -6.0))
+# The early brain is less echogenic (large ventricles, thin mantle): dB added
+# to the parenchyma's backscatter by GA.
+BRAIN_DB_GA = ((12.0, 18.0), (-6.0, -3.5))
+# Scanners zoom in on small heads with higher-frequency settings: the PSF
+# sigmas are multiplied by a factor of the FOV (mm, linear between the knots;
+# FOV in mm, so the same scene at every display size), and the level shown
+# white moves with it (dB added to TOP_DB_OFFSET).
+PSF_FOV_MM = (60.0, 108.0, 180.0)
+PSF_AXIAL_FOV = (0.92, 1.0, 1.0)
+PSF_LATERAL_FOV = (0.50, 1.05, 1.4)
+TOP_DB_FOV = (-2.0, -3.0, -2.5)
 
 
 def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
@@ -277,7 +355,11 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   scale = PLANE_SCALE[plane] * (1.0 + 0.01 * rng.standard_normal())
   a, b = semi_axes(fe.hc_mm * scale, fe.cephalic_index)
   t = fe.skull_mm
-  fov = max(2.0 * a / rng.uniform(0.45, 0.72), FOV_MM[0])
+  hc = ramanujan_mm(a, b)
+  w = float(np.clip((hc - OFD_FRACTION_HC_MM[0]) / (OFD_FRACTION_HC_MM[1] - OFD_FRACTION_HC_MM[0]),
+                    0.0, 1.0))
+  lo, hi = ((1 - w) * x + w * y for x, y in zip(*OFD_FRACTION, strict=True))
+  fov = min(max(2.0 * a / rng.uniform(lo, hi), FOV_MM[0]), FOV_MM[1])
   spacing = fov / size
   ang = rng.uniform(-0.6, 0.6) if rng.random() < 0.85 else rng.uniform(-1.57, 1.57)
   flip = float(rng.choice([-1.0, 1.0]))
@@ -300,9 +382,10 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   r_mid = radius + 0.5 * depth
   # PSF: Gaussian sigmas (axial, lateral at mid-depth), matched to the grain of
   # HC18 images by head-size tercile at 800 and 256 px (benchmarks/phantom.py).
-  dr_db = float(rng.integers(40, 57))
-  psf = (rng.uniform(*PSF_AXIAL_MM),
-         rng.uniform(*PSF_LATERAL_MM) * (fov / PSF_REF_FOV_MM) ** PSF_LATERAL_FOV_EXPONENT)
+  dr_db = float(rng.integers(*DR_DB))
+  psf = (rng.uniform(*PSF_AXIAL_MM) * float(np.interp(fov, PSF_FOV_MM, PSF_AXIAL_FOV)),
+         rng.uniform(*PSF_LATERAL_MM) * float(np.interp(fov, PSF_FOV_MM, PSF_LATERAL_FOV)))
+  top_db = float(np.interp(fov, PSF_FOV_MM, TOP_DB_FOV)) + TOP_DB_OFFSET
   # The polar grid resolves the PSF whatever the display size: sampling in mm
   # is set by the PSF, and coarser displays average it down (see _render).
   n_r = int(math.ceil(depth / (psf[0] / AXIAL_SIGMA_SAMPLES))) + 1
@@ -310,7 +393,7 @@ def make_scene(rng: np.random.Generator, fe: Fetus, plane: int, size: int,
   probe = bmode.Probe(apex_x, apex_z, radius, depth, half, n_r, n_t)
   return Scene(plane=plane, a_mm=a, b_mm=b, skull_mm=t, center_mm=(xc, zc), angle=ang,
                flip=flip, spacing_mm=spacing, probe=probe, wall_mm=wall, psf_mm=psf,
-               top_db=dr_db * rng.uniform(0.55, 0.68) + TOP_DB_OFFSET, dr_db=dr_db,
+               top_db=dr_db * rng.uniform(0.55, 0.68) + top_db, dr_db=dr_db,
                tgc=(rng.uniform(-4, 4), rng.uniform(0, 2.5), rng.uniform(0, 2 * math.pi)),
                reverb_db=rng.uniform(-12.0, -4.0),
                overlays=bool(rng.random() < 0.5) if overlays is None else bool(overlays),
@@ -344,7 +427,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   # maternal tissue (two scales of texture and a few bright interfaces such
   # as the uterine wall), amniotic fluid pockets, a fluid halo around the head
   db = 3.0 * _smooth_noise(rng, shape) + 2.0 * _smooth_noise(rng, shape, (12, 16))
-  db += np.float32(rng.uniform(-3.0, 1.0))
+  db += np.float32(rng.uniform(*TISSUE_DB))
   x, z = pr.polar_xz()
   fov = sc.spacing_mm * size
   for _ in range(int(rng.integers(1, 4))):
@@ -390,7 +473,7 @@ def _backscatter(rng, fe: Fetus, sc: Scene, size: int):
   nx, nz = ca * nu - sa * nv, sa * nu + ca * nv
   tt = np.broadcast_to(th, shape).reshape(-1)[idx]
   cosi = np.abs(nx * np.sin(tt) + nz * np.cos(tt)) / (np.sqrt(nx * nx + nz * nz) + 1e-9)
-  skull_db = fe.skull_db + 10.0 * np.log10(0.05 + 0.95 * cosi * cosi)
+  skull_db = fe.skull_db + 10.0 * np.log10(SKULL_OBLIQUE + (1.0 - SKULL_OBLIQUE) * cosi * cosi)
   paint(hdb, skull, skull_db)
   db.reshape(-1)[idx] = hdb
   # attenuation relative to the TGC's soft tissue: bone shadows, fluid enhances

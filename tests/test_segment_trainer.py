@@ -57,14 +57,16 @@ def trained(tmp_path_factory):
 
 
 def test_randomize_runs_the_device_chain_in_the_step(tmp_path):
-  """augment=randomize: the device chain (with blur) inside the update step; the host
-  pipeline hands over unaugmented examples."""
+  """augment=randomize (here with its sweep arm's blur): the device chain runs inside
+  the update step; the host pipeline hands over unaugmented examples."""
   from fbjax.data import device_augment
 
   c = segment_config.get_config("runlocal,data=phantom,augment=randomize")
+  c.data.augment_params.max_blur_sigma = 1.0
   assert c.data.augment_on == "device"
   cfg = device_augment.from_config(c.data)
-  assert cfg.max_blur_sigma > 0 and cfg.max_log_scale == segment_config.RANDOMIZE["max_log_scale"]
+  assert cfg.max_blur_sigma == 1.0 and cfg.max_speckle_sigma > 0
+  assert cfg.max_log_scale == segment_config.RANDOMIZE["max_log_scale"]
   ex = {"image": np.full((4, 4), 0.3, np.float32)}
   assert device_augment.host_augment(c.data)(np.random.default_rng(0), ex) is ex
   os.environ.setdefault("WANDB_MODE", "disabled")

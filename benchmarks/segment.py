@@ -79,6 +79,9 @@ _DATA = flags.DEFINE_enum("data", "mix", ["mix", "hc18"], "Training data of both
 _TRANSFER_AUGMENT = flags.DEFINE_enum("transfer_augment", "randomize", ["default", "randomize"],
                                       "Training augmentation of the phantom-only model "
                                       "(configs/segment.py augment=...).")
+_AUGMENT = flags.DEFINE_enum("augment", "default", ["default", "randomize"],
+                             "Training augmentation of the main model and the second stage "
+                             "(configs/segment.py augment=...).")
 
 # Device: fixed step counts (< 4 minutes on one H100). CPU: the step count that fits
 # the time budget at the speed measured just before training (see `_fit_steps`).
@@ -142,7 +145,7 @@ def _config(data: str, steps: int, stage: int = 1, augment: str = "default"):
 
 
 def _stage2_config(steps: int, work: pathlib.Path):
-  c = _config(_DATA.value, steps, stage=2)
+  c = _config(_DATA.value, steps, stage=2, augment=_AUGMENT.value)
   c.stage1_workdir = str(work / "mix")
   return c
 
@@ -273,7 +276,7 @@ def main(argv):
   steps, phantom_steps = DEVICE_STEPS if _DEVICE.value else (None, None)
   steps = _STEPS.value or steps
   phantom_steps = _PHANTOM_STEPS.value or phantom_steps
-  main_c = _config(_DATA.value, steps or 1)
+  main_c = _config(_DATA.value, steps or 1, augment=_AUGMENT.value)
   res_path = work / "benchmark.json"
   res = json.loads(res_path.read_text()) if res_path.exists() else {}
   res["command"] = " ".join(sys.argv)
@@ -296,9 +299,10 @@ def main(argv):
     if not steps:
       steps, step_s = _fit_steps(main_c, _MINUTES.value)
       res["train_budget"] = {"minutes": _MINUTES.value, "measured_step_s": step_s}
-      main_c = _config(_DATA.value, steps)
+      main_c = _config(_DATA.value, steps, augment=_AUGMENT.value)
     res["train_seconds"] = _train(main_c, str(work / "mix"))
     res["train_steps"] = steps
+    res["augment"] = _AUGMENT.value
     res["train_config"] = {"size": list(main_c.data.size), "model": dict(main_c.model),
                            "batch_size": main_c.batch_size, "train_on": list(main_c.train_on),
                            "train_weights": list(main_c.train_weights)}

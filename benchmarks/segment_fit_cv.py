@@ -11,8 +11,10 @@ refinement passes in `--refine` (`coarse_fine.TwoStage`) is a further
 variant (`r<passes>_<fit>`). The images are split into `--folds` folds by group
 (patient: no patient in two folds); for each fold the variant with the lowest
 mean absolute HC error on the OTHER folds is chosen and scored on the fold.
-Prints (and writes) the per-fold choice and error, their mean and spread, and
-each variant's error over all images for reference. The chosen variant's
+Prints (and writes) the per-fold choice and error, their mean and spread,
+every image's held-out error pooled (`held_out_images`: mean, median, images
+above 10 % and the error by HC tercile), and each variant's error over all
+images for reference. The chosen variant's
 held-out error is the number to quote; the all-images minimum is tuned on
 the images it is measured on and is not.
 """
@@ -67,7 +69,7 @@ def main(argv):
   variants = {(f"r{r}_{f}" if r is not None else f): (r, kw)
               for r in passes for f, kw in fits.items()}
   errors = {v: [] for v in variants}
-  groups = []
+  groups, ids, refs = [], [], []
   t0 = time.perf_counter()
   for start in range(0, n, 16):
     exs = [src[i] for i in range(start, min(n, start + 16))]
@@ -80,6 +82,8 @@ def main(argv):
       probs[r] = np.asarray(predict(x))
     for k, (ex, (_, g)) in enumerate(zip(exs, grid, strict=True)):
       groups.append(segment_eval._text(ex["group"]))
+      ids.append(segment_eval._text(ex["id"]))
+      refs.append(float(ex["hc_mm"]))
       for v, (r, kw) in variants.items():
         e = segment_post.fitted_ellipse(probs[r][k, ..., 0], g, **kw)
         hc = biometry.biometry_from_ellipse(e, float(ex["pixel_spacing_mm"])).hc_mm
@@ -89,7 +93,8 @@ def main(argv):
          "two_stage": model.two_stage, "folds_k": _FOLDS.value,
          "seconds": time.perf_counter() - t0,
          **segment_eval.kfold_choice({v: np.array(e) for v, e in errors.items()},
-                                     segment_eval.group_folds(groups, _FOLDS.value))}
+                                     segment_eval.group_folds(groups, _FOLDS.value),
+                                     ref_hc_mm=np.array(refs), ids=ids)}
   text = json.dumps(res, indent=1)
   print(text)
   if _OUT.value:

@@ -129,6 +129,10 @@ def get_config(arg=None):
     # Inference: `refine` more stage-2 passes, each on the crop re-placed around the
     # previous pass's head ellipse (`coarse_fine.TwoStage`).
     c.crop = dict(head_fraction=0.75, shift=0.08, zoom=0.08, copies=8, refine=0)
+    if arg.augment == "randomize":
+      # The crop fixes the head's size (head_fraction, jittered by `zoom`): no
+      # further scaling, the rest of the randomisation as in stage 1.
+      c.data.augment_params.max_log_scale = 0.0
   return c
 
 

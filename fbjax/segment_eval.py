@@ -165,15 +165,16 @@ def by_hc_tercile(rows: Sequence[dict], method: str = "robust") -> dict:
     sel = [r for r, p, o in zip(rows, part, ok, strict=True) if o and p == k]
     err = np.array([r[f"{method}_hc_abs_mm"] for r in sel], np.float64)
     rel = np.array([r[f"{method}_hc_rel"] for r in sel], np.float64)
-    dice = np.array([r[f"{method}_dice_ellipse"] for r in sel], np.float64)
     refs = np.array([r["ref_hc_mm"] for r in sel], np.float64)
     out[name] = {"n": len(sel), "ref_hc_mm_range": [float(refs.min()), float(refs.max())]
                  if len(sel) else [math.nan, math.nan],
                  "hc_abs_mm_mean": float(np.nanmean(err)) if len(sel) else math.nan,
                  "hc_abs_mm_median": float(np.nanmedian(err)) if len(sel) else math.nan,
-                 "hc_rel_mean": float(np.nanmean(rel)) if len(sel) else math.nan,
-                 "dice_ellipse_mean": float(np.nanmean(dice)) if len(sel) else math.nan,
-                 "n_over_10pct": int(np.sum(~(rel <= 0.10)))}   # a failed fit counts
+                 "hc_rel_mean": float(np.nanmean(rel)) if len(sel) else math.nan}
+    if all(f"{method}_dice_ellipse" in r for r in sel):
+      dice = np.array([r[f"{method}_dice_ellipse"] for r in sel], np.float64)
+      out[name]["dice_ellipse_mean"] = float(np.nanmean(dice)) if len(sel) else math.nan
+    out[name]["n_over_10pct"] = int(np.sum(~(rel <= 0.10)))   # a failed fit counts
   return out
 
 
@@ -192,20 +193,44 @@ def group_folds(groups, k: int, seed: int = 0) -> np.ndarray:
   return np.array([fold_of[g] for g in groups])
 
 
-def kfold_choice(errors: dict[str, np.ndarray], folds: np.ndarray) -> dict:
-  """Per fold: the variant with the lowest mean error on the other folds, scored on the fold."""
+def kfold_choice(errors: dict[str, np.ndarray], folds: np.ndarray,
+                 ref_hc_mm: np.ndarray | None = None, ids: Sequence[str] | None = None) -> dict:
+  """Per fold: the variant with the lowest mean error on the other folds, scored on the fold.
+
+  `errors`: absolute HC error (mm) per variant and image (NaN: a failed fit).
+  With the reference HC per image (`ref_hc_mm`) the result also pools every
+  image's held-out error (its fold's chosen variant) into `held_out_images`:
+  mean and median absolute error, images above 10 % relative error (a failed
+  fit counts; listed by `ids` where given) and the error by HC tercile.
+  """
   names = list(errors)
   table = np.stack([np.asarray(errors[n], np.float64) for n in names])   # (V, N)
   per_fold = []
+  pooled = np.full(table.shape[1], np.nan)
   for f in sorted(set(folds.tolist())):
     train, test = folds != f, folds == f
     choice = int(np.argmin(np.nanmean(table[:, train], axis=1)))
+    pooled[test] = table[choice, test]
     per_fold.append({"fold": int(f), "n": int(test.sum()), "chosen": names[choice],
                      "hc_abs_mm": float(np.nanmean(table[choice, test]))})
   held = np.array([p["hc_abs_mm"] for p in per_fold])
-  return {"folds": per_fold, "hc_abs_mm_mean": float(held.mean()),
-          "hc_abs_mm_std": float(held.std(ddof=1)) if len(held) > 1 else 0.0,
-          "all_images": {n: float(np.nanmean(errors[n])) for n in names}}
+  out = {"folds": per_fold, "hc_abs_mm_mean": float(held.mean()),
+         "hc_abs_mm_std": float(held.std(ddof=1)) if len(held) > 1 else 0.0,
+         "all_images": {n: float(np.nanmean(errors[n])) for n in names}}
+  if ref_hc_mm is not None:
+    ref = np.asarray(ref_hc_mm, np.float64)
+    rel = pooled / ref
+    over = np.nonzero(~(rel <= 0.10))[0]
+    rows = [{"ref_hc_mm": r, "held_out_hc_abs_mm": e, "held_out_hc_rel": q}
+            for r, e, q in zip(ref, pooled, rel, strict=True)]
+    out["held_out_images"] = {
+        "n": int(len(pooled)), "hc_abs_mm_mean": float(np.nanmean(pooled)),
+        "hc_abs_mm_median": float(np.nanmedian(pooled)),
+        "n_failed": int(np.sum(~np.isfinite(pooled))), "n_over_10pct": int(len(over)),
+        "over_10pct": [{"id": ids[i] if ids is not None else int(i),
+                        "hc_rel": float(rel[i]), "ref_hc_mm": float(ref[i])} for i in over],
+        "hc_terciles": by_hc_tercile(rows, "held_out")}
+  return out
 
 
 def _safe(name: str) -> str:

@@ -170,6 +170,14 @@ def test_stage2_config_needs_a_stage1_workdir(tmp_path):
     segment.check_stage1(c)
   with pytest.raises(KeyError, match="unknown stage"):
     segment_config.get_config("stage=3")
+  # Randomised stage 2: the crop fixes the head's size, so no device scaling;
+  # the rest of RANDOMIZE as in stage 1 (stage 1's own table is left alone).
+  c = segment_config.get_config("runlocal,stage=2,augment=randomize")
+  assert c.data.augment_on == "device" and c.data.augment_params.max_log_scale == 0.0
+  assert c.data.augment_params.max_rotate_deg == segment_config.RANDOMIZE["max_rotate_deg"]
+  assert segment_config.RANDOMIZE["max_log_scale"] > 0
+  assert segment_config.get_config("augment=randomize").data.augment_params.max_log_scale == (
+      segment_config.RANDOMIZE["max_log_scale"])
 
 
 @pytest.mark.slow

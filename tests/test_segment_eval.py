@@ -129,3 +129,32 @@ def test_group_folds_keep_groups_together_and_kfold_choice_scores_held_out():
   assert res["hc_abs_mm_mean"] == pytest.approx(2.6)
   assert res["hc_abs_mm_std"] == pytest.approx(np.std([5.0, 2, 2, 2, 2], ddof=1))
   assert res["all_images"] == pytest.approx({"a": 1.6, "b": 1.8})
+  assert "held_out_images" not in res
+
+
+def test_kfold_choice_pools_each_images_held_out_error():
+  # 6 images in 3 folds of 2; variant "a" fails (NaN) on image 5, "b" is 4 mm
+  # off everywhere except image 0. Fold 0 (images 0, 1): chosen on folds 1-2,
+  # where a's mean (1 mm, NaN skipped) beats b's 4 mm -> a. Folds 1 and 2 as
+  # well (a still better), so every image carries a's error, the NaN included.
+  folds = np.array([0, 0, 1, 1, 2, 2])
+  a = np.array([1.0, 1.0, 1.0, 1.0, 1.0, np.nan])
+  b = np.array([0.0, 4.0, 4.0, 4.0, 4.0, 4.0])
+  ref = np.array([50.0, 60.0, 100.0, 150.0, 200.0, 300.0])
+  res = segment_eval.kfold_choice({"a": a, "b": b}, folds, ref_hc_mm=ref,
+                                  ids=[f"im{i}" for i in range(6)])
+  assert [f["chosen"] for f in res["folds"]] == ["a", "a", "a"]
+  held = res["held_out_images"]
+  assert held["hc_abs_mm_mean"] == pytest.approx(1.0)
+  assert held["n_failed"] == 1
+  # relative errors 1/50, 1/60, ...: none above 10 %, but the failed fit counts
+  assert held["n_over_10pct"] == 1 and held["over_10pct"][0]["id"] == "im5"
+  t = held["hc_terciles"]
+  assert [t[n]["n"] for n in segment_eval.TERCILES] == [2, 2, 2]
+  assert t["small"]["hc_rel_mean"] == pytest.approx((1 / 50 + 1 / 60) / 2)
+  assert [t[n]["n_over_10pct"] for n in segment_eval.TERCILES] == [0, 0, 1]
+  assert "dice_ellipse_mean" not in t["small"]
+  # A small reference HC makes the same 1 mm a 10 %+ error.
+  res = segment_eval.kfold_choice({"a": a, "b": b}, folds, ref_hc_mm=np.full(6, 9.0))
+  assert res["held_out_images"]["n_over_10pct"] == 6
+  assert [o["id"] for o in res["held_out_images"]["over_10pct"]] == list(range(6))

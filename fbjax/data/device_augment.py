@@ -26,9 +26,10 @@ transforms, each off by default (so the default chain is the host one):
                        wagner1983speckle in CITATIONS.bib);
   max_blur_sigma       a Gaussian blur of sigma ~ U(0, m) grid pixels before the
                        intensity transforms: a wider or narrower point-spread
-                       function (resolution cell) than the source images', the
-                       one domain randomisation of image formation that the
-                       others do not cover (phantom-to-scanner transfer).
+                       function (resolution cell) than the source images'.
+                       Off in `configs/segment.py`'s `RANDOMIZE`: in its
+                       phantom-to-HC18 ablation (README, "Phantom-only
+                       transfer") it did not improve the transfer.
 
 `config.data.augment_on` chooses where the training augmentation runs:
 

@@ -154,6 +154,8 @@ def sweep():
   # evaluate all on HC18 validation).
   runs.append({"arg": "data=phantom,augment=randomize"})
   runs.append({"arg": "data=phantom,augment=randomize", "data.augment_params.max_blur_sigma": 1.5})
+  # The same randomisation for the HC18 + phantom mix (measured: no gain, README).
+  runs.append({"arg": "data=mix,augment=randomize"})
   # Stage 2 (python -m launch.sweep ... --config.stage1_workdir=DIR): crop scale, jitter
   # (none: crops exactly on the reference head), flip averaging at inference.
   for head_fraction in (0.6, 0.75, 0.9):
@@ -161,4 +163,5 @@ def sweep():
   runs.append({"arg": "data=mix,stage=2", "crop.shift": 0.0, "crop.zoom": 0.0})
   runs.append({"arg": "data=mix,stage=2", "crop.shift": 0.15, "crop.zoom": 0.15})
   runs.append({"arg": "data=mix,stage=2", "eval_flip": False})
+  runs.append({"arg": "data=mix,stage=2,augment=randomize"})
   return runs

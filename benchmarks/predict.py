@@ -87,7 +87,8 @@ def _env():
 def _predict_cmd(args, folder, out, *extra):
   cmd = [sys.executable, "-m", "launch.predict", f"--input={folder}", f"--out={out}",
          f"--batch_size={args.batch_size}", f"--workers={args.workers}",
-         f"--num_overlays={args.num_overlays}", "--distributed=off", "--pixel_spacing_mm=0.15"]
+         f"--num_overlays={args.num_overlays}", "--distributed=off", "--pixel_spacing_mm=0.15",
+         f"--segmenter_tta={args.segmenter_tta}"]
   if args.workdir:
     cmd.append(f"--workdir={args.workdir}")
   if args.seg_workdir:
@@ -135,7 +136,8 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
 def in_process(args, folder: pathlib.Path) -> dict:
   from fbjax import inputs, predict  # noqa: PLC0415
 
-  p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size)
+  p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size,
+                        seg_tta={"workdir": None, "on": True, "off": False}[args.segmenter_tta])
   p.warmup()
   paths = [pathlib.Path(e.path) for e in inputs.scan(folder) if e.kind == "image"]
   list(predict.iterate(p, paths[:2 * args.batch_size], workers=args.workers))   # warm caches
@@ -178,6 +180,8 @@ def main():
   ap.add_argument("--classifier_input", choices=("aligned_head", "image"),
                   default="aligned_head", help="What the default classifier reads.")
   ap.add_argument("--batch_size", type=int, default=32)
+  ap.add_argument("--segmenter_tta", choices=("workdir", "on", "off"), default="workdir",
+                  help="launch.predict --segmenter_tta (mirror averaging of the segmenter).")
   ap.add_argument("--workers", type=int, default=2)
   ap.add_argument("--num_overlays", type=int, default=0)
   ap.add_argument("--list_files", type=int, default=1_000_000)
@@ -202,6 +206,7 @@ def main():
     if not args.seg_workdir:
       args.seg_workdir = str(classify_util.fake_seg_workdir(tmp / "seg"))
       result["seg_workdir"] = "random weights (configs/segment.py:runlocal)"
+    result["segmenter_tta"] = args.segmenter_tta
     folder = pathlib.Path(args.input) if args.input else None
     if folder is None and args.num_images > 0:
       from fbjax.data import phantom_export  # noqa: PLC0415

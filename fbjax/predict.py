@@ -206,10 +206,15 @@ class Segmenter:
   method: str = "robust"
 
 
-def load_segmenter(seg_workdir: str | os.PathLike) -> Segmenter:
-  """The segmentation workdir's model (`inference.load`: what the workdir records)."""
+def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None) -> Segmenter:
+  """The segmentation workdir's model (`inference.load`: what the workdir records).
+
+  `tta`: mirror averaging (each network run on the image and its mirror image)
+  on or off instead of the workdir's `eval_flip`; off halves the segmenter's
+  cost (docs/segment_coarse_fine.md measures its effect on HC).
+  """
   model = inference.load(seg_workdir, kind="segmenter")
-  return Segmenter(size=model.size, predict=model.make_predict(),
+  return Segmenter(size=model.size, predict=model.make_predict(flip=tta),
                    method=model.config.get("eval_method", "robust"))
 
 
@@ -311,14 +316,15 @@ class Predictor:
   def __init__(self, workdir: str | os.PathLike | None, seg_workdir=None, *,
                segmenter: Segmenter | None = None, batch_size: int = 32,
                abnormal_threshold: float | None = None, overlay_max_side: int = 512,
-               gate: dict | None = None):
+               gate: dict | None = None, seg_tta: bool | None = None):
     self.batch_size = int(batch_size)
+    self.seg_tta = seg_tta     # None: the segmentation workdir's own eval_flip
     # Minimum evidence of a fetal head (`fbjax.head_gate.THRESHOLDS`; {}: no gate,
     # nor the plausible HC range).
     self.gate = dict(head_gate.THRESHOLDS if gate is None else gate)
     self.clf = inference.load(workdir, kind="classifier") if workdir else None
     self.anomaly = anomaly_lib.load(workdir) if workdir and anomaly_lib.exists(workdir) else None
-    self.seg = segmenter or (load_segmenter(seg_workdir) if seg_workdir else None)
+    self.seg = segmenter or (load_segmenter(seg_workdir, tta=seg_tta) if seg_workdir else None)
     if self.clf is None and self.seg is None:
       raise ValueError("nothing to predict with: give a classification workdir and/or a "
                        "segmentation workdir")
@@ -722,7 +728,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         num_saliency: int = 6, abnormal_threshold: float | None = None,
         segmenter: Segmenter | None = None, progress: bool = True,
         wandb_mode: str | None = None, num_shards: int = 1, shard_index: int = 0,
-        gate: dict | None = None, log=print) -> dict:
+        gate: dict | None = None, seg_tta: bool | None = None, log=print) -> dict:
   """Predicts every image of `inputs` (folder, glob or list) of this shard; resumes.
 
   Rows are appended batch by batch; rerunning with the same `inputs` and
@@ -745,7 +751,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
     log("no pixel spacing given (--spacing_csv or --pixel_spacing_mm): HC/BPD/OFD in pixels "
         "only, the mm columns stay empty")
   predictor = Predictor(workdir, seg_workdir, segmenter=segmenter, batch_size=batch_size,
-                        abnormal_threshold=abnormal_threshold, gate=gate)
+                        abnormal_threshold=abnormal_threshold, gate=gate, seg_tta=seg_tta)
   check_same_run(folder, run_identity(workdir, seg_workdir, segmenter, predictor, inputs,
                                       spacing_csv, spacing_column, pixel_spacing_mm))
   overlay_dir = out / "overlays"
@@ -880,6 +886,8 @@ def model_info(predictor: Predictor) -> dict:
   t = predictor.abnormal_threshold
   d = {"abnormal_threshold": t if math.isfinite(t) else None,
        "classifier_input": predictor.input, "head_gate": predictor.gate}
+  if predictor.seg_tta is not None:   # only when chosen: runs that did not keep their identity
+    d["segmenter_tta"] = bool(predictor.seg_tta)
   if predictor.anomaly is not None:
     a = predictor.anomaly
     d.update(anomaly_threshold=a.thresholds[a.primary], anomaly_score_kind=a.primary,

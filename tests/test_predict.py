@@ -1,6 +1,7 @@
 """launch/predict's library: every file gets a row or an error row; biometry maps back."""
 
 import csv
+import json
 import math
 
 import cv2
@@ -139,6 +140,31 @@ def test_inputs_glob_and_spacing_errors(folder, tmp_path):
     predict.read_spacing_csv(bad)
   assert predict.spacing_for(d / "x.png", None, 0.3) == 0.3
   assert math.isnan(predict.spacing_for(d / "x.png", {}, None))
+
+
+def test_segmenter_mirror_averaging_can_be_switched(folder, workdir, tmp_path):
+  """seg_tta: the workdir's eval_flip (on for runlocal) or on / off; a chosen value is
+  part of the run's identity, so a rerun with the other one cannot mix rows."""
+  d, _ = folder
+  seg_dir = classify_util.fake_seg_workdir(tmp_path / "seg")
+  x = np.random.default_rng(0).uniform(size=(2, 32, 48)).astype(np.float32)
+  mirror = lambda seg: np.asarray(seg.predict(x[:, :, ::-1]))[:, :, ::-1]  # noqa: E731
+  default, on, off = (predict.load_segmenter(seg_dir, tta=t) for t in (None, True, False))
+  np.testing.assert_allclose(np.asarray(default.predict(x)), np.asarray(on.predict(x)), atol=1e-6)
+  # Averaged over the mirror image: exactly mirror-equivariant; once (random
+  # weights) it is not, and it is half of the averaged output's two passes.
+  np.testing.assert_allclose(mirror(on), np.asarray(on.predict(x)), atol=1e-5)
+  assert not np.allclose(mirror(off), np.asarray(off.predict(x)), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(on.predict(x)),
+                             0.5 * (np.asarray(off.predict(x)) + mirror(off)), atol=1e-5)
+  out = tmp_path / "out"
+  kw = dict(pixel_spacing_mm=0.1, batch_size=2, progress=False, report=False,
+            log=lambda s: None)
+  predict.run(workdir, seg_dir, d / "sub", out, seg_tta=False, **kw)
+  ident = json.loads(next(out.rglob("identity.json")).read_text())
+  assert ident["segmenter_tta"] is False
+  with pytest.raises(ValueError, match="segmenter_tta: False -> True"):
+    predict.run(workdir, seg_dir, d / "sub", out, seg_tta=True, **kw)
 
 
 def test_segmentation_workdir_plugs_in(folder, workdir, tmp_path):

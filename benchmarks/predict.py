@@ -137,7 +137,7 @@ def in_process(args, folder: pathlib.Path) -> dict:
   from fbjax import inputs, predict  # noqa: PLC0415
 
   p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size,
-                        seg_tta={"workdir": None, "on": True, "off": False}[args.segmenter_tta])
+                        seg_tta=predict.SEG_TTA[args.segmenter_tta])
   p.warmup()
   paths = [pathlib.Path(e.path) for e in inputs.scan(folder) if e.kind == "image"]
   list(predict.iterate(p, paths[:2 * args.batch_size], workers=args.workers))   # warm caches

@@ -206,6 +206,10 @@ class Segmenter:
   method: str = "robust"
 
 
+# `--segmenter_tta` of launch.predict and benchmarks/predict.py -> `seg_tta`.
+SEG_TTA = {"workdir": None, "on": True, "off": False}
+
+
 def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None) -> Segmenter:
   """The segmentation workdir's model (`inference.load`: what the workdir records).
 
@@ -886,7 +890,7 @@ def model_info(predictor: Predictor) -> dict:
   t = predictor.abnormal_threshold
   d = {"abnormal_threshold": t if math.isfinite(t) else None,
        "classifier_input": predictor.input, "head_gate": predictor.gate}
-  if predictor.seg_tta is not None:   # only when chosen: runs that did not keep their identity
+  if predictor.seg_tta is not None:   # only when chosen: earlier runs keep their identity
     d["segmenter_tta"] = bool(predictor.seg_tta)
   if predictor.anomaly is not None:
     a = predictor.anomaly

@@ -18,7 +18,7 @@ fetal head (fbjax/head_gate.py) gets seg_quality "no_head", the reason in
 no_head_reason, and no plane, condition, abnormal or biometry.
 
 Speed: --segmenter_tta off runs the segmenter once per image instead of on the
-image and its mirror image (the workdir's eval_flip), about 1.5x the images
+image and its mirror image (the workdir's eval_flip), about 1.4x the images
 per second on 2 CPU cores for no measurable change in HC (README).
 
 Resuming: rows are appended batch by batch; the same command again (same
@@ -102,7 +102,7 @@ def main(argv):
               workers=_WORKERS.value, num_overlays=_OVERLAYS.value, report=_REPORT.value,
               abnormal_threshold=_THRESHOLD.value, num_shards=num_shards,
               shard_index=shard_index, wandb_mode=_WANDB.value,
-              seg_tta={"workdir": None, "on": True, "off": False}[_SEG_TTA.value])
+              seg_tta=predict.SEG_TTA[_SEG_TTA.value])
 
 
 if __name__ == "__main__":

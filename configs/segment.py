@@ -86,7 +86,9 @@ def get_config(arg=None):
   # examples), so training length is given in steps.
   c.total_steps = 1200
   c.model = dict(width=8, depth=4, max_width=256, norm="group", groups=8)
-  c.loss = dict(dice_weight=1.0, bce_weight=1.0)
+  # boundary_weight > 0: the BCE weighs the pixels within boundary_width of a mask's
+  # edge 1 + boundary_weight times (fbjax.losses.boundary_band).
+  c.loss = dict(dice_weight=1.0, bce_weight=1.0, boundary_weight=0.0, boundary_width=2)
   c.optimizer = dict(name="adam", lr=3e-3, b1=0.9, b2=0.999, weight_decay=0.0,
                      grad_clip=1.0, schedule="warmup_cosine", warmup_epochs=0.5,
                      end_lr_fraction=0.01)
@@ -164,4 +166,6 @@ def sweep():
   runs.append({"arg": "data=mix,stage=2", "crop.shift": 0.15, "crop.zoom": 0.15})
   runs.append({"arg": "data=mix,stage=2", "eval_flip": False})
   runs.append({"arg": "data=mix,stage=2,augment=randomize"})
+  # Boundary-weighted cross-entropy for the crop model (the contour is what HC measures).
+  runs.append({"arg": "data=mix,stage=2", "loss.boundary_weight": 4.0})
   return runs

@@ -59,3 +59,39 @@ def test_shape_errors():
     losses.segmentation_loss(logits, t, jnp.ones((3,), bool))
   with pytest.raises(ValueError, match="differ"):
     losses.segmentation_loss(logits, t[..., :1], jnp.ones((3, 2), bool))
+
+
+def test_boundary_band_of_a_square_is_the_ring_around_its_edge():
+  t = np.zeros((1, 32, 32, 1), np.float32)
+  t[0, 10:20, 10:20, 0] = 1.0                    # a 10x10 square
+  t[0, 0:4, 26:32, 0] = 1.0                      # a block on the image's corner
+  band = np.asarray(losses.boundary_band(jnp.asarray(t), 1))[0, ..., 0]
+  want = np.zeros((32, 32), np.float32)
+  want[9:21, 9:21] = 1.0                         # dilated by 1: 12x12 ...
+  want[11:19, 11:19] = 0.0                       # ... minus eroded by 1: 8x8
+  want[0:5, 25:32] = 1.0                         # the corner block: only its two inner
+  want[0:3, 27:32] = 0.0                         # edges, not the image border
+  np.testing.assert_array_equal(band, want)
+  assert band[9:21, 9:21].sum() == 12 * 12 - 8 * 8
+
+
+def test_boundary_weight_is_a_weighted_pixel_mean_of_the_cross_entropy():
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(2, 16, 16, 1)).astype(np.float32)
+  t = np.zeros((2, 16, 16, 1), np.float32)
+  t[:, 4:12, 5:11] = 1.0
+  present = jnp.ones((2, 1), bool)
+  plain = losses.segmentation_loss(logits, t, present)[1]
+  assert np.allclose(losses.segmentation_loss(logits, t, present, boundary_weight=0.0)[1]["bce"],
+                     plain["bce"])
+  aux = losses.segmentation_loss(logits, t, present, boundary_weight=4.0, boundary_width=1)[1]
+  # by hand: per-pixel BCE, weight 5 on the ring 1 px either side of the rectangle's edge
+  p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+  per_px = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+  w = np.ones_like(t)
+  w[:, 3:13, 4:12] = 5.0
+  w[:, 5:11, 6:10] = 1.0
+  want = (per_px * w).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
+  np.testing.assert_allclose(aux["bce"], want, rtol=1e-5)
+  np.testing.assert_allclose(aux["dice_loss"], plain["dice_loss"], rtol=1e-6)
+  assert not np.allclose(aux["bce"], plain["bce"])

@@ -10,6 +10,10 @@ Also `benchmarks/classify.py --stages=aligned` (same flags). Every split is by g
                set's normal images (their planes), aligned heads;
   planes_hc18  the same plus HC18 training images labelled trans-thalamic (HC18's
                standard plane): does HC18 help as TT examples?
+  planes_phantom  the planes run plus the phantom's planes (`--phantom_share` of the
+               training mixture; crops from its head masks): does the phantom's
+               anatomy (cerebellum, thalami, ventricles where each plane shows them)
+               help the real planes? Scored on the same real test images
   abnormal     abnormal + condition heads on the abnormalities set, HC18 as
                further normals, aligned heads
   phantom      plane, abnormal and condition heads on the phantom's aligned heads
@@ -47,14 +51,14 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 RUNS = ("planes", "planes_hc18", "abnormal")
-EXTRA_RUNS = ("phantom",)   # not in the default `--runs`
+EXTRA_RUNS = ("phantom", "planes_phantom")   # not in the default `--runs`
 TT = 0
 BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's semi-axes
 
 
 def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
                init_from: str = "", input_kind: str = "aligned_head",
-               class_weighting: str = "", seed: int = 0):
+               class_weighting: str = "", seed: int = 0, phantom_share: float = 0.25):
   from configs import classify as classify_config
   from configs import common
 
@@ -99,6 +103,9 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
     c.sources.hc18.update(weight=0.0, eval=False)
     if run == "planes_hc18":
       c.sources.hc18.update(weight=0.25, tasks=("plane",), label_defaults=f"plane={TT}")
+    if run == "planes_phantom":   # real 0.6 + 0.4 as above, the phantom its share of all
+      c.sources.phantom.update(weight=phantom_share / (1.0 - phantom_share), eval=False,
+                               tasks=("plane",))
   elif run == "abnormal":
     c.tasks = ("abnormal", "condition")
     c.sources.fba.update(weight=0.8, eval=True, tasks=("abnormal", "condition"))
@@ -512,7 +519,7 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
 def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
              num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True,
              size=(96, 128), input_kind: str = "aligned_head",
-             class_weighting: str = "", seed: int = 0) -> dict:
+             class_weighting: str = "", seed: int = 0, phantom_share: float = 0.25) -> dict:
   from fbjax.trainers import classify
 
   out_dir = pathlib.Path(workdir)
@@ -520,7 +527,7 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
   tag = "_".join(r.replace("+", "_") for r in runs)
   result = {"setup": {"input": input_kind, "size": list(size), "encoder": "resnet 16/32/64",
                       "steps": steps, "class_weighting": class_weighting or "inverse_sqrt",
-                      "seed": seed,
+                      "seed": seed, "phantom_share": phantom_share,
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
                       "orientations" if input_kind == "aligned_head" else "none"}}
   if sheet:
@@ -538,7 +545,7 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
   for run in runs:
     c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps, size=size,
                    init_from=pre if run.endswith("+pretrained") else "", input_kind=input_kind,
-                   class_weighting=class_weighting, seed=seed)
+                   class_weighting=class_weighting, seed=seed, phantom_share=phantom_share)
     w = str(out_dir / run)
     t = time.time()
     if (out_dir / run / "complete.json").exists():   # trained before: measured again only
@@ -573,6 +580,8 @@ if __name__ == "__main__":
                   help="class weights of the heads (default: the config's, inverse_sqrt)")
   ap.add_argument("--seed", type=int, default=0, help="training seed (initialisation, "
                   "batches, augmentation)")
+  ap.add_argument("--phantom_share", type=float, default=0.25,
+                  help="planes_phantom: the phantom's share of the training mixture")
   ap.add_argument("--input", default="aligned_head", choices=("aligned_head", "image"),
                   help="image: the whole-image arm of the ablation (same images, same steps)")
   a = ap.parse_args()
@@ -587,5 +596,5 @@ if __name__ == "__main__":
                runs=a.runs.split(","), num_occlusion=a.num_occlusion,
                pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet,
                size=tuple(int(v) for v in a.size.split(",")), input_kind=a.input,
-               class_weighting=a.class_weighting, seed=a.seed)
+               class_weighting=a.class_weighting, seed=a.seed, phantom_share=a.phantom_share)
   print(json.dumps(r, indent=1, default=float))

@@ -41,3 +41,16 @@ def test_by_source_image_averages_copies_and_counts_each_image_once():
   # Per image the same predictions weigh image "a" three times.
   per_image = metrics.accuracy(y, p.argmax(1))
   assert per_image == pytest.approx(2 / 6)
+
+
+def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
+  kw = dict(real="/real", seg="/seg", data_dir="/tmp/tfds", steps=10)
+  plain = ca.run_config("planes", **kw)
+  mixed = ca.run_config("planes_phantom", phantom_share=0.2, **kw)
+  assert plain.sources.phantom.weight == 0.0
+  weights = {n: b.weight for n, b in mixed.sources.items()}
+  assert weights["phantom"] / sum(weights.values()) == pytest.approx(0.2)
+  for n in ("fpdb", "fba", "hc18"):   # the real part of the mixture is the planes run's
+    assert weights[n] == plain.sources[n].weight
+  assert tuple(mixed.sources.phantom.tasks) == ("plane",) and not mixed.sources.phantom.eval
+  assert mixed.tasks == ("plane",) and mixed.input == "aligned_head"

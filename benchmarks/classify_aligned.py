@@ -66,7 +66,7 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
   variant = "pretrain" if run == "pretrain" else "finetune"
   head = input_kind == "aligned_head"
   data = "phantom" if run == "phantom" else "real"
-  c = classify_config.get_config(f"data={data},input={input_kind}," + (
+  c = classify_config.get_config(f"data={data},input={input_kind},phantom_planes=0," + (
       f"seg_workdir={seg}," if head else "") + f"variant={variant}")
   c.init_from = init_from
   c.real_data = real
@@ -104,8 +104,7 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
     if run == "planes_hc18":
       c.sources.hc18.update(weight=0.25, tasks=("plane",), label_defaults=f"plane={TT}")
     if run == "planes_phantom":   # real 0.6 + 0.4 as above, the phantom its share of all
-      c.sources.phantom.update(weight=phantom_share / (1.0 - phantom_share), eval=False,
-                               tasks=("plane",))
+      classify_config.add_phantom_planes(c, phantom_share)
   elif run == "abnormal":
     c.tasks = ("abnormal", "condition")
     c.sources.fba.update(weight=0.8, eval=True, tasks=("abnormal", "condition"))

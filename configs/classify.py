@@ -15,6 +15,10 @@ Arguments (the part of `--config` after the colon, comma separated):
   size=N          the network grid N x N (default 128; demo 64)
   input=aligned_head  the network sees the aligned head (`fbjax.align.aligned_head` of
                   the original image, `config.align`), not the letterboxed image
+  phantom_planes=F  the phantom's planes (plane labels only, crops from its head masks)
+                  as the share F of data=real's training mixture (default 0: measured
+                  at 0.25 with aligned heads, two seeds, no gain on validation beyond
+                  the seeds' spread; docs/classify_benchmark_aligned.md)
   seg_workdir=DIR a segmentation workdir: the head ellipse of images without a head mask
                   (`config.align.seg_workdir`; FETAL_PLANES_DB, the abnormalities set)
   init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
@@ -80,6 +84,9 @@ def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
 # The aligned head's crop (the keyword arguments of `fbjax.align.aligned_head`) and
 # where the head ellipse comes from when an example has no ground-truth mask.
 ALIGN = dict(size=(96, 128), head_fraction=0.8, margin=0.08, seg_workdir="")
+# The phantom's share of data=real's training mixture, plane labels only, in the
+# sweep's arm (`phantom_planes=`; the default is none).
+PHANTOM_PLANES = 0.25
 INPUTS = ("image", "aligned_head")
 # On-device ultrasound augmentation of aligned heads (`fbjax.data.device_augment`):
 # mirror, small rotations, isotropic and anisotropic scale, depth gain, shadows,
@@ -105,9 +112,18 @@ def set_input(c, kind: str, seg_workdir: str = "") -> None:
     c.eval_rot180 = True   # evaluation averages both (mean of probabilities)
 
 
+def add_phantom_planes(c, share: float) -> None:
+  """The phantom's planes (no other label) as `share` of the training mixture."""
+  if not 0.0 <= share < 1.0:
+    raise ValueError(f"phantom_planes={share}: expected a share in [0, 1)")
+  real = sum(s.weight for n, s in c.sources.items() if n != "phantom")
+  c.sources.phantom.update(weight=real * share / (1.0 - share), tasks=("plane",), eval=False)
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, variant="finetune", runlocal=False, demo=False, data="phantom",
-                         init_from="", size=0, input="image", seg_workdir="")
+                         init_from="", size=0, input="image", seg_workdir="",
+                         phantom_planes=0.0)
   if arg.variant not in VARIANTS:
     raise KeyError(f"unknown variant {arg.variant!r}; expected one of {VARIANTS}")
   if arg.data not in ("phantom", "real", "mix"):
@@ -243,6 +259,10 @@ def get_config(arg=None):
     set_input(c, arg.input, arg.seg_workdir)
     if arg.runlocal:
       c.align.size = c.image_size = (24, 32)
+  share = float(arg.phantom_planes)
+  if share and arg.data == "real" and arg.variant in ("finetune", "frozen") \
+      and not arg.runlocal:
+    add_phantom_planes(c, share)
   for s in c.sources.values():
     s.size = tuple(c.image_size)   # the trainer reads every source at `image_size`
   return c
@@ -281,4 +301,7 @@ def sweep():
     runs.append({"arg": "data=real", "optimizer.lr": lr})
   for phantom_weight in (0.2, 0.4):
     runs.append({"arg": "data=mix", "sources.phantom.weight": phantom_weight})
+  # The phantom's planes beside the real aligned heads: none (the default) and two shares.
+  for share in (0.0, PHANTOM_PLANES, 0.4):
+    runs.append({"arg": f"data=real,input=aligned_head,phantom_planes={share}"})
   return runs

@@ -203,3 +203,23 @@ def test_block_source_reads_aligned_heads_through_the_config(tmp_path, monkeypat
   bad = ml_collections.ConfigDict(dict(block.to_dict(), input="crop"))
   with pytest.raises(ValueError, match="input='crop'"):
     sources.block_source(bad, "validation")
+
+
+def test_phantom_planes_join_real_data_at_their_share_when_asked():
+  real = classify_config.get_config("data=real,input=aligned_head")   # default: none
+  assert real.sources.phantom.weight == 0.0
+  c = classify_config.get_config("data=real,input=aligned_head,phantom_planes=0.25")
+  w = {n: b.weight for n, b in c.sources.items()}
+  assert w["phantom"] / sum(w.values()) == pytest.approx(0.25)
+  assert tuple(c.sources.phantom.tasks) == ("plane",) and not c.sources.phantom.eval
+  for n in ("fba", "fpdb", "hc18"):   # the real sources keep their weights
+    assert c.sources[n].weight == real.sources[n].weight and c.sources[n].tasks == real.sources[
+        n].tasks
+  more = classify_config.get_config("data=real,phantom_planes=0.4")
+  w = {n: b.weight for n, b in more.sources.items()}
+  assert w["phantom"] / sum(w.values()) == pytest.approx(0.4)
+  pre = classify_config.get_config("data=real,input=aligned_head,variant=pretrain,"
+                                   "phantom_planes=0.25")
+  assert pre.sources.phantom.tasks == ()   # the pretraining mixture is its own
+  with pytest.raises(ValueError, match="phantom_planes"):
+    classify_config.get_config("data=real,phantom_planes=1.0")

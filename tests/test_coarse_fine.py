@@ -163,6 +163,8 @@ def test_stage2_config_needs_a_stage1_workdir(tmp_path):
 
   c = segment_config.get_config("runlocal,stage=2")
   assert tuple(c.data.size) == (32, 32) and c.stage == 2
+  # the crop model's cross-entropy is boundary-weighted; stage 1's is not
+  assert c.loss.boundary_weight > 0 and segment_config.get_config("").loss.boundary_weight == 0
   with pytest.raises(ValueError, match="stage1_workdir"):
     segment.check_stage1(c)
   c.stage1_workdir = str(tmp_path / "nothing")

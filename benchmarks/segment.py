@@ -346,7 +346,8 @@ def main(argv):
     res["stage2_train_seconds"] = _train(c2, str(work / "stage2"))
     res["stage2_train_steps"] = s2
     res["stage2_config"] = {"crop_size": list(c2.data.size), "crop": dict(c2.crop),
-                            "fine_size": list(c2.fine_size), "model": dict(c2.model)}
+                            "fine_size": list(c2.fine_size), "model": dict(c2.model),
+                            "loss": dict(c2.loss)}
     save()
   for stage, data, split, key in (("hc18_two_stage", "data", "validation", "hc18_validation"),
                                   ("phantom_two_stage", "phantom", "test", "phantom_test")):

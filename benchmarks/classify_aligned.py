@@ -58,7 +58,8 @@ BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's
 
 def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
                init_from: str = "", input_kind: str = "aligned_head",
-               class_weighting: str = "", seed: int = 0, phantom_share: float = 0.25):
+               class_weighting: str = "", seed: int = 0,
+               phantom_share: float | None = None):
   from configs import classify as classify_config
   from configs import common
 
@@ -104,7 +105,8 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
     if run == "planes_hc18":
       c.sources.hc18.update(weight=0.25, tasks=("plane",), label_defaults=f"plane={TT}")
     if run == "planes_phantom":   # real 0.6 + 0.4 as above, the phantom its share of all
-      classify_config.add_phantom_planes(c, phantom_share)
+      classify_config.add_phantom_planes(c, classify_config.PHANTOM_PLANES
+                                         if phantom_share is None else phantom_share)
   elif run == "abnormal":
     c.tasks = ("abnormal", "condition")
     c.sources.fba.update(weight=0.8, eval=True, tasks=("abnormal", "condition"))
@@ -518,8 +520,13 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
 def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
              num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True,
              size=(96, 128), input_kind: str = "aligned_head",
-             class_weighting: str = "", seed: int = 0, phantom_share: float = 0.25) -> dict:
+             class_weighting: str = "", seed: int = 0,
+             phantom_share: float | None = None) -> dict:
+  from configs import classify as classify_config
   from fbjax.trainers import classify
+
+  if phantom_share is None:
+    phantom_share = classify_config.PHANTOM_PLANES
 
   out_dir = pathlib.Path(workdir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -579,8 +586,9 @@ if __name__ == "__main__":
                   help="class weights of the heads (default: the config's, inverse_sqrt)")
   ap.add_argument("--seed", type=int, default=0, help="training seed (initialisation, "
                   "batches, augmentation)")
-  ap.add_argument("--phantom_share", type=float, default=0.25,
-                  help="planes_phantom: the phantom's share of the training mixture")
+  ap.add_argument("--phantom_share", type=float, default=None,
+                  help="planes_phantom: the phantom's share of the training mixture "
+                  "(default: configs/classify.py PHANTOM_PLANES)")
   ap.add_argument("--input", default="aligned_head", choices=("aligned_head", "image"),
                   help="image: the whole-image arm of the ablation (same images, same steps)")
   a = ap.parse_args()

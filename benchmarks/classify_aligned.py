@@ -59,7 +59,7 @@ BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's
 def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
                init_from: str = "", input_kind: str = "aligned_head",
                class_weighting: str = "", seed: int = 0,
-               phantom_share: float | None = None):
+               phantom_share: float | None = None, train_groups: float = 1.0):
   from configs import classify as classify_config
   from configs import common
 
@@ -89,9 +89,11 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
   c.sources.fpdb = classify_config._source("fetal_planes_db:brain_combined", c.image_size,
                                            weight=0.0, tasks=("plane",), evaluate=False,
                                            real=real)
-  for b in c.sources.values():
+  for name, b in c.sources.items():
     b.data_dir = data_dir
     b.size = tuple(size)
+    if name != "phantom":   # a learning curve over the real training patients
+      b.train_groups = train_groups
   if run == "pretrain":
     c.sources.fpdb.update(weight=0.15, tasks=(), where="")
     return c
@@ -521,7 +523,7 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
              num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True,
              size=(96, 128), input_kind: str = "aligned_head",
              class_weighting: str = "", seed: int = 0,
-             phantom_share: float | None = None) -> dict:
+             phantom_share: float | None = None, train_groups: float = 1.0) -> dict:
   from configs import classify as classify_config
   from fbjax.trainers import classify
 
@@ -534,6 +536,7 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
   result = {"setup": {"input": input_kind, "size": list(size), "encoder": "resnet 16/32/64",
                       "steps": steps, "class_weighting": class_weighting or "inverse_sqrt",
                       "seed": seed, "phantom_share": phantom_share,
+                      "train_groups": train_groups,
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
                       "orientations" if input_kind == "aligned_head" else "none"}}
   if sheet:
@@ -551,7 +554,8 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
   for run in runs:
     c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps, size=size,
                    init_from=pre if run.endswith("+pretrained") else "", input_kind=input_kind,
-                   class_weighting=class_weighting, seed=seed, phantom_share=phantom_share)
+                   class_weighting=class_weighting, seed=seed, phantom_share=phantom_share,
+                   train_groups=train_groups)
     w = str(out_dir / run)
     t = time.time()
     if (out_dir / run / "complete.json").exists():   # trained before: measured again only
@@ -589,6 +593,9 @@ if __name__ == "__main__":
   ap.add_argument("--phantom_share", type=float, default=None,
                   help="planes_phantom: the phantom's share of the training mixture "
                   "(default: configs/classify.py PHANTOM_PLANES)")
+  ap.add_argument("--train_groups", type=float, default=1.0,
+                  help="share of the real training splits' groups (patients, source "
+                  "images) kept, by a stable hash of the group: a learning curve")
   ap.add_argument("--input", default="aligned_head", choices=("aligned_head", "image"),
                   help="image: the whole-image arm of the ablation (same images, same steps)")
   a = ap.parse_args()
@@ -603,5 +610,6 @@ if __name__ == "__main__":
                runs=a.runs.split(","), num_occlusion=a.num_occlusion,
                pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet,
                size=tuple(int(v) for v in a.size.split(",")), input_kind=a.input,
-               class_weighting=a.class_weighting, seed=a.seed, phantom_share=a.phantom_share)
+               class_weighting=a.class_weighting, seed=a.seed, phantom_share=a.phantom_share,
+               train_groups=a.train_groups)
   print(json.dumps(r, indent=1, default=float))

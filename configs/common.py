@@ -68,7 +68,8 @@ def data(name: str, *, size=(224, 224), **overrides) -> ml_collections.ConfigDic
       num_examples=64,   # the toy source only
       seed=0,
       label_defaults="",  # e.g. "abnormal=0,condition=0": unknown labels take these values
-      where=""))          # e.g. "abnormal=0": keep only these examples (fbjax.data.sources)
+      where="",           # e.g. "abnormal=0": keep only these examples (fbjax.data.sources)
+      train_groups=1.0))  # share of the training split's groups kept (learning curves)
   block.update(overrides)
   return block
 

@@ -78,6 +78,23 @@ def test_aligned_source_crops_from_the_original_and_counts_no_head(tmp_path):
     aligned.aligned_source(src, np.full((4, 5), np.nan), ALIGN, name="toy nothing")
 
 
+def test_train_groups_subsets_aligned_heads_with_their_own_ellipses(tmp_path):
+  # The ellipses are computed (and cached) for the whole split, then subset with the
+  # examples: each kept crop must be the crop of the same example in the full split.
+  block = common.data("toy", size=(24, 32), num_examples=48, data_dir=str(tmp_path),
+                      train_groups=0.5)
+  block.input, block.align = "aligned_head", ALIGN
+  half = sources.block_source(block, "train")
+  full = sources.block_source(ml_collections.ConfigDict({**block.to_dict(),
+                                                         "train_groups": 1.0}), "train")
+  by_id = {full[i]["id"]: full[i] for i in range(len(full))}
+  want = [k for k, ex in by_id.items() if sources.group_share(ex["group"]) < 0.5]
+  got = [half[i]["id"] for i in range(len(half))]
+  assert got == want and 0 < len(got) < len(full)
+  for i in range(len(half)):
+    np.testing.assert_array_equal(half[i]["image"], by_id[half[i]["id"]]["image"])
+
+
 def test_usable_rejects_implausible_ellipses():
   assert aligned.usable(Ellipse(50, 40, 30, 25, 0.0), (80, 100))
   assert not aligned.usable(None, (80, 100))

@@ -58,3 +58,11 @@ def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
   w = {n: b.weight for n, b in default.sources.items()}
   from configs import classify as classify_config
   assert w["phantom"] / sum(w.values()) == pytest.approx(classify_config.PHANTOM_PLANES)
+
+
+def test_train_groups_thins_the_real_training_sources_only():
+  kw = dict(real="/real", seg="/seg", data_dir="/tmp/tfds", steps=10)
+  assert all(b.train_groups == 1.0 for b in ca.run_config("planes", **kw).sources.values())
+  c = ca.run_config("planes_phantom", train_groups=0.5, **kw)
+  assert {n: b.train_groups for n, b in c.sources.items()} == {
+      "phantom": 1.0, "fba": 0.5, "fpdb": 0.5, "hc18": 0.5}

@@ -1,5 +1,7 @@
 """Heads on the encoder, class weights, label remapping, the anomaly score's statistics."""
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 from scipy.spatial import distance
 from sklearn import covariance
 
+from configs import common
 from fbjax import anomaly, inference, losses, metrics
 from fbjax.data import labels, sources
 from fbjax.data.mix import MixSource
@@ -88,6 +91,38 @@ def test_label_defaults_and_where():
     sources.parse_labels("colour=1")
   with pytest.raises(ValueError, match="no example"):
     sources.select(src, {"abnormal": 7})
+
+
+def test_train_groups_keeps_a_stable_nested_share_of_groups():
+  # Two examples per patient, bytes or str groups (what tfds and lists give).
+  groups = [f"Patient{i:05d}" for i in range(200)]
+  rows = [{"group": g.encode() if i % 2 else g, "plane": 0} for i, g in
+          enumerate(g for g in groups for _ in range(2))]
+  src = sources.ListSource(rows)
+  # Reference computed directly: sha1 of the name, first 8 bytes, big-endian.
+  share = {g: int(hashlib.sha1(g.encode()).hexdigest()[:16], 16) / 2**64 for g in groups}
+  half = sources.group_subset_indices(src, 0.5)
+  kept = {g for g in groups if share[g] < 0.5}
+  assert [i // 2 for i in half[::2]] == [groups.index(g) for g in groups if g in kept]
+  assert len(half) == 2 * len(kept) and 70 < len(kept) < 130   # both copies of each patient
+  quarter = set(sources.group_subset_indices(src, 0.25).tolist())
+  assert quarter < set(half.tolist())                            # nested
+  np.testing.assert_array_equal(sources.group_subset_indices(src, 1.0), np.arange(400))
+  with pytest.raises(ValueError, match="train_groups=0"):
+    sources.group_subset_indices(src, 0.0)
+  with pytest.raises(ValueError, match="keeps no group"):
+    sources.group_subset_indices(sources.ListSource(rows[:2]), 1e-9)
+
+
+def test_block_source_subsets_only_the_training_split():
+  block = common.data("toy", size=(32, 32), num_examples=64, train_groups=0.5)
+  train = sources.block_source(block, block.train_split)
+  full = sources.get_source(block, block.train_split)
+  want = [full[i]["id"] for i in range(len(full))
+          if sources.group_share(full[i]["group"]) < 0.5]
+  assert [train[i]["id"] for i in range(len(train))] == want and 0 < len(want) < 64
+  val = sources.block_source(block, block.val_split)
+  assert len(val) == len(sources.get_source(block, block.val_split))
 
 
 def test_ledoit_wolf_matches_sklearn_and_mahalanobis_matches_scipy():

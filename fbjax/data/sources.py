@@ -21,6 +21,7 @@ measurements float): bright elliptical rings in speckle, deterministic from
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -195,6 +196,30 @@ def select(source, where: dict[str, int]):
   return Subset(source, np.nonzero(keep)[0])
 
 
+def group_share(group) -> float:
+  """A group's stable position in [0, 1): the first 8 bytes of sha1(group) / 2**64."""
+  g = group.decode() if isinstance(group, bytes) else str(group)
+  return int.from_bytes(hashlib.sha1(g.encode()).digest()[:8], "big") / 2.0**64
+
+
+def group_subset_indices(source, fraction: float, *, name: str = "") -> np.ndarray:
+  """Indices of the examples of `source` whose group's `group_share` is below `fraction`.
+
+  A stable share of the groups (patients, source images, synthetic fetuses),
+  the same on every machine and in any order; nested: the groups kept at 0.25
+  are among those kept at 0.5. For learning curves (`train_groups` of a data
+  block). An error naming `name` when no group is kept.
+  """
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"{name or repr(source)}: train_groups={fraction}; expected 0 < F <= 1")
+  keep = np.array([group_share(source[i]["group"]) < fraction for i in range(len(source))],
+                  bool)
+  if not keep.any():
+    raise ValueError(f"{name or repr(source)}: train_groups={fraction} keeps no group of "
+                     f"{len(source)} examples")
+  return np.nonzero(keep)[0]
+
+
 def filtered(source, data):
   """Applies `data.label_defaults` then `data.where` (both optional label specs)."""
   defaults = parse_labels(data.get("label_defaults", ""))
@@ -245,8 +270,6 @@ def data_block(block):
   """
   if not block.get("manual_dir") or block.get("data_dir"):
     return block
-  import hashlib  # noqa: PLC0415
-
   import ml_collections  # noqa: PLC0415
 
   key = hashlib.sha1(os.path.realpath(block.manual_dir).encode()).hexdigest()[:12]
@@ -270,15 +293,25 @@ def block_source(block, split: str, *, masked: bool = True):
   kind = block.get("input", "image")
   if kind not in INPUTS:
     raise ValueError(f"data block {block.name!r}: input={kind!r}; expected one of {INPUTS}")
+  keep = None
+  fraction = float(block.get("train_groups", 1.0))
+  if fraction != 1.0 and split == block.get("train_split"):
+    keep = group_subset_indices(src, fraction, name=f"data block {block.name!r} {split}")
+    logging.info("%s %s: %d of %d examples (train_groups=%g)", block.name, split, keep.size,
+                 len(src), fraction)
   if kind == "aligned_head":
     from fbjax.data import aligned  # noqa: PLC0415
 
-    ell, kinds = aligned.block_ellipses(block, split, src)
+    ell, kinds = aligned.block_ellipses(block, split, src)   # cached for the whole split
+    if keep is not None:
+      src, ell, kinds = Subset(src, keep), ell[keep], np.asarray(kinds)[keep]
     src, counts = aligned.aligned_source(src, ell, block.align, kinds=kinds,
                                          name=f"{block.name} {split}")
     if counts["no_head"]:
       logging.info("%s %s: %d of %d examples without a usable head ellipse, left out",
                    block.name, split, counts["no_head"], counts["total"])
+  elif keep is not None:
+    src = Subset(src, keep)
   head_counts = getattr(src, "head_counts", None)
   if masked and block.get("tasks") is not None:
     src = TaskMask(src, tuple(block.tasks))

@@ -197,7 +197,13 @@ def select(source, where: dict[str, int]):
 
 
 def group_share(group) -> float:
-  """A group's stable position in [0, 1): the first 8 bytes of sha1(group) / 2**64."""
+  """A group's stable position in [0, 1): the first 8 bytes of sha1(group) / 2**64.
+
+  Unsalted and independent of the split assignment's salted hashes
+  (`builder_utils.hash_unit`): a training split holds the groups whose split
+  hash lies above the test and validation shares, so thinning it by that same
+  hash would keep a biased (or empty) set.
+  """
   g = group.decode() if isinstance(group, bytes) else str(group)
   return int.from_bytes(hashlib.sha1(g.encode()).digest()[:8], "big") / 2.0**64
 

@@ -46,6 +46,8 @@ from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from fbjax import baselines  # noqa: E402  (after the path: the benchmark runs as a script)
+
 _REAL = flags.DEFINE_string("real_data", os.environ.get("FBJAX_REAL_DATA", "../shared/data"),
                             "Folder holding fetal_brain_abnormalities/, fetal_planes_db/, hc18/.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/fbjax_classify_benchmark", "Output folder.")
@@ -190,41 +192,9 @@ def unsupervised(am, y, s) -> dict:
   return out
 
 
-def thumbnail_features(source, size=64):
-  """16x16 thumbnail + 32-bin grey histogram per image (the shortcut baseline's input)."""
-  import cv2
-  import numpy as np
-
-  from fbjax import evaluators
-
-  x, ys = [], {k: [] for k in ("plane", "abnormal", "condition")}
-  for b in evaluators.host_batches(source, (size, size), 64):
-    keep = b["_mask"] > 0
-    for img in b["image"][keep]:
-      thumb = cv2.resize(img, (16, 16), interpolation=cv2.INTER_AREA).ravel()
-      hist = np.histogram(img, bins=32, range=(0, 1))[0] / img.size
-      x.append(np.concatenate([thumb, hist]))
-    for k in ys:
-      ys[k].append(b[k][keep])
-  return np.asarray(x, np.float64), {k: np.concatenate(v) for k, v in ys.items()}
-
-
-def baseline_fit(x, y):
-  from sklearn.linear_model import LogisticRegression
-  from sklearn.pipeline import make_pipeline
-  from sklearn.preprocessing import StandardScaler
-
-  keep = y >= 0
-  model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=1.0))
-  return model.fit(x[keep], y[keep])
-
-
-def baseline_probs(model, x, num_classes):
-  import numpy as np
-
-  p = np.zeros((len(x), num_classes))
-  p[:, model.classes_] = model.predict_proba(x)
-  return p
+thumbnail_features = baselines.thumbnail_features
+baseline_fit = baselines.fit
+baseline_probs = baselines.probs
 
 
 def _summaries(clf, res: dict) -> dict:

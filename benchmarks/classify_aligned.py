@@ -61,14 +61,18 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
                class_weighting: str = "", seed: int = 0,
                phantom_share: float | None = None, train_groups: float = 1.0):
   from configs import classify as classify_config
-  from configs import common
 
   run = run.removesuffix("+pretrained")
   variant = "pretrain" if run == "pretrain" else "finetune"
   head = input_kind == "aligned_head"
   data = "phantom" if run == "phantom" else "real"
+  heads = "planes" if run.startswith("planes") else "abnormal" if run == "abnormal" else ""
+  if run not in RUNS + EXTRA_RUNS + ("pretrain",):
+    raise ValueError(f"unknown run {run!r}; expected one of {RUNS + EXTRA_RUNS}")
+  # The plane and abnormal runs are the config's `heads=` runs (configs/classify.py).
   c = classify_config.get_config(f"data={data},input={input_kind},phantom_planes=0," + (
-      f"seg_workdir={seg}," if head else "") + f"variant={variant}")
+      f"seg_workdir={seg}," if head else "") + f"variant={variant},encoder=small"
+      + (f",heads={heads}" if heads else ""))
   c.init_from = init_from
   c.real_data = real
   if class_weighting:
@@ -77,50 +81,28 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
   if head:
     c.align.size = tuple(size)
   c.image_size = tuple(size)
-  c.model.ae = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
-                    latent_channels=16, latent_dim=128, groups=8)
-  c.model.hidden = 64
   c.batch_size = 32
   c.total_steps = steps
   c.eval_every = steps
   c.log_every = 50
   c.anomaly.ae_workdir = "none"
   c.wandb.mode = os.environ.get("WANDB_MODE", "disabled")
-  c.sources.fpdb = classify_config._source("fetal_planes_db:brain_combined", c.image_size,
-                                           weight=0.0, tasks=("plane",), evaluate=False,
-                                           real=real)
+  if not heads:
+    c.sources.fpdb.update(weight=0.0, eval=False)
   for name, b in c.sources.items():
     b.data_dir = data_dir
     b.size = tuple(size)
+    if b.name != "fetal_brain_synth":
+      b.manual_dir = real
     if name != "phantom":   # a learning curve over the real training patients
       b.train_groups = train_groups
   if run == "pretrain":
     c.sources.fpdb.update(weight=0.15, tasks=(), where="")
-    return c
-  if run == "phantom":
-    return c
-  if run.startswith("planes"):
-    c.tasks = ("plane",)
-    c.sources.fpdb.update(weight=0.6, eval=True)
-    c.sources.fba.update(weight=0.4, eval=True, tasks=("plane",), where="abnormal=0")
-    c.sources.hc18.update(weight=0.0, eval=False)
-    if run == "planes_hc18":
-      c.sources.hc18.update(weight=0.25, tasks=("plane",), label_defaults=f"plane={TT}")
-    if run == "planes_phantom":   # real 0.6 + 0.4 as above, the phantom its share of all
-      classify_config.add_phantom_planes(c, classify_config.PHANTOM_PLANES
-                                         if phantom_share is None else phantom_share)
-  elif run == "abnormal":
-    c.tasks = ("abnormal", "condition")
-    c.sources.fba.update(weight=0.8, eval=True, tasks=("abnormal", "condition"))
-    c.sources.hc18.update(weight=0.2, eval=True)
-    # The decision threshold: validation normals of the abnormalities set and of
-    # FETAL_PLANES_DB, where its normals come from (same look: the 640 copy was
-    # exported like them), not HC18's. FETAL_PLANES_DB is validated, not trained on.
-    c.sources.fpdb.update(eval=True, tasks=("abnormal",), label_defaults="abnormal=0")
-    c.decision_sources = ("fba", "fpdb")
-  else:
-    raise ValueError(f"unknown run {run!r}; expected one of {RUNS + EXTRA_RUNS}")
-  del common
+  elif run == "planes_hc18":
+    c.sources.hc18.update(weight=0.25, tasks=("plane",), label_defaults=f"plane={TT}")
+  elif run == "planes_phantom":   # real 0.6 + 0.4 as above, the phantom its share of all
+    classify_config.add_phantom_planes(c, classify_config.PHANTOM_PLANES
+                                       if phantom_share is None else phantom_share)
   return c
 
 
@@ -129,33 +111,10 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
 # ---------------------------------------------------------------------------
 
 
-def whole_images(src):
-  """The original (whole-image) examples under an aligned source, same order (a
-  source without alignment is its own)."""
-  inner = src
-  while not hasattr(inner, "_ell"):
-    if not hasattr(inner, "_source"):
-      return src
-    inner = inner._source
-  return inner._source
-
-
-def thumbnails(src, task: str):
-  from benchmarks.classify import thumbnail_features
-
-  x, y = thumbnail_features(whole_images(src))
-  return x, y[task]
-
-
 def baseline(train_srcs, test_src, task: str, num_classes: int):
-  from benchmarks.classify import baseline_fit, baseline_probs
+  from fbjax import baselines
 
-  parts = [thumbnails(s, task) for s in train_srcs]
-  x = np.concatenate([p[0] for p in parts])
-  y = np.concatenate([p[1] for p in parts])
-  m = baseline_fit(x, y)
-  x_te, _ = thumbnails(test_src, task)
-  return baseline_probs(m, x_te, num_classes)
+  return baselines.fit_and_predict(train_srcs, test_src, task, num_classes)
 
 
 # ---------------------------------------------------------------------------
@@ -360,8 +319,8 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   b_ab = baseline(train_srcs[:1], test, "abnormal", 2)
   b_va = baseline(train_srcs[:1], src("fba", "validation"), "abnormal", 2)
   val = src("fba", "validation")
-  from benchmarks.classify import thumbnail_features
-  _, yv = thumbnail_features(whole_images(val))
+  from fbjax import baselines
+  _, yv = baselines.thumbnail_features(val)
   b_thr = metrics.threshold_at_specificity(b_va[yv["abnormal"] == 0, 1], 0.95)
   b_sens, b_spec = metrics.sensitivity_specificity(y, b_ab[:, 1], b_thr)
   out["abnormal"] = {"n": int(np.sum(y >= 0)), "normals": int(np.sum(y == 0)),

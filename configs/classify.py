@@ -23,6 +23,15 @@ Arguments (the part of `--config` after the colon, comma separated):
                   (`config.align.seg_workdir`; FETAL_PLANES_DB, the abnormalities set)
   init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
                   and, trained on normal images only, it gives the anomaly score
+  encoder=small   the CPU-sized encoder of the benchmarks (residual 16/32/64, latent 128,
+                  hidden 64) instead of 32/64/128
+  heads=planes    (data=real) the measured plane run: the plane head alone, on
+                  FETAL_PLANES_DB and the abnormalities set's normal images (their planes),
+                  small encoder, 5,000 steps (docs/classify_benchmark_aligned.md)
+  heads=abnormal  (data=real) the measured abnormal run: abnormal + condition heads on the
+                  abnormalities set with HC18 as further normals, FETAL_PLANES_DB validated
+                  as normals so that the decision threshold rests on the normals of both
+                  sets, small encoder, 3,000 steps
   demo            phantom `small` at 64 px, CI-sized model: ~3 minutes on 2 CPU cores
   runlocal        phantom `tiny`, tiny model: seconds
 
@@ -88,6 +97,14 @@ ALIGN = dict(size=(96, 128), head_fraction=0.8, margin=0.08, seg_workdir="")
 # sweep's arm (`phantom_planes=`; the default is none).
 PHANTOM_PLANES = 0.25
 INPUTS = ("image", "aligned_head")
+# The CPU-sized encoder of the benchmarks (`encoder=small`, and every `heads=` run).
+SMALL_ENCODER = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
+                     latent_channels=16, latent_dim=128, groups=8)
+SMALL_HIDDEN = 64
+# `heads=`: the task-specific runs of benchmarks/classify_aligned.py and their measured
+# step counts (docs/classify_segmenter_crops_cpu.json: planes at 5,000 steps;
+# docs/classify_benchmark_aligned_cpu.json: abnormal + condition at 3,000).
+HEADS = {"planes": 5000, "abnormal": 3000}
 # On-device ultrasound augmentation of aligned heads (`fbjax.data.device_augment`):
 # mirror, small rotations, isotropic and anisotropic scale, depth gain, shadows,
 # speckle, gain and gamma. The other canonical orientation (180 degrees) is drawn by
@@ -120,10 +137,50 @@ def add_phantom_planes(c, share: float) -> None:
   c.sources.phantom.update(weight=real * share / (1.0 - share), tasks=("plane",), eval=False)
 
 
+def set_encoder(c, kind: str) -> None:
+  """`model.ae` and the head's hidden width: "small" (the benchmarks') or "default"."""
+  if kind == "small":
+    c.model.ae = dict(SMALL_ENCODER)
+    c.model.hidden = SMALL_HIDDEN
+  elif kind != "default":
+    raise KeyError(f"unknown encoder {kind!r}; expected default or small")
+
+
+def set_heads(c, heads: str) -> None:
+  """The measured task-specific runs on real data (`heads=planes|abnormal`), in place.
+
+  Both use the small encoder, batch 32, one validation at the end and no anomaly model
+  of their own; FETAL_PLANES_DB is first reset to not trained, not validated.
+  """
+  if heads not in HEADS:
+    raise KeyError(f"unknown heads {heads!r}; expected one of {sorted(HEADS)}")
+  set_encoder(c, "small")
+  c.batch_size = 32
+  c.total_steps = HEADS[heads]
+  c.eval_every = c.total_steps
+  c.log_every = 50
+  c.anomaly.ae_workdir = "none"
+  c.sources.fpdb.update(weight=0.0, eval=False)
+  if heads == "planes":
+    c.tasks = ("plane",)
+    c.sources.fpdb.update(weight=0.6, eval=True)
+    c.sources.fba.update(weight=0.4, eval=True, tasks=("plane",), where="abnormal=0")
+    c.sources.hc18.update(weight=0.0, eval=False)
+  else:
+    c.tasks = ("abnormal", "condition")
+    c.sources.fba.update(weight=0.8, eval=True, tasks=("abnormal", "condition"))
+    c.sources.hc18.update(weight=0.2, eval=True)
+    # The decision threshold: validation normals of the abnormalities set and of
+    # FETAL_PLANES_DB, where its normals come from (same look: the 640 copy was
+    # exported like them), not HC18's. FETAL_PLANES_DB is validated, not trained on.
+    c.sources.fpdb.update(eval=True, tasks=("abnormal",), label_defaults="abnormal=0")
+    c.decision_sources = ("fba", "fpdb")
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, variant="finetune", runlocal=False, demo=False, data="phantom",
                          init_from="", size=0, input="image", seg_workdir="",
-                         phantom_planes=0.0)
+                         phantom_planes=0.0, encoder="default", heads="")
   if arg.variant not in VARIANTS:
     raise KeyError(f"unknown variant {arg.variant!r}; expected one of {VARIANTS}")
   if arg.data not in ("phantom", "real", "mix"):
@@ -259,6 +316,11 @@ def get_config(arg=None):
     set_input(c, arg.input, arg.seg_workdir)
     if arg.runlocal:
       c.align.size = c.image_size = (24, 32)
+  set_encoder(c, arg.encoder)
+  if arg.heads:
+    if arg.data != "real" or arg.variant != "finetune":
+      raise KeyError(f"heads={arg.heads} is a run on data=real, variant=finetune")
+    set_heads(c, arg.heads)
   share = float(arg.phantom_planes)
   if share and arg.data == "real" and arg.variant in ("finetune", "frozen") \
       and not arg.runlocal:

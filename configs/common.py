@@ -69,7 +69,8 @@ def data(name: str, *, size=(224, 224), **overrides) -> ml_collections.ConfigDic
       seed=0,
       label_defaults="",  # e.g. "abnormal=0,condition=0": unknown labels take these values
       where="",           # e.g. "abnormal=0": keep only these examples (fbjax.data.sources)
-      train_groups=1.0))  # share of the training split's groups kept (learning curves)
+      train_groups=1.0,   # share of the training split's groups kept (learning curves)
+      max_examples=0))    # > 0: only the first N examples of every split (smoke tests)
   block.update(overrides)
   return block
 

@@ -279,14 +279,21 @@ def scores_over(ae: Autoencoder, source, batch_size: int, score_fn,
       np.concatenate(abnormal)
 
 
-def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None):
+def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None,
+                    calibrate_on=()):
   """Fits the Gaussian on the normal training images of `train_blocks` (name -> data
-  block), calibrates the thresholds on the normal validation images of `eval_blocks`.
+  block), calibrates the thresholds on the normal validation images of `eval_blocks`
+  (only of those named in `calibrate_on`, when given; the others are still scored).
 
   The autoencoder is `config.anomaly.ae_workdir` (or `config.init_from`);
-  "none" or nothing configured: None.
+  "none" or nothing configured: None. The score reads whole images (prediction
+  letterboxes the image onto the autoencoder's grid), so every block is read as whole
+  images whatever the classifier's own input; an autoencoder trained on aligned heads
+  gives no anomaly model (said in the log).
   """
   import time  # noqa: PLC0415
+
+  import ml_collections  # noqa: PLC0415
 
   from fbjax import tracking  # noqa: PLC0415
   from fbjax.data import sources  # noqa: PLC0415
@@ -296,10 +303,17 @@ def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None):
   ae_dir = acfg.get("ae_workdir") or config.get("init_from")
   if not ae_dir or ae_dir == "none":
     return None
+  if read_config(ae_dir).get("input", "image") != "image":
+    log(f"anomaly: {ae_dir} reads aligned heads, the anomaly score whole images: "
+        "no anomaly model")
+    return None
   t0 = time.perf_counter()
   ae = load_autoencoder(ae_dir)
   score_fn = make_score_fn(ae)
   bs = config.eval_batch_size
+  whole = ml_collections.ConfigDict({"input": "image"})
+  train_blocks = {n: sources.with_input(b, whole) for n, b in train_blocks.items()}
+  eval_blocks = {n: sources.with_input(b, whole) for n, b in eval_blocks.items()}
   normal_train = []
   per = max(1, int(acfg.max_fit_images) // len(train_blocks))
   for name, block in train_blocks.items():
@@ -315,19 +329,23 @@ def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None):
   gaussian = Gaussian.fit(np.concatenate(normal_train), float(acfg.shrinkage))
   val_normal: dict[str, list] = {k: [] for k in SCORES}
   per_source = {}
+  pool = tuple(calibrate_on) or tuple(eval_blocks)
   for name, block in eval_blocks.items():
     o, y = scores_over(ae, sources.block_source(block, block.val_split, masked=False), bs,
                        score_fn)
     s = {"mahalanobis": gaussian.distance(o["features"]), "recon": o["recon"]}
-    for k in SCORES:
-      val_normal[k].append(s[k][y == 0])
+    if name in pool:
+      for k in SCORES:
+        val_normal[k].append(s[k][y == 0])
     per_source[name] = (s, y)
-  val_normal = {k: np.concatenate(v) for k, v in val_normal.items()}
+  val_normal = {k: np.concatenate(v) if v else np.zeros(0) for k, v in val_normal.items()}
   if not val_normal["recon"].size:
-    raise ValueError("anomaly: no normal validation image to calibrate the threshold on")
+    raise ValueError(f"anomaly: no normal validation image in {list(pool)} to calibrate the "
+                     "threshold on")
   thresholds = calibrate(val_normal, float(acfg.specificity))
   info = {"n_fit": int(sum(len(f) for f in normal_train)),
-          "n_calibrate": int(val_normal["recon"].size), "validation": {}}
+          "n_calibrate": int(val_normal["recon"].size),
+          "calibrated_on": sorted(n for n in pool if n in eval_blocks), "validation": {}}
   for name, (s, y) in per_source.items():
     row = {}
     for k in SCORES:

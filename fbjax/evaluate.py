@@ -33,6 +33,7 @@ import numpy as np
 
 from fbjax import (
   anomaly,
+  baselines,
   evaluators,
   inference,
   metrics,
@@ -65,14 +66,6 @@ def merged_config(trained, data_config=None):
   return config
 
 
-def decision_threshold(workdir: str) -> float | None:
-  path = os.path.join(workdir, "decision.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return float(json.load(f)["abnormal_threshold"])
-
-
 def classifier_summary(model, source, name: str, *, batch_size=None, tta=None) -> dict:
   """Per task the `classification_summary`; the abnormal head at the workdir's threshold;
   the anomaly score's AUROC (when the workdir has an anomaly model)."""
@@ -84,13 +77,16 @@ def classifier_summary(model, source, name: str, *, batch_size=None, tta=None) -
                                                "confusion_matrix") if k in s}
                          for t, s in summaries.items()}}
   y = res["label_abnormal"]
-  threshold = decision_threshold(model.workdir)
+  decision = getattr(model, "decision", None)
+  threshold = None if decision is None else float(decision["abnormal_threshold"])
   if "abnormal" in names and threshold is not None and np.any(y >= 0):
     sens, spec = metrics.sensitivity_specificity(y, res["abnormal"][:, 1], threshold)
     out["abnormal_decision"] = {"threshold": threshold, "sensitivity": sens,
                                 "specificity": spec}
-  if anomaly.exists(model.workdir) and len(np.unique(y[y >= 0])) == 2:
-    am = anomaly.load(model.workdir)
+  am = getattr(model, "anomaly", None)
+  if am is not None and len(np.unique(y[y >= 0])) == 2:
+    # The score reads the whole image (`anomaly.fit_from_config`), not the aligned head.
+    source = baselines.whole_images(source)
     outputs, labels = anomaly.scores_over(am.ae, source, batch_size or 64,
                                           anomaly.make_score_fn(am.ae))
     out["anomaly_score"] = {"kind": am.primary,
@@ -102,13 +98,20 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
                      split: str | None = None, out_dir: str | None = None,
                      methods=segment_post.METHODS, num_overlays: int = 16,
                      limit: int | None = None, batch_size: int | None = None,
-                     step: int | None = None, tta: bool | None = None) -> dict:
+                     step: int | None = None, tta: bool | None = None,
+                     real_data: str | None = None) -> dict:
   """Measures `workdir` on block `data` (default: a classifier's validated sources, else
   the block `data`) at `split`
   (default: the block's validation split). Writes `evaluation.json` to `out_dir`
   (all but a segmenter's per-image `rows`, which `segment_eval` writes as CSV).
   `tta`: mirror averaging on or off (both stages of a two-stage segmenter) instead
   of the workdir's `eval_flip`; recorded in the summary."""
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415 (it builds on inference)
+
+  if bundle_lib.resolve(workdir) is not None:
+    return evaluate_bundle(workdir, data_config, real_data=real_data, data=data, split=split,
+                           out_dir=out_dir, methods=methods, num_overlays=num_overlays,
+                           limit=limit, batch_size=batch_size, tta=tta, step=step)
   workdir = os.path.abspath(workdir)
   model = inference.load(workdir, step)
   config = merged_config(model.config, data_config)
@@ -122,9 +125,80 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
   else:
     names = [data or "data"]
     blocks = {n: config[n] for n in names}
-  run = train_lib.eval_run(config, workdir, batch_size)
   summary: dict = {"workdir": workdir, "kind": model.kind, "step": step,
                    "eval_flip": bool(config.get("eval_flip", False)), "sources": {}}
+  _measure(model, config, blocks, summary, split=split, out_dir=out_dir, methods=methods,
+           num_overlays=num_overlays, limit=limit, batch_size=batch_size, tta=tta)
+  _write(summary, out_dir)
+  return summary
+
+
+def _write(summary: dict, out_dir: str | None) -> None:
+  if out_dir is not None:
+    os.makedirs(out_dir, exist_ok=True)
+    kept = {**summary, "sources": {n: {k: v for k, v in e.items() if k != "rows"}
+                                   for n, e in summary["sources"].items()}}
+    with open(os.path.join(out_dir, "evaluation.json"), "w") as f:
+      json.dump(tracking.jsonable(kept), f, indent=1, default=str)
+
+
+def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = None,
+                    data: str | None = None, split: str | None = None,
+                    out_dir: str | None = None, methods=segment_post.METHODS,
+                    num_overlays: int = 16, limit: int | None = None,
+                    batch_size: int | None = None, tta: bool | None = None,
+                    step: int | None = None) -> dict:
+  """A shipped bundle measured like a workdir: its two-stage segmenter on the HC18 block
+  (`data`), its classifier set on the sources its abnormal model was validated on (`fba`,
+  `fpdb`, `hc18`), aligned heads cut around the bundle's own ellipses. `real_data` is the
+  folder of the public data sets' layouts (the bundle's configs name it `{real_data}`);
+  `data_config` may replace data blocks as for a workdir. `data` picks one block."""
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415
+  from fbjax import bundle_eval  # noqa: PLC0415
+
+  if step is not None:
+    raise ValueError(f"{folder} is a shipped bundle: one version of each model, no --step")
+  b = bundle_lib.load(folder)
+  if not real_data and data_config is None:
+    raise ValueError(f"{b.folder}: give the folder of the data sets (--real_data DIR, holding "
+                     "hc18/, fetal_planes_db/, fetal_brain_abnormalities/) or --config with "
+                     "the data blocks")
+  values = {"real_data": os.path.abspath(os.path.expanduser(real_data or "")),
+            "data_dir": os.path.join(sources.default_data_dir(), "bundle"), "work": ""}
+  summary: dict = {"workdir": str(b.folder), "kind": "bundle", "bundle": b.name,
+                   "identity": bundle_lib.identity(b.folder), "sources": {}}
+  seg, clf = b.segmenter, b.classifier
+  seg_cfg = merged_config(bundle_eval.fill(seg.config, values), data_config)
+  clf_cfg = merged_config(bundle_eval.fill(clf.config, values), data_config)
+  with clf_cfg.unlocked():
+    clf_cfg.align.seg_workdir = str(b.folder)
+  names = [n for n, blk in clf_cfg.sources.items() if blk.get("eval")]
+  known = ["data", *clf_cfg.sources]
+  if data is not None and data not in known:
+    raise ValueError(f"{b.folder}: no data block {data!r}; the bundle reads {known}")
+  if data in (None, "data"):
+    if tta is not None:
+      with seg_cfg.unlocked():
+        seg_cfg.eval_flip = bool(tta)
+    seg.config = seg_cfg
+    _measure(seg, seg_cfg, {"data": seg_cfg.data}, summary, split=split, out_dir=out_dir,
+             methods=methods, num_overlays=num_overlays, limit=limit, batch_size=batch_size,
+             tta=tta, tag="segmenter")
+  if data != "data":
+    clf.config = clf_cfg
+    pick = [data] if data else names
+    _measure(clf, clf_cfg, {n: sources.with_input(clf_cfg.sources[n], clf_cfg) for n in pick},
+             summary, split=split, out_dir=out_dir, methods=methods, num_overlays=num_overlays,
+             limit=limit, batch_size=batch_size, tta=tta)
+  _write(summary, out_dir)
+  return summary
+
+
+def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, methods,
+             num_overlays, limit, batch_size, tta, tag: str = "") -> None:
+  """Fills `summary["sources"]` with the measurement of `model` on each block."""
+  workdir = model.workdir
+  run = train_lib.eval_run(config, workdir, batch_size)
   for name, block in blocks.items():
     sp = split or block.val_split
     src = sources.block_source(block, sp)   # labels masked to the block's tasks, as in training
@@ -168,14 +242,7 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
       fn = run.jit(evaluators.denoising_fn(config))
       entry["metrics"] = evaluators.denoising(run, fn, model.params, src,
                                               "" if name == "data" else name)[0]
-    summary["sources"][name] = entry
-  if out_dir is not None:
-    os.makedirs(out_dir, exist_ok=True)
-    kept = {**summary, "sources": {n: {k: v for k, v in e.items() if k != "rows"}
-                                   for n, e in summary["sources"].items()}}
-    with open(os.path.join(out_dir, "evaluation.json"), "w") as f:
-      json.dump(tracking.jsonable(kept), f, indent=1, default=str)
-  return summary
+    summary["sources"][f"{tag}_{name}" if tag else name] = entry
 
 
 def headline(summary: dict) -> dict:

@@ -188,6 +188,8 @@ class Loaded:
   config: ml_collections.ConfigDict
   params: dict
   workdir: str = ""
+  # A second stage's first stage when it is not a workdir of its own (a shipped bundle).
+  stage1_model: Loaded | None = None
 
   @property
   def two_stage(self) -> bool:
@@ -203,6 +205,8 @@ class Loaded:
 
   def stage1(self) -> Loaded:
     """The stage-1 segmenter a second-stage workdir was trained behind."""
+    if self.stage1_model is not None:
+      return self.stage1_model
     path = self.config.stage1_workdir
     if not os.path.isabs(path) and self.workdir:
       path = os.path.join(self.workdir, path)
@@ -274,7 +278,14 @@ class Loaded:
 
 @dataclasses.dataclass
 class Classifier(Loaded):
-  """A classification workdir: the heads' tasks and class names on top of `Loaded`."""
+  """A classification workdir: the heads' tasks and class names on top of `Loaded`, and what
+  its training fitted for prediction: `calibration` (calibration.json: a temperature per
+  head), `decision` (decision.json: the abnormal threshold), `anomaly` (the unsupervised
+  anomaly model of `<workdir>/anomaly/`); None where the workdir has none."""
+
+  calibration: dict | None = None
+  decision: dict | None = None
+  anomaly: object = None
 
   @property
   def tasks(self) -> tuple[str, ...]:
@@ -300,12 +311,127 @@ class Classifier(Loaded):
     return fn
 
 
+class ClassifierSet:
+  """Classifiers that read the same input, used as one classifier: each task comes from
+  the member that has it (the shipped bundle's plane model and abnormal model).
+
+  It answers what prediction and evaluation ask of a `Classifier`: `tasks`, `size`,
+  `config` (the members' shared input, `align` and `image_size`, all tasks),
+  `class_names`, `params` ({member: params}), `predict_fn` / `make_predict` (the
+  members' outputs merged), `logit_fn`, `calibration`, `decision`, `anomaly`.
+  """
+
+  kind = "classifier"
+
+  def __init__(self, members: dict, *, workdir: str = "", anomaly=None):
+    self.members = dict(members)
+    self.workdir, self.anomaly = workdir, anomaly
+    first = next(iter(self.members.values()))
+    self._owner = {}
+    for name, m in self.members.items():
+      for t in m.tasks:
+        if t in self._owner:
+          raise ValueError(f"{workdir}: task {t!r} in both {self._owner[t]} and {name}")
+        self._owner[t] = name
+      for key in ("input", "align", "image_size"):
+        a, b = m.config.get(key), first.config.get(key)
+        a = a.to_dict() if hasattr(a, "to_dict") else a
+        b = b.to_dict() if hasattr(b, "to_dict") else b
+        if key == "align":   # the segmenter each was trained behind is a record only
+          a, b = ({k: v for k, v in (d or {}).items() if k != "seg_workdir"} for d in (a, b))
+        if (tuple(a) if isinstance(a, list) else a) != (tuple(b) if isinstance(b, list) else b):
+          raise ValueError(f"{workdir}: {name} reads {key}={a}, another member {b}")
+    abnormal = self.members[self._owner["abnormal"]] if "abnormal" in self._owner else first
+    self.config = abnormal.config.copy_and_resolve_references()
+    with self.config.unlocked():
+      self.config.tasks = self.tasks
+
+  @property
+  def tasks(self) -> tuple[str, ...]:
+    return tuple(t for t in TASKS if t in self._owner)
+
+  @property
+  def size(self) -> tuple[int, int]:
+    return next(iter(self.members.values())).size
+
+  @property
+  def params(self) -> dict:
+    return {n: m.params for n, m in self.members.items()}
+
+  def member(self, task: str) -> Classifier:
+    return self.members[self._owner[task]]
+
+  def class_names(self, task: str) -> tuple[str, ...]:
+    return self.member(task).class_names(task)
+
+  @property
+  def calibration(self) -> dict | None:
+    tasks = {}
+    for m in self.members.values():
+      tasks.update({t: v for t, v in ((m.calibration or {}).get("tasks") or {}).items()
+                    if t in m.tasks})
+    return {"tasks": tasks} if tasks else None
+
+  @property
+  def decision(self) -> dict | None:
+    return self.member("abnormal").decision if "abnormal" in self._owner else None
+
+  def predict_fn(self) -> Callable:
+    fns = {n: m.predict_fn() for n, m in self.members.items()}
+
+    def fn(params, images):
+      out = {}
+      for n, f in fns.items():
+        o = f(params[n], images)
+        out.update({t: o[t] for t in self.members[n].tasks})
+        out.setdefault("features", o["features"])
+      return out
+
+    return fn
+
+  def make_predict(self, *, jit: bool = True, flip=None) -> Callable:
+    del flip
+    fn, params = self.predict_fn(), jax.tree.map(jnp.asarray, self.params)
+    out = lambda images: fn(params, images)  # noqa: E731
+    return jax.jit(out) if jit else out
+
+  def logit_fn(self, task: str, cls: int):
+    name = self._owner[task]
+    fn = self.members[name].logit_fn(task, cls)
+    return lambda params, images: fn(params[name], images)
+
+
+def _read_json(path: str, what: str) -> dict | None:
+  import json  # noqa: PLC0415
+
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); {what}") from e
+
+
 def load(workdir: str | os.PathLike, step: int | None = None, *,
-         kind: str | None = None) -> Loaded:
+         kind: str | None = None):
   """The trained model of `workdir` (latest checkpoint, or `step`).
 
+  `workdir` may also be a shipped bundle (`fbjax.bundle`: its folder, or its name under
+  `models/`): with `kind` the bundle's model of that kind (the two-stage segmenter, the
+  classifier set), without it the `bundle.Bundle`.
   `kind`: the kind expected (an error names the workdir if it is another).
   """
+  # fbjax.bundle builds on this module (it imports it): imported here, when needed.
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415
+
+  found = bundle_lib.resolve(workdir)
+  if found is not None:
+    if step is not None:
+      raise ValueError(f"{found} is a shipped bundle: it holds one version of each model "
+                       f"(no --step {step})")
+    b = bundle_lib.load(found)
+    return b if kind is None else b.component(kind)
   workdir = os.fspath(workdir)
   config = read_config(workdir)
   got = kind_of(config, f"{workdir}/config.json")
@@ -313,5 +439,14 @@ def load(workdir: str | os.PathLike, step: int | None = None, *,
     raise ValueError(f"{workdir} holds a {got} (trainer {config.get('trainer')!r}), "
                      f"not a {kind}")
   params = ckpt_lib.load_state(workdir, step)["params"]
-  cls = Classifier if got == "classifier" else Loaded
-  return cls(got, config, params, workdir)
+  if got != "classifier":
+    return Loaded(got, config, params, workdir)
+  from fbjax import anomaly as anomaly_lib  # noqa: PLC0415 (it imports this module)
+
+  return Classifier(
+      got, config, params, workdir,
+      calibration=_read_json(os.path.join(workdir, "calibration.json"),
+                             "the classification trainer writes it"),
+      decision=_read_json(os.path.join(workdir, "decision.json"),
+                          "the classification trainer writes it"),
+      anomaly=anomaly_lib.load(workdir) if anomaly_lib.exists(workdir) else None)

@@ -204,31 +204,44 @@ class Segmenter:
   size: tuple[int, int]
   predict: Callable
   method: str = "robust"
+  # False for a host-side composition (the two-stage segmenter runs NumPy between its two
+  # networks): it runs outside the predictor's jitted step.
+  jittable: bool = True
 
 
 # `--segmenter_tta` of launch.predict and benchmarks/predict.py -> `seg_tta`.
 SEG_TTA = {"workdir": None, "on": True, "off": False}
 
 
-def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None) -> Segmenter:
+def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None,
+                   stages: int | None = None) -> Segmenter:
   """The segmentation workdir's model (`inference.load`: what the workdir records).
 
   `tta`: mirror averaging (each network run on the image and its mirror image)
   on or off instead of the workdir's `eval_flip`; off halves the segmenter's
-  cost (docs/segment_coarse_fine.md measures its effect on HC).
+  cost (docs/segment_coarse_fine.md measures its effect on HC). `stages=1` runs
+  only the first stage of a two-stage segmenter (faster, less accurate: the
+  bundle's model card gives both).
   """
   model = inference.load(seg_workdir, kind="segmenter")
+  if stages not in (None, 1, 2):
+    raise ValueError(f"segmenter stages must be 1 or 2, got {stages}")
+  if stages == 2 and not model.two_stage:
+    raise ValueError(f"{seg_workdir}: a single-stage segmenter (no second stage to run)")
+  if stages == 1 and model.two_stage:
+    model = model.stage1()
   return Segmenter(size=model.size, predict=model.make_predict(flip=tta),
-                   method=model.config.get("eval_method", "robust"))
+                   method=model.config.get("eval_method", "robust"),
+                   jittable=not model.two_stage)
 
 
 def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
                     log=print) -> float:
   """The abnormal decision threshold, from the flag or `decision.json`, never a silent default.
 
-  A classifier with an "abnormal" head needs `<workdir>/decision.json` (the
-  threshold the trainer calibrated on normal validation images) unless a
-  threshold is given. A workdir without an anomaly model is said so.
+  A classifier with an "abnormal" head needs its `decision` (the workdir's
+  decision.json: the threshold the trainer calibrated on normal validation images)
+  unless a threshold is given. A workdir without an anomaly model is said so.
   """
   if workdir and anomaly is None:
     log(f"{workdir}: no anomaly model ({pathlib.Path(workdir) / anomaly_lib.FOLDER}/"
@@ -240,8 +253,8 @@ def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
     return t
   if clf is None or "abnormal" not in clf.tasks:
     return math.nan
-  decision = pathlib.Path(workdir) / "decision.json"
-  if not decision.exists():
+  decision = clf.decision
+  if decision is None:
     raise FileNotFoundError(
         f"{workdir}: no decision.json, the calibrated threshold of the abnormal probability. "
         "The classification trainer writes it with the final checkpoint when the validation "
@@ -249,9 +262,10 @@ def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
         "rerun the same launch.train command). Otherwise retrain with normal validation "
         "images, or give the threshold explicitly (--abnormal_threshold, e.g. 0.5).")
   try:
-    return float(json.loads(decision.read_text())["abnormal_threshold"])
-  except (ValueError, KeyError) as e:
-    raise ValueError(f"{decision}: no readable 'abnormal_threshold' ({e})") from None
+    return float(decision["abnormal_threshold"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{workdir}/decision.json: no readable 'abnormal_threshold' ({e})") \
+        from None
 
 
 def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
@@ -285,22 +299,23 @@ def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
 
 
 def read_calibration(workdir, clf) -> dict[str, float]:
-  """{task: temperature} from the workdir's `calibration.json` (fitted on validation
-  images by the classification trainer); {} when the workdir has none (said in the log)."""
+  """{task: temperature} from the classifier's `calibration` (its workdir's calibration.json,
+  fitted on validation images by the classification trainer); {} when it has none (said in
+  the log)."""
   if clf is None:
     return {}
-  path = pathlib.Path(workdir) / "calibration.json"
-  if not path.exists():
+  cal = clf.calibration
+  if cal is None:
     logging.info("%s: no calibration.json: the probabilities are the network's own", workdir)
     return {}
   try:
-    tasks = json.loads(path.read_text())["tasks"]
-    out = {t: float(v["temperature"]) for t, v in tasks.items()}
+    out = {t: float(v["temperature"]) for t, v in cal["tasks"].items()}
   except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path}: not a calibration file ({e})") from None
+    raise ValueError(f"{workdir}/calibration.json: not a calibration file ({e})") from None
   bad = {t: v for t, v in out.items() if not (math.isfinite(v) and v > 0)}
   if bad:
-    raise ValueError(f"{path}: temperatures must be finite and > 0, got {bad}")
+    raise ValueError(f"{workdir}/calibration.json: temperatures must be finite and > 0, "
+                     f"got {bad}")
   return {t: v for t, v in out.items() if t in clf.tasks}
 
 
@@ -320,15 +335,21 @@ class Predictor:
   def __init__(self, workdir: str | os.PathLike | None, seg_workdir=None, *,
                segmenter: Segmenter | None = None, batch_size: int = 32,
                abnormal_threshold: float | None = None, overlay_max_side: int = 512,
-               gate: dict | None = None, seg_tta: bool | None = None):
+               gate: dict | None = None, seg_tta: bool | None = None,
+               seg_stages: int | None = None):
     self.batch_size = int(batch_size)
     self.seg_tta = seg_tta     # None: the segmentation workdir's own eval_flip
+    self.seg_stages = seg_stages   # None: every stage the segmentation workdir has
     # Minimum evidence of a fetal head (`fbjax.head_gate.THRESHOLDS`; {}: no gate,
     # nor the plausible HC range).
     self.gate = dict(head_gate.THRESHOLDS if gate is None else gate)
-    self.clf = inference.load(workdir, kind="classifier") if workdir else None
-    self.anomaly = anomaly_lib.load(workdir) if workdir and anomaly_lib.exists(workdir) else None
-    self.seg = segmenter or (load_segmenter(seg_workdir, tta=seg_tta) if seg_workdir else None)
+    if workdir is not None and not isinstance(workdir, (str, os.PathLike)):
+      self.clf, workdir = workdir, getattr(workdir, "workdir", "")   # a loaded classifier
+    else:
+      self.clf = inference.load(workdir, kind="classifier") if workdir else None
+    self.anomaly = self.clf.anomaly if self.clf is not None else None
+    self.seg = segmenter or (load_segmenter(seg_workdir, tta=seg_tta, stages=seg_stages)
+                             if seg_workdir else None)
     if self.clf is None and self.seg is None:
       raise ValueError("nothing to predict with: give a classification workdir and/or a "
                        "segmentation workdir")
@@ -355,7 +376,7 @@ class Predictor:
     if aligned:
       cls_fn = None
     ae_fn = anomaly_lib.make_score_fn(self.anomaly.ae, jit=False) if self.anomaly else None
-    seg_fn = self.seg.predict if self.seg else None
+    seg_fn = self.seg.predict if self.seg and self.seg.jittable else None
 
     def run(grids):
       out = {}
@@ -370,12 +391,20 @@ class Predictor:
       return out
 
     self._run = jax.jit(run)
+    # The grids the jitted step reads (a host-side segmenter's is not sent to the device).
+    self._jit_sizes = {tuple(s) for s in (
+        self.clf.size if cls_fn is not None else None,
+        self.anomaly.ae.size if ae_fn is not None else None,
+        self.seg.size if seg_fn is not None else None) if s}
 
   # -- CPU side ---------------------------------------------------------------
 
   def prepare(self, path: pathlib.Path) -> Prepared:
     """Reads and letterboxes one file (raises `io.ImageReadError` naming it)."""
-    img = io.read_image(path)
+    return self.prepare_array(io.read_image(path), path)
+
+  def prepare_array(self, img: np.ndarray, path="<array>") -> Prepared:
+    """Letterboxes one decoded image: float grey in [0, 1], HxW (`io.read_image`'s)."""
     if img.ndim != 2 or min(img.shape) < MIN_SIDE:
       raise io.ImageReadError(path, f"image too small ({img.shape[1]}x{img.shape[0]} px; "
                               f"at least {MIN_SIDE} px a side)")
@@ -396,14 +425,16 @@ class Predictor:
     n = len(items)
     if not 0 < n <= self.batch_size:
       raise ValueError(f"batch of {n} items, batch size {self.batch_size}")
-    grids = {}
+    host = {}
     for s in self.sizes:
       b = np.zeros((self.batch_size, *s), np.float32)
       for i, it in enumerate(items):
         b[i] = it.grids[s]
-      grids[s] = jnp.asarray(b)
-    out = self._run(grids)
+      host[s] = b
+    out = self._run({s: jnp.asarray(b) for s, b in host.items() if s in self._jit_sizes})
     out = jax.tree.map(lambda a: np.asarray(a)[:n], jax.device_get(out))
+    if self.seg is not None and not self.seg.jittable:
+      out["seg"] = np.asarray(self.seg.predict(host[tuple(self.seg.size)]))[:n]
     if self._cls is not None:
       seg = [out["seg"][i] for i in range(n)]
       heads = list(pool.map(self.locate, items, seg) if pool else map(self.locate, items, seg))
@@ -440,8 +471,10 @@ class Predictor:
   def warmup(self) -> float:
     """Compiles the networks for the batch shape; returns the seconds it took."""
     t0 = time.perf_counter()
-    grids = {s: jnp.zeros((self.batch_size, *s), jnp.float32) for s in self.sizes}
+    grids = {s: jnp.zeros((self.batch_size, *s), jnp.float32) for s in self._jit_sizes}
     jax.block_until_ready(self._run(grids))
+    if self.seg is not None and not self.seg.jittable:
+      self.seg.predict(np.zeros((self.batch_size, *self.seg.size), np.float32))
     if self._cls is not None:
       jax.block_until_ready(self._cls(jnp.zeros((2 * self.batch_size, *self.clf.size))))
     return time.perf_counter() - t0
@@ -449,12 +482,14 @@ class Predictor:
   # -- per image results ------------------------------------------------------
 
   def finish(self, item: Prepared, out: dict, i: int, spacing_mm: float,
-             overlay_path: pathlib.Path | None) -> dict:
+             overlay_path: pathlib.Path | None, details: dict | None = None) -> dict:
     """The CSV row of image `i` of a batch's outputs (and its overlay PNG, if a path is given).
 
     Where a segmenter finds no fetal head (`seg_quality` "no_head": the gate
     of `fbjax.head_gate`), the plane, condition and abnormal cells stay empty,
     as they do for an aligned-head classifier wherever no head ellipse was fitted.
+    `details`, when given, receives what the row summarises: `ellipse` (the head
+    in original pixels, or None) and `probabilities` ({task: calibrated (C,)}).
     """
     h, w = item.image.shape
     row = {"file": str(item.path), "width": w, "height": h, "pixel_spacing_mm": spacing_mm}
@@ -484,6 +519,8 @@ class Predictor:
         p = cls[t][i]
         if t in self.temperatures:
           p = metrics.apply_temperature(p[None], self.temperatures[t])[0]
+        if details is not None:
+          details.setdefault("probabilities", {})[t] = np.asarray(p, np.float64)
         k = int(np.argmax(p))
         ents.append(float(-(p * np.log(np.clip(p, 1e-12, 1))).sum() / math.log(len(p))))
         if t == "abnormal":
@@ -515,6 +552,9 @@ class Predictor:
       if crop is not None:
         write_crop(crop_path(overlay_path), crop)
       row["overlay"] = overlay_path.name
+    if details is not None:
+      details["ellipse"] = None if no_head or head is None else head["_ellipse"]
+      details.setdefault("probabilities", {})
     text_cols = ("overlay", "plane", "condition", "no_head_reason")
     return {k: row.get(k, math.nan if k not in text_cols else "") for k in COLUMNS}
 
@@ -633,6 +673,84 @@ def write_overlay(path: pathlib.Path, image: np.ndarray, masks, ellipse, text: s
 
 
 # ---------------------------------------------------------------------------
+# Python API: arrays or files in, results out (no files written)
+# ---------------------------------------------------------------------------
+
+
+def predict_images(images, model=None, seg_model=None, *, pixel_spacing_mm=None,
+                   batch_size: int = 8, seg_tta: bool | None = None,
+                   gate: dict | None = None, predictor: Predictor | None = None) -> list[dict]:
+  """Predictions for images given as arrays or file paths, with the shipped bundle by default.
+
+      rows = predict.predict_images(["scan.png"], pixel_spacing_mm=0.15)
+      rows[0]["hc_mm"], rows[0]["plane"], rows[0]["probabilities"]["plane"]
+
+  `images`: one or a list of file paths and/or arrays (HxW grey, HxWx3 RGB or HxWx4;
+  uint8, uint16 or float in [0, 1]). `model` / `seg_model`: a classification and a
+  segmentation workdir, or a bundle (default: `fbjax.bundle.DEFAULT`, both).
+  `pixel_spacing_mm`: one value or one per image (None: HC in pixels only).
+  Per image: the `predictions.csv` row (`COLUMNS`, `file` is the path or "<array k>")
+  plus `ellipse` (cx, cy, a, b, theta in original pixels; None without a head) and
+  `probabilities` ({task: {class: calibrated probability}}). An unreadable file raises
+  `io.ImageReadError` naming it.
+  """
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415
+
+  single = isinstance(images, (str, os.PathLike, np.ndarray))
+  images = [images] if single else list(images)
+  if predictor is None:
+    model = bundle_lib.DEFAULT if model is None and seg_model is None else model
+    seg_model = model if seg_model is None and bundle_lib.resolve(model or "") else seg_model
+    predictor = Predictor(model, seg_model, batch_size=batch_size, gate=gate,
+                          seg_tta=seg_tta)
+  spacings = (list(pixel_spacing_mm) if isinstance(pixel_spacing_mm, (list, tuple, np.ndarray))
+              else [pixel_spacing_mm] * len(images))
+  if len(spacings) != len(images):
+    raise ValueError(f"{len(spacings)} pixel spacings for {len(images)} images")
+  out = []
+  bs = predictor.batch_size
+  for start in range(0, len(images), bs):
+    items = []
+    for k, im in enumerate(images[start:start + bs], start=start):
+      if isinstance(im, np.ndarray):
+        items.append(predictor.prepare_array(array_to_grey(im, f"<array {k}>"),
+                                             f"<array {k}>"))
+      else:
+        items.append(predictor.prepare(pathlib.Path(im)))
+    res = predictor.infer(items)
+    for i, item in enumerate(items):
+      sp = spacings[start + i]
+      details: dict = {}
+      row = predictor.finish(item, res, i, math.nan if sp is None else float(sp), None,
+                             details=details)
+      e = details["ellipse"]
+      row["ellipse"] = None if e is None else tuple(float(v) for v in (e.cx, e.cy, e.a, e.b,
+                                                                        e.theta))
+      row["probabilities"] = {t: dict(zip(predictor.clf.class_names(t),
+                                          (float(x) for x in p), strict=True))
+                              for t, p in details["probabilities"].items()}
+      out.append(row)
+  return out
+
+
+def array_to_grey(arr: np.ndarray, name: str = "<array>") -> np.ndarray:
+  """An image array as float32 grey in [0, 1]: uint8 / uint16 (grey, RGB or RGBA, as
+  `fbjax.data.io` reads files) or float already in [0, 1]."""
+  a = np.asarray(arr)
+  if a.ndim == 3 and a.shape[2] in (3, 4):
+    a = a[..., [2, 1, 0]] if a.shape[2] == 3 else a[..., [2, 1, 0, 3]]   # RGB -> OpenCV's BGR
+  if a.dtype in (np.uint8, np.uint16):
+    scale = 65535.0 if a.dtype == np.uint16 else 255.0
+    return io.to_grey(a).astype(np.float32) / np.float32(scale)
+  if np.issubdtype(a.dtype, np.floating):
+    g = io.to_grey(a.astype(np.float32)) if a.ndim == 3 else a.astype(np.float32)
+    if g.size and not (np.nanmin(g) >= 0.0 and np.nanmax(g) <= 1.0):
+      raise io.ImageReadError(name, "float image outside [0, 1]")
+    return g
+  raise io.ImageReadError(name, f"unsupported pixel type {a.dtype}")
+
+
+# ---------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------
 
@@ -732,7 +850,8 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         num_saliency: int = 6, abnormal_threshold: float | None = None,
         segmenter: Segmenter | None = None, progress: bool = True,
         wandb_mode: str | None = None, num_shards: int = 1, shard_index: int = 0,
-        gate: dict | None = None, seg_tta: bool | None = None, log=print) -> dict:
+        gate: dict | None = None, seg_tta: bool | None = None,
+        seg_stages: int | None = None, log=print) -> dict:
   """Predicts every image of `inputs` (folder, glob or list) of this shard; resumes.
 
   Rows are appended batch by batch; rerunning with the same `inputs` and
@@ -755,7 +874,8 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
     log("no pixel spacing given (--spacing_csv or --pixel_spacing_mm): HC/BPD/OFD in pixels "
         "only, the mm columns stay empty")
   predictor = Predictor(workdir, seg_workdir, segmenter=segmenter, batch_size=batch_size,
-                        abnormal_threshold=abnormal_threshold, gate=gate, seg_tta=seg_tta)
+                        abnormal_threshold=abnormal_threshold, gate=gate, seg_tta=seg_tta,
+                        seg_stages=seg_stages)
   check_same_run(folder, run_identity(workdir, seg_workdir, segmenter, predictor, inputs,
                                       spacing_csv, spacing_column, pixel_spacing_mm))
   overlay_dir = out / "overlays"
@@ -851,6 +971,12 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
 
 
 def _checkpoints(workdir) -> list[str]:
+  """The workdir's checkpoint steps; for a shipped bundle its name, version and manifest hash."""
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415
+
+  found = bundle_lib.resolve(workdir)
+  if found is not None:
+    return [bundle_lib.identity(found)]
   d = pathlib.Path(workdir) / "checkpoints"
   return sorted(p.name for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
 
@@ -862,8 +988,13 @@ def run_identity(workdir, seg_workdir, segmenter, predictor: Predictor, inputs, 
            [os.fspath(x) for x in inputs], **model_info(predictor),
            "spacing_csv": os.path.abspath(spacing_csv) if spacing_csv else None,
            "spacing_column": spacing_column, "pixel_spacing_mm": pixel_spacing_mm}
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415
+
   for k, w in (("workdir", workdir), ("seg_workdir", seg_workdir)):
-    ident[k] = os.path.abspath(w) if w else None
+    if w is not None and not isinstance(w, (str, os.PathLike)):
+      w = getattr(w, "workdir", "")   # a loaded classifier
+    found = bundle_lib.resolve(w) if w else None
+    ident[k] = str(found) if found else (os.path.abspath(w) if w else None)
     ident[f"{k}_checkpoints"] = _checkpoints(w) if w else []
   if segmenter is not None:
     ident["segmenter"] = f"{list(segmenter.size)} {segmenter.method}"
@@ -892,6 +1023,8 @@ def model_info(predictor: Predictor) -> dict:
        "classifier_input": predictor.input, "head_gate": predictor.gate}
   if predictor.seg_tta is not None:   # only when chosen: earlier runs keep their identity
     d["segmenter_tta"] = bool(predictor.seg_tta)
+  if predictor.seg_stages is not None:
+    d["segmenter_stages"] = int(predictor.seg_stages)
   if predictor.anomaly is not None:
     a = predictor.anomaly
     d.update(anomaly_threshold=a.thresholds[a.primary], anomaly_score_kind=a.primary,

@@ -7,6 +7,10 @@ r"""Evaluates a trained workdir (any trainer) on any data set and split, without
   # Another folder in the HC18 layout (training_set/, its CSV, test_set/...):
   python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg \
       --config.data.manual_dir=/data/other_hc18 --split train+validation --out /tmp/other
+  # The shipped bundle (segmenter on HC18, classifiers on the abnormalities set,
+  # FETAL_PLANES_DB and HC18) on data sets laid out as ../shared/data:
+  python -m launch.evaluate --workdir models/fbjax_head_v1 --real_data /data/heldout \
+      --split test --out /tmp/bundle_test
   # A classifier on another copy of the abnormalities set:
   python -m launch.evaluate --config configs/classify.py:data=real --workdir ~/runs/cls \
       --data fba --config.sources.fba.manual_dir=/data/copy --split test
@@ -32,7 +36,10 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]) whose "
                                           "data blocks are read (default: the workdir's).",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (its latest checkpoint).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (its latest checkpoint), or "
+                               "a shipped bundle (e.g. models/fbjax_head_v1).")
+_REAL = flags.DEFINE_string("real_data", None, "A bundle's data: the folder holding hc18/, "
+                            "fetal_planes_db/, fetal_planes_db_640/, fetal_brain_abnormalities/.")
 _DATA = flags.DEFINE_string("data", None, "Config block (or classifier source) to read.")
 _SPLIT = flags.DEFINE_string("split", None, "Split (tfds syntax, e.g. train+validation); "
                              "default: the block's validation split.")
@@ -55,10 +62,16 @@ def main(argv):
 
   tracking.quiet_library_logs()
   name = f"{_DATA.value or 'default'}_{(_SPLIT.value or 'val_split').replace('+', '_')}"
-  out = _OUT.value or os.path.join(_WORKDIR.value, "eval", name)
+  from fbjax import bundle  # noqa: PLC0415
+
+  found = bundle.resolve(_WORKDIR.value)
+  # A bundle stays as shipped (its manifest lists its files): its results go elsewhere.
+  default = os.path.join("eval", f"{found.name}_{name}") if found else os.path.join(
+      _WORKDIR.value, "eval", name)
+  out = _OUT.value or default
   kwargs = dict(data=_DATA.value, split=_SPLIT.value, out_dir=out,
                 num_overlays=_OVERLAYS.value, limit=_LIMIT.value, step=_STEP.value,
-                batch_size=_BATCH.value, tta=_TTA.value)
+                batch_size=_BATCH.value, tta=_TTA.value, real_data=_REAL.value)
   if _METHODS.value:
     kwargs["methods"] = tuple(_METHODS.value)
   try:

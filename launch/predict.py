@@ -1,12 +1,17 @@
 r"""Predicts planes, anomalies and head biometry for every image of a folder.
 
+  python -m launch.predict --input ~/scans/ --out ~/scans_out --spacing_csv ~/scans/px.csv
   python -m launch.predict --workdir ~/runs/cls --seg_workdir ~/runs/seg \
       --input ~/scans/ --out ~/scans_out --pixel_spacing_mm 0.15
   python -m launch.predict --workdir ~/runs/cls --seg_workdir ~/runs/seg \
       --input ../shared/data/hc18/test_set --out /tmp/hc18_test \
       --spacing_csv ../shared/data/hc18/test_set_pixel_size.csv
 
-Writes OUT/predictions.csv (one row per image), OUT/errors.csv (files that
+With no --workdir and no --seg_workdir it runs the shipped bundle
+(models/fbjax_head_v1: the two-stage head segmenter, the aligned-head plane and
+abnormal/condition classifiers, calibrated, and the anomaly model; its model
+card is models/fbjax_head_v1/docs/README.md). Writes OUT/predictions.csv (one row per
+image), OUT/errors.csv (files that
 should be images but cannot be read, and why), OUT/skipped.csv (other files),
 OUT/overlays/*.png, OUT/report.html and OUT/summary.json (see
 fbjax/predict.py). HC/BPD/OFD are in mm where the pixel spacing is known
@@ -37,8 +42,11 @@ OUT/shards/; the last one to finish merges them, or run
 from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained classification workdir "
-                               "(configs/classify.py), with its anomaly model.")
-_SEG = flags.DEFINE_string("seg_workdir", None, "Trained segmentation workdir (optional).")
+                               "(configs/classify.py), with its anomaly model, or a bundle "
+                               "(default, with --seg_workdir unset too: the shipped bundle "
+                               "models/fbjax_head_v1).")
+_SEG = flags.DEFINE_string("seg_workdir", None, "Trained segmentation workdir or bundle "
+                           "(optional when --workdir is given).")
 _INPUT = flags.DEFINE_string("input", None, "A folder (every image below it), a glob or a file.")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _SPACING_CSV = flags.DEFINE_string("spacing_csv", None, "CSV with a file column and a pixel "
@@ -58,6 +66,9 @@ _REPORT = flags.DEFINE_bool("report", True, "Write report.html.")
 _SEG_TTA = flags.DEFINE_enum("segmenter_tta", "workdir", ["workdir", "on", "off"],
                              "The segmenter's mirror averaging: as its workdir's eval_flip says, "
                              "or on / off (off: the segmenter runs once per image, not twice).")
+_SEG_STAGES = flags.DEFINE_enum("segmenter_stages", "all", ["all", "1"],
+                                "all: every stage of the segmenter (the bundle's two); 1: only "
+                                "the first stage of a two-stage one (faster, less accurate).")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards of the input (default: "
                                    "jax.process_count()).")
 _SHARD = flags.DEFINE_integer("shard_index", None, "This process's shard (default: "
@@ -81,8 +92,12 @@ def main(argv):
     return
   if not _INPUT.value or not _OUT.value:
     raise app.UsageError("give --input and --out (or --merge OUT)")
-  if not _WORKDIR.value and not _SEG.value:
-    raise app.UsageError("give --workdir and/or --seg_workdir")
+  workdir, seg_workdir = _WORKDIR.value, _SEG.value
+  if not workdir and not seg_workdir:
+    from fbjax import bundle  # noqa: PLC0415
+
+    workdir = seg_workdir = bundle.DEFAULT
+    print(f"no model given: the shipped bundle {bundle.resolve(bundle.DEFAULT)}")
   if _SPACING_CSV.value and _SPACING.value:
     raise app.UsageError("give --spacing_csv or --pixel_spacing_mm, not both")
   if _SPACING_COLUMN.value and not _SPACING_CSV.value:
@@ -96,13 +111,14 @@ def main(argv):
     parallel.initialize(_DISTRIBUTED.value)
     num_shards = jax.process_count() if num_shards is None else num_shards
     shard_index = jax.process_index() if shard_index is None else shard_index
-  predict.run(_WORKDIR.value, _SEG.value, _INPUT.value, _OUT.value,
+  predict.run(workdir, seg_workdir, _INPUT.value, _OUT.value,
               spacing_csv=_SPACING_CSV.value, spacing_column=_SPACING_COLUMN.value,
               pixel_spacing_mm=_SPACING.value, batch_size=_BATCH.value,
               workers=_WORKERS.value, num_overlays=_OVERLAYS.value, report=_REPORT.value,
               abnormal_threshold=_THRESHOLD.value, num_shards=num_shards,
               shard_index=shard_index, wandb_mode=_WANDB.value,
-              seg_tta=predict.SEG_TTA[_SEG_TTA.value])
+              seg_tta=predict.SEG_TTA[_SEG_TTA.value],
+              seg_stages=None if _SEG_STAGES.value == "all" else int(_SEG_STAGES.value))
 
 
 if __name__ == "__main__":

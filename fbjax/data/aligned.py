@@ -117,7 +117,13 @@ def segmenter_ellipses(examples: list[dict], seg_workdir: str, batch_size: int =
 
 
 def checkpoint_identity(seg_workdir: str) -> str:
-  """The segmenter's path, latest checkpoint step and that step's modification time."""
+  """The segmenter's path, latest checkpoint step and that step's modification time (a
+  shipped bundle: its name, version and manifest hash)."""
+  from fbjax import bundle  # noqa: PLC0415 (the data layer only names it here)
+
+  found = bundle.resolve(seg_workdir)
+  if found is not None:
+    return bundle.identity(found)
   root = os.path.join(os.path.realpath(seg_workdir), "checkpoints")
   steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) \
       else []

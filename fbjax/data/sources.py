@@ -296,6 +296,9 @@ def block_source(block, split: str, *, masked: bool = True):
   left out and counted in the source's `head_counts`).
   """
   src = get_source(data_block(block), split)
+  limit = int(block.get("max_examples", 0) or 0)
+  if 0 < limit < len(src):   # smoke tests: the first N examples of the split
+    src = Subset(src, np.arange(limit))
   kind = block.get("input", "image")
   if kind not in INPUTS:
     raise ValueError(f"data block {block.name!r}: input={kind!r}; expected one of {INPUTS}")

@@ -1,0 +1,116 @@
+"""The shipped bundle on real images: its outputs are pinned, its recorded metrics re-measured.
+
+`reference_outputs.json` holds what the bundle predicted, when the release recipe
+packed it, on fixed validation images of `$FBJAX_REAL_DATA` (HC18 heads of four
+sizes, both FETAL_PLANES_DB layouts, a normal and an abnormal image of the
+abnormalities set). Any change to reading, letterboxing, either segmentation
+stage, the ellipse fit, the head gate, the aligned crop, the classifiers or the
+calibration that moves these outputs beyond `TOLERANCE` fails here: a deliberate
+change then needs a new bundle version.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fbjax import bundle, bundle_eval, predict
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow, pytest.mark.xdist_group("bundle_real")]
+
+# The same code on the same machine reproduces these to float rounding; the bounds allow
+# for another CPU's float order, and are far below any change of geometry (a crop moved by
+# a pixel moves an ellipse by more than 0.05 px and the probabilities by more than 1e-3).
+TOLERANCE = {"ellipse_px": 0.05, "hc_rel": 1e-4, "probability": 2e-3, "anomaly_rel": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+  return bundle.load(bundle.DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def reference(shipped):
+  return json.loads((shipped.folder / "reference_outputs.json").read_text())["images"]
+
+
+def compare(got: dict, want: dict) -> list[str]:
+  """What differs beyond `TOLERANCE` between two reference rows (empty: the same)."""
+  bad = []
+  if got["seg_quality"] != want["seg_quality"]:
+    bad.append(f"seg_quality {got['seg_quality']} != {want['seg_quality']}")
+  if (got["ellipse"] is None) != (want["ellipse"] is None):
+    return bad + [f"ellipse {got['ellipse']} vs {want['ellipse']}"]
+  if want["ellipse"] is not None:
+    d = float(np.max(np.abs(np.subtract(got["ellipse"][:4], want["ellipse"][:4]))))
+    dt = abs(math.remainder(got["ellipse"][4] - want["ellipse"][4], math.pi))
+    if d > TOLERANCE["ellipse_px"] or dt > 1e-3:
+      bad.append(f"ellipse {got['ellipse']} vs {want['ellipse']}")
+    if abs(got["hc_px"] - want["hc_px"]) > TOLERANCE["hc_rel"] * want["hc_px"]:
+      bad.append(f"hc_px {got['hc_px']} vs {want['hc_px']}")
+  for t, p in want["probabilities"].items():
+    for k, v in p.items():
+      g = got["probabilities"].get(t, {}).get(k, math.nan)
+      if not abs(g - v) <= TOLERANCE["probability"]:
+        bad.append(f"{t}/{k} {g} vs {v}")
+  a, b = got["anomaly_score"], want["anomaly_score"]
+  if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= TOLERANCE["anomaly_rel"] * abs(b):
+    bad.append(f"anomaly_score {a} vs {b}")
+  return bad
+
+
+def test_reference_outputs_are_reproduced(shipped, reference, real_manual_dir):
+  rows = predict.predict_images([real_manual_dir / r["file"] for r in reference],
+                                pixel_spacing_mm=[r["pixel_spacing_mm"] for r in reference])
+  problems = {}
+  for want, got in zip(reference, rows, strict=True):
+    bad = compare(got, want)
+    if bad:
+      problems[want["file"]] = bad
+  assert not problems, problems
+  # The HC18 heads are measured: near their annotation.
+  for want, got in zip(reference, rows, strict=True):
+    if "ref_hc_mm" in want and got["seg_quality"] == "ok":
+      assert abs(got["hc_mm"] - want["ref_hc_mm"]) < 0.15 * want["ref_hc_mm"]
+
+
+def test_compare_catches_a_moved_ellipse_and_a_changed_plane(reference):
+  want = next(r for r in reference if r["ellipse"] is not None and r["probabilities"])
+  moved = json.loads(json.dumps(want))
+  moved["ellipse"][0] += 0.5
+  assert any("ellipse" in b for b in compare(moved, want))
+  swapped = json.loads(json.dumps(want))
+  p = swapped["probabilities"]["plane"]
+  p["TT"], p["TV"] = p["TV"], p["TT"]
+  assert compare(swapped, want) or p["TT"] == p["TV"]
+
+
+def _close(got, want, path=""):
+  """Differences between two metric trees beyond rounding (numbers rel 1e-3 / abs 1e-3)."""
+  out = []
+  if isinstance(want, dict):
+    for k, v in want.items():
+      out += _close(got.get(k) if isinstance(got, dict) else None, v, f"{path}/{k}")
+  elif isinstance(want, list):
+    if not isinstance(got, list) or len(got) != len(want):
+      return [f"{path}: {got} vs {want}"]
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+      out += _close(a, b, f"{path}[{i}]")
+  elif isinstance(want, float) and isinstance(got, (int, float)):
+    if not (abs(got - want) <= 1e-3 + 1e-3 * abs(want)):
+      out.append(f"{path}: {got} vs {want}")
+  elif got != want:
+    out.append(f"{path}: {got} vs {want}")
+  return out
+
+
+def test_recorded_validation_metrics_are_measured_again(shipped, real_manual_dir, real_data_dir):
+  """Every validation number of the manifest (and so of the model card), measured anew
+  through the bundle on the shared data."""
+  m = bundle_eval.validation(shipped, real_data=str(real_manual_dir), data_dir=str(real_data_dir))
+  recorded = shipped.manifest["validation"]
+  # The recipe also records the segmenter without mirror averaging (not measured again).
+  assert set(m) == set(recorded) - {"segmentation_tta_off"}
+  diffs = _close(m, {k: recorded[k] for k in m})
+  assert not diffs, diffs[:20]

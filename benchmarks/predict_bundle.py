@@ -131,7 +131,8 @@ def main():
   if a.device and jax.default_backend() == "cpu":
     raise SystemExit("--device: no accelerator backend (jax.default_backend() is 'cpu')")
   real = pathlib.Path(a.real_data).resolve()
-  res = {"setup": {"num_images": a.num_images, "batch_size": a.batch_size,
+  res = {"command": "python benchmarks/predict_bundle.py " + " ".join(sys.argv[1:]),
+         "setup": {"num_images": a.num_images, "batch_size": a.batch_size,
                    "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                    "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg()}}
   with tempfile.TemporaryDirectory() as t:

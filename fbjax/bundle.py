@@ -197,7 +197,8 @@ def assemble(folder: pathlib.Path, configs: dict, params: dict, artefacts: dict,
       specificity=float(a["specificity"]), primary=a["primary"], info=a.get("info", {}))
   members = {n: inference.Classifier("classifier", cfg[n], params[n], where,
                                      calibration=artefacts["calibration"].get(n),
-                                     decision=artefacts["decision"].get(n))
+                                     decision=artefacts["decision"].get(n),
+                                     anomaly=am if n == "abnormal" else None)
              for n in CLASSIFIERS}
   clf = inference.ClassifierSet(members, workdir=where, anomaly=am)
   return Bundle(pathlib.Path(folder), manifest or {}, metadata or {}, seg, clf, am)

@@ -149,8 +149,9 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
                     batch_size: int | None = None, tta: bool | None = None,
                     step: int | None = None) -> dict:
   """A shipped bundle measured like a workdir: its two-stage segmenter on the HC18 block
-  (`data`), its classifier set on the sources its abnormal model was validated on (`fba`,
-  `fpdb`, `hc18`), aligned heads cut around the bundle's own ellipses. `real_data` is the
+  (`data`), each of its classifiers on the sources it was validated on (planes: `fpdb`,
+  `fba`'s normals; abnormal: `fba`, `fpdb`, `hc18`), aligned heads cut around the bundle's
+  own ellipses. `real_data` is the
   folder of the public data sets' layouts (the bundle's configs name it `{real_data}`);
   `data_config` may replace data blocks as for a workdir. `data` picks one block."""
   from fbjax import bundle as bundle_lib  # noqa: PLC0415
@@ -167,13 +168,15 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
             "data_dir": os.path.join(sources.default_data_dir(), "bundle"), "work": ""}
   summary: dict = {"workdir": str(b.folder), "kind": "bundle", "bundle": b.name,
                    "identity": bundle_lib.identity(b.folder), "sources": {}}
-  seg, clf = b.segmenter, b.classifier
+  seg = b.segmenter
   seg_cfg = merged_config(bundle_eval.fill(seg.config, values), data_config)
-  clf_cfg = merged_config(bundle_eval.fill(clf.config, values), data_config)
-  with clf_cfg.unlocked():
-    clf_cfg.align.seg_workdir = str(b.folder)
-  names = [n for n, blk in clf_cfg.sources.items() if blk.get("eval")]
-  known = ["data", *clf_cfg.sources]
+  members = {}
+  for mname, m in b.classifier.members.items():
+    cfg = merged_config(bundle_eval.fill(m.config, values), data_config)
+    with cfg.unlocked():
+      cfg.align.seg_workdir = str(b.folder)
+    members[mname] = (m, cfg)
+  known = ["data", *sorted({n for _, c in members.values() for n in c.sources})]
   if data is not None and data not in known:
     raise ValueError(f"{b.folder}: no data block {data!r}; the bundle reads {known}")
   if data in (None, "data"):
@@ -184,12 +187,16 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
     _measure(seg, seg_cfg, {"data": seg_cfg.data}, summary, split=split, out_dir=out_dir,
              methods=methods, num_overlays=num_overlays, limit=limit, batch_size=batch_size,
              tta=tta, tag="segmenter")
-  if data != "data":
-    clf.config = clf_cfg
-    pick = [data] if data else names
-    _measure(clf, clf_cfg, {n: sources.with_input(clf_cfg.sources[n], clf_cfg) for n in pick},
-             summary, split=split, out_dir=out_dir, methods=methods, num_overlays=num_overlays,
-             limit=limit, batch_size=batch_size, tta=tta)
+  # Each classifier on the sources it was validated on (its own tasks and label rules).
+  for mname, (m, cfg) in members.items():
+    if data == "data":
+      break
+    pick = [n for n, blk in cfg.sources.items() if (blk.get("eval") if data is None
+                                                    else n == data)]
+    m.config = cfg
+    _measure(m, cfg, {n: sources.with_input(cfg.sources[n], cfg) for n in pick}, summary,
+             split=split, out_dir=out_dir, methods=methods, num_overlays=num_overlays,
+             limit=limit, batch_size=batch_size, tta=tta, tag=mname)
   _write(summary, out_dir)
   return summary
 

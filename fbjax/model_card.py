@@ -240,6 +240,18 @@ def render(manifest: dict, meta: dict) -> str:
               + "; ".join(f"{n} AUROC {_f(r['auroc'])}, sensitivity {_f(r['sensitivity'])}, "
                           f"specificity {_f(r['specificity'])}"
                           for n, r in an["sources"].items()) + "."]
+  cal = manifest.get("calibration") or {}
+  if cal:
+    lines += ["", "### Calibration", "",
+              "A temperature per head, fitted on the validation images of the sources each "
+              "classifier was validated on (`calibration/`); prediction reports the "
+              "calibrated probabilities.", "",
+              "| network | head | temperature | fitted on (images) | ECE before | after |",
+              "|---|---|---|---|---|---|"]
+    for net, tasks in cal.items():
+      for t, c in tasks.items():
+        lines.append(f"| `{net}` | {t} | {_f(c['temperature'])} | {c['n']} | "
+                     f"{_f(c['ece'])} | {_f(c['ece_calibrated'])} |")
   f16 = manifest.get("float16")
   if f16:
     lines += ["", f"float16 storage against the float32 training weights on the "

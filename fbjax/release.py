@@ -531,12 +531,20 @@ def release_rest(recipe, values: dict, state: State, out: pathlib.Path) -> dict:
               {"images": ref16, "float32": ref32,
                "note": "outputs of this bundle (float16 weights) and of the same networks "
                        "with their float32 training weights, on fixed validation images"})
-  manifest = write_manifest(recipe, values, state, out, validation=evaluation["metrics"],
-                            float16=model_card.float16_deltas(ref16, ref32))
+  calibration = {net: {t: {k: v[k] for k in ("temperature", "n", "ece", "ece_calibrated")}
+                        for t, v in cal["tasks"].items()}
+                 for net, cal in artefacts["calibration"].items()}
+  thresholds = {"abnormal": {k: artefacts["decision"]["abnormal"].get(k) for k in (
+      "abnormal_threshold", "specificity_target", "validation_normals",
+      "validation_abnormals", "sources")},
+      "anomaly": {k: artefacts["anomaly"]["info"].get(k) for k in (
+          "n_fit", "n_calibrate", "calibrated_on")}}
+  extra = dict(validation=evaluation["metrics"], calibration=calibration,
+               thresholds=thresholds, float16=model_card.float16_deltas(ref16, ref32))
+  manifest = write_manifest(recipe, values, state, out, **extra)
   (out / "docs").mkdir(exist_ok=True)
   (out / "docs" / "README.md").write_text(model_card.render(manifest, meta))
-  manifest = write_manifest(recipe, values, state, out, validation=evaluation["metrics"],
-                            float16=model_card.float16_deltas(ref16, ref32))
+  manifest = write_manifest(recipe, values, state, out, **extra)
   bundle.load(out)
   log(f"wrote {out}: {sum(r['bytes'] for r in manifest['files'].values()) / 1e6:.2f} MB")
   return manifest

@@ -114,3 +114,25 @@ def test_recorded_validation_metrics_are_measured_again(shipped, real_manual_dir
   assert set(m) == set(recorded) - {"segmentation_tta_off"}
   diffs = _close(m, {k: recorded[k] for k in m})
   assert not diffs, diffs[:20]
+
+
+def test_launch_evaluate_measures_the_bundle(shipped, real_manual_dir, tmp_path):
+  """`launch.evaluate --workdir models/fbjax_head_v1 --real_data DIR`: the segmenter and each
+  classifier on its own validation sources; the bundle folder is left as shipped."""
+  from fbjax import evaluate
+
+  before = {p: p.stat().st_mtime_ns for p in shipped.folder.rglob("*")}
+  s = evaluate.evaluate_workdir(bundle.DEFAULT, real_data=str(real_manual_dir), limit=12,
+                                out_dir=str(tmp_path), num_overlays=2)
+  assert s["kind"] == "bundle"
+  assert {"segmenter_data", "planes_fpdb", "planes_fba", "abnormal_fba", "abnormal_fpdb",
+          "abnormal_hc18"} <= set(s["sources"])
+  seg = s["sources"]["segmenter_data"]["original_resolution"]
+  assert seg["num_images"] == 12 and seg["seg_dice_head"]["mean"] > 0.9
+  assert "plane" in s["sources"]["planes_fpdb"]["tasks"]
+  assert s["sources"]["abnormal_fba"]["abnormal_decision"]["threshold"] == pytest.approx(
+      shipped.classifier.decision["abnormal_threshold"])
+  assert (tmp_path / "evaluation.json").exists()
+  assert {p: p.stat().st_mtime_ns for p in shipped.folder.rglob("*")} == before
+  with pytest.raises(ValueError, match="give the folder of the data sets"):
+    evaluate.evaluate_workdir(bundle.DEFAULT)

@@ -5,9 +5,9 @@ r"""The shipped bundle's recipe: every model of `models/fbjax_head_v1`, from the
   python -m launch.release --config configs/release.py:smoke --real_data ../shared/data \
       --work /tmp/release_smoke --out /tmp/release_smoke/bundle      # the test suite's
 
-Arguments (after the colon): `smoke` (toy-sized networks and a few steps: the
-whole recipe in about a minute, for the tests; nothing it makes is meant to
-be used).
+Arguments (after the colon): `smoke` (toy-sized networks, a few steps and the
+first `SMOKE_EXAMPLES` images of every split: the whole recipe in a few
+minutes, for the tests; nothing it makes is meant to be used).
 
 `models` lists the trainings, each a `launch.train` command: a config file
 with its argument and `--config.key=value` overrides, in which `{real_data}`,

@@ -2,6 +2,8 @@
 
     from fbjax import predict
     summary = predict.run("runs/cls", "runs/seg", "images/", "out/", pixel_spacing_mm=0.15)
+    summary = predict.run("fbjax_head_v1", "fbjax_head_v1", "images/", "out/")  # the bundle
+    rows = predict.predict_images(["scan.png", array])     # no files written (the bundle)
 
 Per image: the image is read (`fbjax.data.io`: PNG/JPEG, 8/16-bit, grey/RGB/
 RGBA) and letterboxed onto each model's grid; the classifier

@@ -211,7 +211,7 @@ def train_step(recipe, values: dict, state: State, *, poll_s: float = 5.0,
         running[name] = (p, core, time.monotonic(), f)
         pending.remove(name)
         log(f"{name}: training on core {core} (log {logs / (name + '.log')})")
-      for name, (p, _, t0, f) in list(running.items()):
+      for name, (p, core, t0, f) in list(running.items()):
         rc = p.poll()
         if rc is None:
           continue
@@ -223,7 +223,7 @@ def train_step(recipe, values: dict, state: State, *, poll_s: float = 5.0,
         prev = (record.get(name) or {}).get("wall_time_s") or 0.0
         record[name] = {"command": train_command(recipe, name, values),
                         "wall_time_s": round(prev + time.monotonic() - t0, 1),
-                        "core": running.get(name, (None, None))[1]}
+                        "core": core}
         state.set("train", record)
         log(f"{name}: done in {record[name]['wall_time_s']:.0f} s")
       if pending and not running and not any(

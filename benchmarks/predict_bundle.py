@@ -101,7 +101,7 @@ def validation_cost(real: pathlib.Path, data_dir: str) -> dict:
   from fbjax import bundle, bundle_eval
 
   b = bundle.load(bundle.DEFAULT)
-  block = bundle_eval.fill(b.segmenter.config, {"real_data": str(real), "data_dir": data_dir,
+  block = bundle.fill_paths(b.segmenter.config, {"real_data": str(real), "data_dir": data_dir,
                                                 "work": data_dir}).data
   keep = ("dice_head", "hc_abs_mm_mean", "hc_abs_mm_median", "n_over_10pct", "n", "tta")
   out = {}

@@ -49,6 +49,38 @@ ANOMALY_AE = "anomaly_ae"
 NETWORKS = (*SEGMENTER, *CLASSIFIERS, ANOMALY_AE)
 
 
+# The training machine's paths in a bundle's configs, as placeholders (`template_paths`),
+# filled again where the bundle is measured (`fill_paths`).
+PATH_KEYS = ("data_dir", "work", "real_data")   # data_dir lies inside work: first
+
+
+def template_paths(obj, values: dict):
+  """`obj` (a JSON-like tree, or a string) with the paths of `values` as {key}."""
+  return _paths(obj, lambda t: _replace(t, [(str(values[k]), "{" + k + "}")
+                                            for k in PATH_KEYS if k in values]))
+
+
+def fill_paths(obj, values: dict):
+  """`obj` (a JSON-like tree, a ConfigDict or a string) with {key} as the paths of `values`."""
+  if isinstance(obj, ml_collections.ConfigDict):
+    return ml_collections.ConfigDict(fill_paths(obj.to_dict(), values))
+  return _paths(obj, lambda t: _replace(t, [("{" + k + "}", str(v)) for k, v in values.items()]))
+
+
+def _replace(text: str, pairs) -> str:
+  for a, b in pairs:
+    text = text.replace(a, b)
+  return text
+
+
+def _paths(obj, fn):
+  if isinstance(obj, dict):
+    return {k: _paths(v, fn) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return type(obj)(_paths(v, fn) for v in obj)
+  return fn(obj) if isinstance(obj, str) else obj
+
+
 class BundleError(ValueError):
   """A bundle that cannot be used as it is (missing, damaged or of another format)."""
 

@@ -27,28 +27,14 @@ from __future__ import annotations
 
 import math
 
-import ml_collections
 import numpy as np
 
 from fbjax import baselines, evaluators, inference, metrics, segment_eval
+from fbjax.bundle import fill_paths as fill
 from fbjax.data import sources
 
 PLANES_TT_TC_TV = [0, 1, 2]
 BANDS_MM = ((0.0, 100.0), (100.0, 166.0), (166.0, 182.0), (182.0, math.inf))
-
-
-def fill(obj, values: dict):
-  """`obj` (a JSON-like tree or ConfigDict) with `{real_data}`, `{data_dir}`, `{work}` filled."""
-  if isinstance(obj, ml_collections.ConfigDict):
-    return ml_collections.ConfigDict(fill(obj.to_dict(), values))
-  if isinstance(obj, dict):
-    return {k: fill(v, values) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return type(obj)(fill(v, values) for v in obj)
-  if isinstance(obj, str):
-    for k, v in values.items():
-      obj = obj.replace("{" + k + "}", str(v))
-  return obj
 
 
 def _r(v, nd: int = 4):

@@ -24,6 +24,7 @@ the numbers equal the ones logged at that checkpoint:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -154,8 +155,7 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
   own ellipses. `real_data` is the
   folder of the public data sets' layouts (the bundle's configs name it `{real_data}`);
   `data_config` may replace data blocks as for a workdir. `data` picks one block."""
-  from fbjax import bundle as bundle_lib  # noqa: PLC0415
-  from fbjax import bundle_eval  # noqa: PLC0415
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415 (it builds on inference)
 
   if step is not None:
     raise ValueError(f"{folder} is a shipped bundle: one version of each model, no --step")
@@ -169,10 +169,10 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
   summary: dict = {"workdir": str(b.folder), "kind": "bundle", "bundle": b.name,
                    "identity": bundle_lib.identity(b.folder), "sources": {}}
   seg = b.segmenter
-  seg_cfg = merged_config(bundle_eval.fill(seg.config, values), data_config)
+  seg_cfg = merged_config(bundle_lib.fill_paths(seg.config, values), data_config)
   members = {}
   for mname, m in b.classifier.members.items():
-    cfg = merged_config(bundle_eval.fill(m.config, values), data_config)
+    cfg = merged_config(bundle_lib.fill_paths(m.config, values), data_config)
     with cfg.unlocked():
       cfg.align.seg_workdir = str(b.folder)
     members[mname] = (m, cfg)
@@ -183,7 +183,7 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
     if tta is not None:
       with seg_cfg.unlocked():
         seg_cfg.eval_flip = bool(tta)
-    seg.config = seg_cfg
+    seg = dataclasses.replace(seg, config=seg_cfg)   # the loaded bundle stays as it is
     _measure(seg, seg_cfg, {"data": seg_cfg.data}, summary, split=split, out_dir=out_dir,
              methods=methods, num_overlays=num_overlays, limit=limit, batch_size=batch_size,
              tta=tta, tag="segmenter")
@@ -193,7 +193,7 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
       break
     pick = [n for n, blk in cfg.sources.items() if (blk.get("eval") if data is None
                                                     else n == data)]
-    m.config = cfg
+    m = dataclasses.replace(m, config=cfg)
     _measure(m, cfg, {n: sources.with_input(cfg.sources[n], cfg) for n in pick}, summary,
              split=split, out_dir=out_dir, methods=methods, num_overlays=num_overlays,
              limit=limit, batch_size=batch_size, tta=tta, tag=mname)

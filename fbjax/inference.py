@@ -333,14 +333,9 @@ class ClassifierSet:
         if t in self._owner:
           raise ValueError(f"{workdir}: task {t!r} in both {self._owner[t]} and {name}")
         self._owner[t] = name
-      for key in ("input", "align", "image_size"):
-        a, b = m.config.get(key), first.config.get(key)
-        a = a.to_dict() if hasattr(a, "to_dict") else a
-        b = b.to_dict() if hasattr(b, "to_dict") else b
-        if key == "align":   # the segmenter each was trained behind is a record only
-          a, b = ({k: v for k, v in (d or {}).items() if k != "seg_workdir"} for d in (a, b))
-        if (tuple(a) if isinstance(a, list) else a) != (tuple(b) if isinstance(b, list) else b):
-          raise ValueError(f"{workdir}: {name} reads {key}={a}, another member {b}")
+      if _reads(m.config) != _reads(first.config):
+        raise ValueError(f"{workdir}: {name} reads {_reads(m.config)}, another member "
+                         f"{_reads(first.config)}")
     abnormal = self.members[self._owner["abnormal"]] if "abnormal" in self._owner else first
     self.config = abnormal.config.copy_and_resolve_references()
     with self.config.unlocked():
@@ -399,6 +394,16 @@ class ClassifierSet:
     name = self._owner[task]
     fn = self.members[name].logit_fn(task, cls)
     return lambda params, images: fn(params[name], images)
+
+
+def _reads(config) -> str:
+  """What a classifier reads (input, alignment, grid), comparable across members; the
+  segmenter its crops were trained behind (`align.seg_workdir`) is a record only."""
+  import json  # noqa: PLC0415
+
+  c = config.to_dict()
+  align = {k: v for k, v in (c.get("align") or {}).items() if k != "seg_workdir"}
+  return json.dumps([c.get("input"), align, c.get("image_size")], sort_keys=True)
 
 
 def _read_json(path: str, what: str) -> dict | None:

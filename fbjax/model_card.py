@@ -265,11 +265,11 @@ def render(manifest: dict, meta: dict) -> str:
               + "."]
   lines += ["", "## Known failure modes", "",
             "- Small, early heads (HC < 100 mm, first trimester): a faint, barely ossified "
-            "skull with the fetal body touching it. Few such heads are in the validation "
-            "split (the band table above); on held-out HC18 first-trimester images a model "
-            "of this recipe put three of them at 28-42 % HC error, taking in the body or "
-            "missing the skull. Large heads (> 182 mm), often cut by the image border, have "
-            "the largest errors in millimetres.",
+            "skull with the fetal body touching it, where a segmentation can take in the "
+            "body or miss the skull. The validation numbers for them rest on few heads (the "
+            "band table above); measure on your own early scans before relying on them. "
+            "Large heads (> 182 mm), often cut by the image border, have the largest errors "
+            "in millimetres.",
             "- Brain planes: " + _confusions(pl) + "; the 'other' plane has few training "
             "images.",
             "- The abnormal head and the condition head learned from one public set whose "

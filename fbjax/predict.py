@@ -986,12 +986,12 @@ def _checkpoints(workdir) -> list[str]:
 def run_identity(workdir, seg_workdir, segmenter, predictor: Predictor, inputs, spacing_csv,
                  spacing_column, pixel_spacing_mm) -> dict:
   """What the rows of a run depend on: a rerun may only continue a run with the same."""
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415 (it builds on inference)
+
   ident = {"inputs": os.fspath(inputs) if not isinstance(inputs, (list, tuple)) else
            [os.fspath(x) for x in inputs], **model_info(predictor),
            "spacing_csv": os.path.abspath(spacing_csv) if spacing_csv else None,
            "spacing_column": spacing_column, "pixel_spacing_mm": pixel_spacing_mm}
-  from fbjax import bundle as bundle_lib  # noqa: PLC0415
-
   for k, w in (("workdir", workdir), ("seg_workdir", seg_workdir)):
     if w is not None and not isinstance(w, (str, os.PathLike)):
       w = getattr(w, "workdir", "")   # a loaded classifier

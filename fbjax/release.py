@@ -22,6 +22,10 @@ same command is run again):
 
 `<work>/release.json` records each step's state, commands and wall time; the
 manifest of the bundle carries them.
+
+The release process itself trains nothing (the trainings are subprocesses):
+its heavier imports (jax, the data builders, the models) are made inside the
+steps that need them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ import sys
 import time
 
 import ml_collections
+
+from fbjax.bundle import fill_paths as fill
+from fbjax.bundle import template_paths as template
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STATE = "release.json"
@@ -121,12 +128,6 @@ def data_step(recipe, real_data: pathlib.Path, data_dir: pathlib.Path, state: St
 # ---------------------------------------------------------------------------
 # Training: launch.train subprocesses, one CPU core each
 # ---------------------------------------------------------------------------
-
-
-def fill(text: str, values: dict) -> str:
-  for k, v in values.items():
-    text = text.replace("{" + k + "}", str(v))
-  return text
 
 
 def train_command(recipe, name: str, values: dict) -> list[str]:
@@ -305,18 +306,6 @@ def anomaly_step(recipe, values: dict, state: State) -> pathlib.Path:
   return work / anomaly.FOLDER
 
 
-def template(obj, values: dict):
-  """Paths of the training machine as {work}, {data_dir}, {real_data} (strings in a tree)."""
-  if isinstance(obj, dict):
-    return {k: template(v, values) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [template(v, values) for v in obj]
-  if isinstance(obj, str):
-    for k in ("data_dir", "work", "real_data"):   # data_dir lies inside work
-      obj = obj.replace(str(values[k]), "{" + k + "}")
-  return obj
-
-
 def _write_json(path: pathlib.Path, obj) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_plain) + "\n")
@@ -421,7 +410,7 @@ def write_manifest(recipe, values: dict, state: State, out: pathlib.Path, **extr
       "networks": list(bundle.NETWORKS), "seed": int(recipe.seed),
       "weights_dtype": recipe.weights_dtype,
       "data": state.get("data"),
-      "split_rule": " ".join((splits.__doc__ or "").split("\n\n")[0].split()),
+      "split_rule": " ".join(" ".join((splits.__doc__ or "").split("\n\n")[:2]).split()),
       "trainings": {n: {"command": " ".join(template(r["command"], values)),
                         "wall_time_s": r.get("wall_time_s")} for n, r in train.items()},
       "anomaly_fit_s": (state.get("anomaly") or {}).get("seconds"),
@@ -435,7 +424,7 @@ def reference_images(real_data: pathlib.Path, data_dir: pathlib.Path) -> list[di
   """Fixed validation images for the reference-output tests: four HC18 heads at the
   quantiles 0, 1/3, 2/3, 1 of their HC, two FETAL_PLANES_DB images (one per layout), a
   normal and an abnormal image of the abnormalities set (the first by id)."""
-  from fbjax.data import builders, labels  # noqa: PLC0415
+  from fbjax.data import builders  # noqa: PLC0415
 
   def src(name, config=None):
     return builders.data_source(name, "validation", data_dir=data_dir, config=config,
@@ -466,7 +455,6 @@ def reference_images(real_data: pathlib.Path, data_dir: pathlib.Path) -> list[di
   for r in out:
     if not (real_data / r["file"]).is_file():
       raise FileNotFoundError(f"reference image {real_data / r['file']} not found")
-  del labels
   return out
 
 
@@ -512,7 +500,7 @@ def release_rest(recipe, values: dict, state: State, out: pathlib.Path) -> dict:
     metrics = bundle_eval.validation(b, real_data=values["real_data"],
                                      data_dir=values["data_dir"], work=values["work"])
     tta_off = bundle_eval.segmentation(
-        b.segmenter, bundle_eval.fill(b.segmenter.config, values).data, tta=False)
+        b.segmenter, bundle.fill_paths(b.segmenter.config, values).data, tta=False)
     metrics["segmentation_tta_off"] = tta_off
     evaluation = {"bundle": bundle.identity(out), "metrics": metrics,
                   "seconds": round(time.perf_counter() - t0, 1)}

@@ -382,7 +382,9 @@ def file_table(out: pathlib.Path) -> dict:
           for p in sorted(out.rglob("*")) if p.is_file() and p.name != bundle.MANIFEST}
 
 
-def git_commit() -> dict:
+def git_commit(out: pathlib.Path | None = None) -> dict:
+  """The repository's commit, and whether its tracked files differ from it (the bundle
+  being written, `out`, left out: it is what the recipe makes)."""
   def git(*args):
     try:
       return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
@@ -390,8 +392,11 @@ def git_commit() -> dict:
     except (OSError, subprocess.SubprocessError):
       return ""
 
-  return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain",
-                                                                "--untracked-files=no"))}
+  spec = ["--", "."]
+  if out is not None and pathlib.Path(out).resolve().is_relative_to(REPO):
+    spec.append(f":(exclude){pathlib.Path(out).resolve().relative_to(REPO).as_posix()}")
+  return {"commit": git("rev-parse", "HEAD"),
+          "dirty": bool(git("status", "--porcelain", "--untracked-files=no", *spec))}
 
 
 def write_manifest(recipe, values: dict, state: State, out: pathlib.Path, **extra) -> dict:
@@ -402,7 +407,7 @@ def write_manifest(recipe, values: dict, state: State, out: pathlib.Path, **extr
   train = state.get("train", {})
   manifest = {
       "format": bundle.FORMAT, "name": recipe.name, "version": recipe.version,
-      "fbjax": {"version": fbjax.__version__, **git_commit()},
+      "fbjax": {"version": fbjax.__version__, **git_commit(out)},
       "recipe": template(recipe.to_dict(), values),
       "command": "python -m launch.release --real_data DIR --work WORK --out "
                  f"models/{recipe.name}" + ("" if not recipe.smoke else

@@ -120,10 +120,12 @@ def planes(member, folder, values: dict, split: str = "validation") -> dict:
   p = np.concatenate([r["plane"] for r in res.values()])
   q = _calibrated(member, "plane", p)
   s = metrics.classification_summary(y, p, member.class_names("plane"))
-  train = list(member_sources(member, folder, values, split, trained=True).values())
-  base = np.concatenate([baselines.fit_and_predict(train, src, "plane", 4)
-                         for src in srcs.values()])
-  yb = y  # the same images, in the same order
+  train = [baselines.thumbnail_features(s) for s in member_sources(
+      member, folder, values, split, trained=True).values()]
+  shortcut = baselines.fit(np.concatenate([f[0] for f in train]),
+                           np.concatenate([f[1]["plane"] for f in train]))
+  base = np.concatenate([baselines.probs(shortcut, baselines.thumbnail_features(src)[0], 4)
+                         for src in srcs.values()])   # the same images, in the same order
   return {"n": int(np.sum(y >= 0)), "sources": {n: int(np.sum(r["label_plane"] >= 0))
                                                 for n, r in res.items()},
           "no_head": _no_head(srcs),
@@ -135,9 +137,9 @@ def planes(member, folder, values: dict, split: str = "validation") -> dict:
           "confusion_matrix": s["confusion_matrix"],
           "ece": _r(metrics.expected_calibration_error(p, y)),
           "ece_calibrated": _r(metrics.expected_calibration_error(q, y)),
-          "shortcut": {"macro_f1": _r(metrics.macro_f1(yb, base.argmax(1), 4)),
+          "shortcut": {"macro_f1": _r(metrics.macro_f1(y, base.argmax(1), 4)),
                        "macro_f1_tt_tc_tv": _r(metrics.macro_f1(
-                           yb, base.argmax(1), classes=PLANES_TT_TC_TV))}}
+                           y, base.argmax(1), classes=PLANES_TT_TC_TV))}}
 
 
 def _binary(y, score, threshold) -> dict:
@@ -181,8 +183,8 @@ def abnormal(member, folder, values: dict, split: str = "validation") -> dict:
   feats = [baselines.thumbnail_features(s) for s in train]
   x = np.concatenate([f[0] for f in feats])
   model_ab = baselines.fit(x, np.concatenate([f[1]["abnormal"] for f in feats]))
-  base = {n: baselines.probs(model_ab, baselines.thumbnail_features(srcs[n])[0], 2)[:, 1]
-          for n in res}
+  val_x = {n: baselines.thumbnail_features(srcs[n])[0] for n in res}
+  base = {n: baselines.probs(model_ab, val_x[n], 2)[:, 1] for n in res}
   bp = np.concatenate([base[n] for n in pooled])
   spec = float(member.config.get("decision_specificity", 0.95))
   b_thr = metrics.threshold_at_specificity(bp[y == 0], spec)
@@ -190,7 +192,7 @@ def abnormal(member, folder, values: dict, split: str = "validation") -> dict:
   yc_tr = np.concatenate([f[1]["condition"] for f in feats])
   yc_tr = np.where(yc_tr >= 0, lookup[np.maximum(yc_tr, 0)], -1)
   model_c = baselines.fit(x, yc_tr)
-  bc = baselines.probs(model_c, baselines.thumbnail_features(srcs["fba"])[0], len(names))
+  bc = baselines.probs(model_c, val_x["fba"], len(names))
   out["shortcut"] = {"threshold": _r(b_thr, 6),
                      "sources": {n: _binary(res[n]["label_abnormal"], base[n], b_thr)
                                  for n in res},

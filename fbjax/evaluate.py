@@ -25,6 +25,7 @@ the numbers equal the ones logged at that checkpoint:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -100,7 +101,7 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
                      methods=segment_post.METHODS, num_overlays: int = 16,
                      limit: int | None = None, batch_size: int | None = None,
                      step: int | None = None, tta: bool | None = None,
-                     real_data: str | None = None) -> dict:
+                     real_data: str | None = None, data_dir: str | None = None) -> dict:
   """Measures `workdir` on block `data` (default: a classifier's validated sources, else
   the block `data`) at `split`
   (default: the block's validation split). Writes `evaluation.json` to `out_dir`
@@ -112,7 +113,11 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
   if bundle_lib.resolve(workdir) is not None:
     return evaluate_bundle(workdir, data_config, real_data=real_data, data=data, split=split,
                            out_dir=out_dir, methods=methods, num_overlays=num_overlays,
-                           limit=limit, batch_size=batch_size, tta=tta, step=step)
+                           limit=limit, batch_size=batch_size, tta=tta, step=step,
+                           data_dir=data_dir)
+  if data_dir is not None:
+    raise ValueError(f"{workdir}: data_dir is for a bundle's data sets; a workdir's data "
+                     "blocks name their own (--config.data.data_dir=...)")
   workdir = os.path.abspath(workdir)
   model = inference.load(workdir, step)
   config = merged_config(model.config, data_config)
@@ -143,18 +148,29 @@ def _write(summary: dict, out_dir: str | None) -> None:
       json.dump(tracking.jsonable(kept), f, indent=1, default=str)
 
 
+def bundle_data_dir(real_data: str) -> str:
+  """Where a bundle's evaluation builds the data sets of `real_data` by default: one
+  folder per copy of the data (`<default data_dir>/bundle/<name>-<hash of its path>`), so
+  two copies never meet in one build."""
+  path = os.path.abspath(os.path.expanduser(real_data))
+  tag = hashlib.sha256(path.encode()).hexdigest()[:10]
+  return os.path.join(sources.default_data_dir(), "bundle",
+                      f"{os.path.basename(path.rstrip(os.sep)) or 'root'}-{tag}")
+
+
 def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = None,
                     data: str | None = None, split: str | None = None,
                     out_dir: str | None = None, methods=segment_post.METHODS,
                     num_overlays: int = 16, limit: int | None = None,
                     batch_size: int | None = None, tta: bool | None = None,
-                    step: int | None = None) -> dict:
+                    step: int | None = None, data_dir: str | None = None) -> dict:
   """A shipped bundle measured like a workdir: its two-stage segmenter on the HC18 block
   (`data`), each of its classifiers on the sources it was validated on (planes: `fpdb`,
   `fba`'s normals; abnormal: `fba`, `fpdb`, `hc18`), aligned heads cut around the bundle's
   own ellipses. `real_data` is the
   folder of the public data sets' layouts (the bundle's configs name it `{real_data}`);
-  `data_config` may replace data blocks as for a workdir. `data` picks one block."""
+  `data_config` may replace data blocks as for a workdir. `data` picks one block.
+  `data_dir`: where the data sets are built (default: `bundle_data_dir(real_data)`)."""
   from fbjax import bundle as bundle_lib  # noqa: PLC0415 (it builds on inference)
 
   if step is not None:
@@ -164,8 +180,9 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
     raise ValueError(f"{b.folder}: give the folder of the data sets (--real_data DIR, holding "
                      "hc18/, fetal_planes_db/, fetal_brain_abnormalities/) or --config with "
                      "the data blocks")
-  values = {"real_data": os.path.abspath(os.path.expanduser(real_data or "")),
-            "data_dir": os.path.join(sources.default_data_dir(), "bundle"), "work": ""}
+  real_data = os.path.abspath(os.path.expanduser(real_data or ""))
+  values = {"real_data": real_data, "data_dir": data_dir or bundle_data_dir(real_data),
+            "work": ""}
   summary: dict = {"workdir": str(b.folder), "kind": "bundle", "bundle": b.name,
                    "identity": bundle_lib.identity(b.folder), "sources": {}}
   seg = b.segmenter

@@ -40,6 +40,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (its latest che
                                "a shipped bundle (e.g. models/fbjax_head_v1).")
 _REAL = flags.DEFINE_string("real_data", None, "A bundle's data: the folder holding hc18/, "
                             "fetal_planes_db/, fetal_planes_db_640/, fetal_brain_abnormalities/.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "A bundle's tfds data_dir (default: one "
+                                "folder per --real_data copy under $FBJAX_DATA_DIR, else the "
+                                "user cache).")
 _DATA = flags.DEFINE_string("data", None, "Config block (or classifier source) to read.")
 _SPLIT = flags.DEFINE_string("split", None, "Split (tfds syntax, e.g. train+validation); "
                              "default: the block's validation split.")
@@ -71,7 +74,8 @@ def main(argv):
   out = _OUT.value or default
   kwargs = dict(data=_DATA.value, split=_SPLIT.value, out_dir=out,
                 num_overlays=_OVERLAYS.value, limit=_LIMIT.value, step=_STEP.value,
-                batch_size=_BATCH.value, tta=_TTA.value, real_data=_REAL.value)
+                batch_size=_BATCH.value, tta=_TTA.value, real_data=_REAL.value,
+                data_dir=_DATA_DIR.value)
   if _METHODS.value:
     kwargs["methods"] = tuple(_METHODS.value)
   try:

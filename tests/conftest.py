@@ -6,7 +6,8 @@ data set from it once per test session into a temporary data_dir shared by
 all pytest-xdist workers (a file lock makes the other workers wait and then
 reuse the build) and returns the tfds builder. `real_data_dir` builds the
 three real data sets (default configs) and returns that data_dir, for
-`builders.data_source(name, split, data_dir=real_data_dir)`.
+`builders.data_source(name, split, data_dir=real_data_dir)`. The default data_dir
+(`$FBJAX_DATA_DIR`) is a temporary folder per test session, never the user's cache.
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ import pathlib
 import pytest
 
 REAL_DATA_SETS = ("hc18", "fetal_planes_db", "fetal_brain_abnormalities")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _default_data_dir(tmp_path_factory):
+  """No test builds data sets in the user's cache: `$FBJAX_DATA_DIR` (the default data_dir)
+  is a temporary folder of this test session (tests may still set their own)."""
+  old = os.environ.get("FBJAX_DATA_DIR")
+  os.environ["FBJAX_DATA_DIR"] = str(tmp_path_factory.mktemp("default_tfds"))
+  yield
+  if old is None:
+    os.environ.pop("FBJAX_DATA_DIR", None)
+  else:
+    os.environ["FBJAX_DATA_DIR"] = old
 
 
 @pytest.fixture(scope="session")

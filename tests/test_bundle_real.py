@@ -105,9 +105,11 @@ def _close(got, want, path=""):
   return out
 
 
-def test_recorded_validation_metrics_are_measured_again(shipped, real_manual_dir, real_data_dir):
+def test_recorded_validation_metrics_are_measured_again(shipped, real_manual_dir, real_data_dir,
+                                                        real_builder):
   """Every validation number of the manifest (and so of the model card), measured anew
   through the bundle on the shared data."""
+  real_builder("fetal_planes_db", "brain_combined")
   m = bundle_eval.validation(shipped, real_data=str(real_manual_dir), data_dir=str(real_data_dir))
   recorded = shipped.manifest["validation"]
   # The recipe also records the segmenter without mirror averaging (not measured again).
@@ -116,14 +118,17 @@ def test_recorded_validation_metrics_are_measured_again(shipped, real_manual_dir
   assert not diffs, diffs[:20]
 
 
-def test_launch_evaluate_measures_the_bundle(shipped, real_manual_dir, tmp_path):
+def test_launch_evaluate_measures_the_bundle(shipped, real_manual_dir, real_data_dir,
+                                            real_builder, tmp_path):
   """`launch.evaluate --workdir models/fbjax_head_v1 --real_data DIR`: the segmenter and each
   classifier on its own validation sources; the bundle folder is left as shipped."""
   from fbjax import evaluate
 
+  real_builder("fetal_planes_db", "brain_combined")
   before = {p: p.stat().st_mtime_ns for p in shipped.folder.rglob("*")}
   s = evaluate.evaluate_workdir(bundle.DEFAULT, real_data=str(real_manual_dir), limit=12,
-                                out_dir=str(tmp_path), num_overlays=2)
+                                out_dir=str(tmp_path), num_overlays=2,
+                                data_dir=str(real_data_dir))
   assert s["kind"] == "bundle"
   assert {"segmenter_data", "planes_fpdb", "planes_fba", "abnormal_fba", "abnormal_fpdb",
           "abnormal_hc18"} <= set(s["sources"])
@@ -136,3 +141,13 @@ def test_launch_evaluate_measures_the_bundle(shipped, real_manual_dir, tmp_path)
   assert {p: p.stat().st_mtime_ns for p in shipped.folder.rglob("*")} == before
   with pytest.raises(ValueError, match="give the folder of the data sets"):
     evaluate.evaluate_workdir(bundle.DEFAULT)
+
+
+def test_bundle_data_dir_is_one_per_copy(monkeypatch, tmp_path):
+  """Two copies of the data sets (other paths) never share a default build."""
+  from fbjax import evaluate
+
+  monkeypatch.setenv("FBJAX_DATA_DIR", str(tmp_path))
+  a, b = evaluate.bundle_data_dir("/data/a/shared"), evaluate.bundle_data_dir("/data/b/shared")
+  assert a != b and a.startswith(str(tmp_path / "bundle" / "shared-"))
+  assert evaluate.bundle_data_dir("/data/a/shared/") == a

@@ -54,17 +54,98 @@ def data_blocks(config) -> list[str]:
           and (("name" in v and "val_split" in v) or k == "sources")]
 
 
-def merged_config(trained, data_config=None):
-  """The trained config with the data blocks of `data_config` (if given)."""
+# What a config given to `launch.evaluate` may change in a data block the workdir was
+# trained with: which data set and where its files are. Everything else (size, labels,
+# selection, augmentation, tasks) is what the model was trained to read.
+WHERE_KEYS = ("name", "config", "manual_dir", "data_dir")
+PATH_KEYS = ("manual_dir", "data_dir")
+
+
+def _blocks(config) -> dict:
+  """{dotted name: block} of the data blocks of `config` (`data`, `phantom`, `sources.x`)."""
+  out = {}
+  for k in data_blocks(config):
+    if k == "sources":
+      out.update({f"sources.{n}": b for n, b in config.sources.items()})
+    else:
+      out[k] = config[k]
+  return out
+
+
+def _where(key: str, value):
+  return os.path.expanduser(value) if key in PATH_KEYS and isinstance(value, str) else value
+
+
+def _same(a, b) -> bool:
+  norm = (lambda v: tuple(v) if isinstance(v, (list, tuple)) else
+          v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v)
+  return norm(a) == norm(b)
+
+
+def _owner(config, path: str) -> str | None:
+  """The data block of `config` that dotted `path` lies in (None: none)."""
+  return next((b for b in sorted(_blocks(config), key=len, reverse=True)
+               if path.startswith(b + ".")), None)
+
+
+def merged_config(trained, data_config=None, overrides: dict | None = None, *,
+                  origin: str = "the workdir", strict: bool = True):
+  """The trained config, told where the data are by `data_config` and `overrides`.
+
+  A data block the trained config lacks is added from `data_config` whole (sized for the
+  model). In a block the model was trained with, only `WHERE_KEYS` (which data set,
+  where its files are) may change: `overrides` (dotted paths, e.g. the command line's
+  `{"data.manual_dir": "~/hc18"}`) set them; any other override, and any other key of
+  `data_config`'s block, must equal the trained value, else a ValueError names both.
+  `strict=False` (the command line): `data_config`'s blocks that the model was trained
+  with are left as recorded, neither compared nor taken (a config file's own defaults
+  never replace what the workdir recorded); only `overrides` change them.
+  """
   config = trained.copy_and_resolve_references()
-  if data_config is None:
+  if data_config is None and not overrides:
     return config
+  size = tuple(config.image_size if "image_size" in config else config.data.size)
+  have = _blocks(config)
   with config.unlocked():
-    for k in data_blocks(data_config):
-      config[k] = ml_collections.ConfigDict(
-          data_config[k].copy_and_resolve_references().to_dict())
-      for block in (config[k].values() if k == "sources" else [config[k]]):
-        block.size = tuple(config.image_size if "image_size" in config else config.data.size)
+    if data_config is not None:
+      for name, block in _blocks(data_config.copy_and_resolve_references()).items():
+        if name not in have:
+          if name.startswith("sources.") and "sources" not in config:
+            continue   # a classifier's sources mean nothing to another kind of model
+          if not name.startswith("sources.") and "sources" in config:
+            continue
+          new = ml_collections.ConfigDict(block.to_dict())
+          new.size = size
+          if name.startswith("sources."):
+            config.sources[name.split(".", 1)[1]] = new
+          else:
+            config[name] = new
+          continue
+        if not strict:
+          continue
+        for key, value in block.items():
+          if key in WHERE_KEYS:
+            have[name][key] = _where(key, value)
+          elif key != "size" and key in have[name] and not _same(value, have[name][key]):
+            raise ValueError(f"{name}.{key}: {origin} was trained with "
+                             f"{have[name][key]!r}, the config gives {value!r}; a config "
+                             f"given for evaluation only says where the data are "
+                             f"({', '.join(WHERE_KEYS)})")
+    blocks = _blocks(config)
+    for path, value in (overrides or {}).items():
+      name = _owner(config, path)
+      if name is None:
+        raise ValueError(f"--config.{path}: {origin} has no such data block (its blocks: "
+                         f"{', '.join(sorted(blocks))}); a config given for evaluation "
+                         "only says where the data are")
+      key = path[len(name) + 1:]
+      if key in WHERE_KEYS:
+        blocks[name][key] = _where(key, value)
+      elif key not in blocks[name] or not _same(value, blocks[name][key]):
+        raise ValueError(f"--config.{path}={value!r}: {origin} was trained with "
+                         f"{name}.{key}={blocks[name].get(key)!r}; a config given for "
+                         f"evaluation only says where the data are ({', '.join(WHERE_KEYS)} "
+                         "of a data block)")
   return config
 
 
@@ -101,26 +182,28 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
                      methods=segment_post.METHODS, num_overlays: int = 16,
                      limit: int | None = None, batch_size: int | None = None,
                      step: int | None = None, tta: bool | None = None,
-                     real_data: str | None = None, data_dir: str | None = None) -> dict:
+                     real_data: str | None = None, data_dir: str | None = None,
+                     overrides: dict | None = None, strict: bool = True) -> dict:
   """Measures `workdir` on block `data` (default: a classifier's validated sources, else
   the block `data`) at `split`
   (default: the block's validation split). Writes `evaluation.json` to `out_dir`
   (all but a segmenter's per-image `rows`, which `segment_eval` writes as CSV).
   `tta`: mirror averaging on or off (both stages of a two-stage segmenter) instead
-  of the workdir's `eval_flip`; recorded in the summary."""
+  of the workdir's `eval_flip`; recorded in the summary. `data_config`, `overrides` and
+  `strict` say where the data are (`merged_config`): the model reads them as trained."""
   from fbjax import bundle as bundle_lib  # noqa: PLC0415 (it builds on inference)
 
   if bundle_lib.resolve(workdir) is not None:
     return evaluate_bundle(workdir, data_config, real_data=real_data, data=data, split=split,
                            out_dir=out_dir, methods=methods, num_overlays=num_overlays,
                            limit=limit, batch_size=batch_size, tta=tta, step=step,
-                           data_dir=data_dir)
+                           data_dir=data_dir, overrides=overrides, strict=strict)
   if data_dir is not None:
     raise ValueError(f"{workdir}: data_dir is for a bundle's data sets; a workdir's data "
                      "blocks name their own (--config.data.data_dir=...)")
   workdir = os.path.abspath(workdir)
   model = inference.load(workdir, step)
-  config = merged_config(model.config, data_config)
+  config = merged_config(model.config, data_config, overrides, origin=workdir, strict=strict)
   if tta is not None:
     with config.unlocked():
       config.eval_flip = bool(tta)
@@ -163,7 +246,8 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
                     out_dir: str | None = None, methods=segment_post.METHODS,
                     num_overlays: int = 16, limit: int | None = None,
                     batch_size: int | None = None, tta: bool | None = None,
-                    step: int | None = None, data_dir: str | None = None) -> dict:
+                    step: int | None = None, data_dir: str | None = None,
+                    overrides: dict | None = None, strict: bool = True) -> dict:
   """A shipped bundle measured like a workdir: its two-stage segmenter on the HC18 block
   (`data`), each of its classifiers on the sources it was validated on (planes: `fpdb`,
   `fba`'s normals; abnormal: `fba`, `fpdb`, `hc18`), aligned heads cut around the bundle's
@@ -186,10 +270,25 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
   summary: dict = {"workdir": str(b.folder), "kind": "bundle", "bundle": b.name,
                    "identity": bundle_lib.identity(b.folder), "sources": {}}
   seg = b.segmenter
-  seg_cfg = merged_config(bundle_lib.fill_paths(seg.config, values), data_config)
+  # An override goes to every member that reads its block (and must reach one).
+  configs = {"segmenter": bundle_lib.fill_paths(seg.config, values),
+             **{n: bundle_lib.fill_paths(m.config, values)
+                for n, m in b.classifier.members.items()}}
+  for path in overrides or {}:
+    if not any(_owner(c, path) for c in configs.values()):
+      blocks = sorted({n for c in configs.values() for n in _blocks(c)})
+      raise ValueError(f"--config.{path}: no model of {b.folder} reads that data block "
+                       f"(blocks: {', '.join(blocks)})")
+
+  def merged(name):
+    c = configs[name]
+    mine = {p: v for p, v in (overrides or {}).items() if _owner(c, p)}
+    return merged_config(c, data_config, mine, origin=f"{b.name}/{name}", strict=strict)
+
+  seg_cfg = merged("segmenter")
   members = {}
   for mname, m in b.classifier.members.items():
-    cfg = merged_config(bundle_lib.fill_paths(m.config, values), data_config)
+    cfg = merged(mname)
     with cfg.unlocked():
       cfg.align.seg_workdir = str(b.folder)
     members[mname] = (m, cfg)

@@ -15,9 +15,12 @@ r"""Evaluates a trained workdir (any trainer) on any data set and split, without
   python -m launch.evaluate --config configs/classify.py:data=real --workdir ~/runs/cls \
       --data fba --config.sources.fba.manual_dir=/data/copy --split test
 
-The model (kind, config, weights) comes from the workdir (`fbjax.inference`);
-`--config`, when given, only supplies the data blocks (`data`, `phantom`,
-`sources`, ...) and their overrides. `--data` names the block (classifier: a
+The model (kind, config, weights) comes from the workdir (`fbjax.inference`):
+what it reads (sizes, stages, label rules, selection) is what it was trained
+with. `--config`, when given, only says where the data are: the data blocks
+the workdir lacks, and `--config.<block>.{name,config,manual_dir,data_dir}`
+overrides of the blocks it has; any other override that differs from the
+workdir's value stops with an error naming both. `--data` names the block (classifier: a
 source of `config.sources`, default: the sources validated on during
 training; other kinds: default `data`). The evaluators are those of
 training (`fbjax.evaluate`), so on the validation split the printed
@@ -75,7 +78,11 @@ def main(argv):
   kwargs = dict(data=_DATA.value, split=_SPLIT.value, out_dir=out,
                 num_overlays=_OVERLAYS.value, limit=_LIMIT.value, step=_STEP.value,
                 batch_size=_BATCH.value, tta=_TTA.value, real_data=_REAL.value,
-                data_dir=_DATA_DIR.value)
+                data_dir=_DATA_DIR.value,
+                # What the model reads comes from its workdir: of --config, only the
+                # blocks it lacks and the --config.x overrides of where the data are.
+                overrides=config_flags.get_override_values(flags.FLAGS["config"])
+                if _CONFIG.value is not None else None, strict=False)
   if _METHODS.value:
     kwargs["methods"] = tuple(_METHODS.value)
   try:

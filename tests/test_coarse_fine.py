@@ -1,5 +1,7 @@
 """Coarse to fine segmentation: exact crop geometry, training crops, both stages at inference."""
 
+import dataclasses
+import json
 import math
 import os
 
@@ -211,6 +213,20 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
   assert entry["grid"] == {} and len(entry["rows"]) == 12
   assert entry["original_resolution"]["num_images"] == 12
   assert summary["eval_flip"] is True
+  # `launch.evaluate --config configs/segment.py` (a stage-1 config file, as in the README)
+  # on the two-stage workdir measures what the workdir recorded: the same numbers.
+  c1_file = segment_config.get_config("runlocal")
+  assert tuple(c1_file.data.size) != tuple(model.config.data.size)
+  same = evaluate.evaluate_workdir(str(tmp_path / "s2"), c1_file, split="validation",
+                                   methods=("robust",), num_overlays=0, strict=False)
+  timeless = (lambda d: json.dumps({k: v for k, v in d.items() if k != "seconds"},
+                                    sort_keys=True, default=str))
+  assert (timeless(same["sources"]["data"]["original_resolution"])
+          == timeless(entry["original_resolution"]))
+  # (From random weights stage 1 finds few heads: the size stage 2 crops to, directly.)
+  merged = dataclasses.replace(model, config=evaluate.merged_config(model.config, c1_file,
+                                                                    strict=False))
+  assert merged.make_predict().crop_size == model.make_predict().crop_size == (32, 32)
   # Mirror averaging on / off reaches both stages: with it each network's output is
   # exactly mirror-equivariant, without it (a few steps from random weights) it is not.
   rng = np.random.default_rng(1)

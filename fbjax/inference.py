@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from fbjax import checkpoint as ckpt_lib
+from fbjax import workdir as workdir_lib
 from fbjax.data import labels
 from fbjax.enhance import modules as enhance_lib
 
@@ -44,16 +45,7 @@ TASKS = ("plane", "abnormal", "condition")
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  import json  # noqa: PLC0415
-  import pathlib  # noqa: PLC0415
-
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.exists():
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a trained fbjax workdir")
-  try:
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e})") from e
+  return workdir_lib.read_config(workdir)
 
 
 def kind_of(config, where: str = "") -> str:
@@ -406,18 +398,6 @@ def _reads(config) -> str:
   return json.dumps([c.get("input"), align, c.get("image_size")], sort_keys=True)
 
 
-def _read_json(path: str, what: str) -> dict | None:
-  import json  # noqa: PLC0415
-
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); {what}") from e
-
-
 def load(workdir: str | os.PathLike, step: int | None = None, *,
          kind: str | None = None):
   """The trained model of `workdir` (latest checkpoint, or `step`).
@@ -450,8 +430,6 @@ def load(workdir: str | os.PathLike, step: int | None = None, *,
 
   return Classifier(
       got, config, params, workdir,
-      calibration=_read_json(os.path.join(workdir, "calibration.json"),
-                             "the classification trainer writes it"),
-      decision=_read_json(os.path.join(workdir, "decision.json"),
-                          "the classification trainer writes it"),
+      calibration=workdir_lib.read_json(workdir, workdir_lib.CALIBRATION, required=False),
+      decision=workdir_lib.read_json(workdir, workdir_lib.DECISION, required=False),
       anomaly=anomaly_lib.load(workdir) if anomaly_lib.exists(workdir) else None)

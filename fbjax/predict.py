@@ -82,6 +82,7 @@ from fbjax import anomaly as anomaly_lib
 from fbjax import biometry, head_gate, inference, metrics, plots, segment_post
 from fbjax import inputs as inputs_lib
 from fbjax import predict_files as files
+from fbjax import workdir as workdir_lib
 from fbjax.data import io, preprocess
 
 COLUMNS = (
@@ -257,12 +258,10 @@ def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
     return math.nan
   decision = clf.decision
   if decision is None:
-    raise FileNotFoundError(
-        f"{workdir}: no decision.json, the calibrated threshold of the abnormal probability. "
-        "The classification trainer writes it with the final checkpoint when the validation "
-        "split holds normal images (a run stopped before that writes it when resumed: "
-        "rerun the same launch.train command). Otherwise retrain with normal validation "
-        "images, or give the threshold explicitly (--abnormal_threshold, e.g. 0.5).")
+    raise workdir_lib.MissingArtefact(
+        workdir, workdir_lib.DECISION,
+        "the threshold of the abnormal probability, fitted on normal validation images; "
+        "or give one: --abnormal_threshold")
   try:
     return float(decision["abnormal_threshold"])
   except (ValueError, KeyError, TypeError) as e:
@@ -358,9 +357,10 @@ class Predictor:
     self.temperatures = read_calibration(workdir, self.clf)
     self.abnormal_threshold = check_artefacts(workdir, self.clf, self.anomaly,
                                               abnormal_threshold)
-    if abnormal_threshold is None and "abnormal" in self.temperatures:
-      # decision.json's threshold is on the uncalibrated probability; the same
-      # decision on the calibrated one (temperature scaling is monotone).
+    if "abnormal" in self.temperatures:
+      # The threshold (decision.json's, or one given) is on the uncalibrated probability,
+      # as `launch.evaluate` prints it; the same decision on the calibrated probability
+      # the row holds (temperature scaling is monotone).
       t = self.abnormal_threshold
       self.abnormal_threshold = float(metrics.apply_temperature(
           [[1.0 - t, t]], self.temperatures["abnormal"])[0, 1])

@@ -86,8 +86,9 @@ class Writer:
     if not self.enabled:
       return
     os.makedirs(self.workdir, exist_ok=True)
-    with open(os.path.join(self.workdir, CONFIG), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    from fbjax import workdir as workdir_lib  # noqa: PLC0415 (tracking sits below it)
+
+    workdir_lib.write_config(self.workdir, config)
     wcfg = config.get("wandb", {})
     mode = os.environ.get("WANDB_MODE") or wcfg.get("mode", "offline")
     if mode != "disabled":

@@ -43,9 +43,10 @@ import optax
 
 from fbjax import checkpoint as ckpt_lib
 from fbjax import optim, parallel, tracking
+from fbjax import workdir as workdir_lib
 from fbjax.data import device_augment, pipeline
 
-COMPLETE = "complete.json"
+COMPLETE = workdir_lib.COMPLETE
 
 
 @dataclasses.dataclass
@@ -231,6 +232,8 @@ def train(config, workdir: str, *, kind: str, train_source, keys, init_params: C
   t_start = time.perf_counter()
   with config.unlocked():
     config.kind = kind
+  # The workdir's config is the record its checkpoints and artefacts belong to.
+  workdir_lib.check_config(workdir, config)
 
   # ---------------------------------------------------------------------------
   # Mesh.
@@ -355,8 +358,8 @@ def train(config, workdir: str, *, kind: str, train_source, keys, init_params: C
         if finish is not None:
           finish(run, state["params"], step, final[0])
         if run.is_main:
-          with open(os.path.join(workdir, COMPLETE), "w") as f:
-            json.dump({"step": step, "trainer": config.get("trainer", "")}, f)
+          workdir_lib.write_json(workdir, COMPLETE,
+                                 {"step": step, "trainer": config.get("trainer", "")})
   finally:
     mngr.close()
     writer.close()

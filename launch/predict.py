@@ -60,8 +60,9 @@ _WORKERS = flags.DEFINE_integer("workers", 2, "Threads reading images and post-p
 _OVERLAYS = flags.DEFINE_integer("num_overlays", -1, "Overlay PNGs to write (-1: all); the "
                                  "images the report shows always get theirs.")
 _THRESHOLD = flags.DEFINE_float("abnormal_threshold", None, "Decision threshold of the "
-                                "abnormal probability (default: the workdir's decision.json; "
-                                "an error if it has none).")
+                                "abnormal probability before calibration, the scale of "
+                                "decision.json and launch.evaluate (default: the workdir's "
+                                "decision.json; an error if it has none).")
 _REPORT = flags.DEFINE_bool("report", True, "Write report.html.")
 _SEG_TTA = flags.DEFINE_enum("segmenter_tta", "workdir", ["workdir", "on", "off"],
                              "The segmenter's mirror averaging: as its workdir's eval_flip says, "

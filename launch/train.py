@@ -11,6 +11,7 @@ every host and `jax.distributed` is initialised from the environment.
 """
 
 import importlib
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -35,7 +36,7 @@ def main(argv):
   config = _CONFIG.value
   trainer = importlib.import_module(f"fbjax.trainers.{config.trainer}")
   logging.info("config:\n%s", config)
-  trainer.train_and_evaluate(config, _WORKDIR.value)
+  trainer.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value))
 
 
 if __name__ == "__main__":

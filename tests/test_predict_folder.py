@@ -128,7 +128,8 @@ def test_spacing_column_is_never_guessed(tmp_path):
 
 def test_missing_decision_json_is_an_error_unless_a_threshold_is_given(tmp_path):
   wd = classify_util.fake_workdir(tmp_path / "cls", abnormal_threshold=None, with_anomaly=False)
-  with pytest.raises(FileNotFoundError, match=r"cls: no decision.json.*--abnormal_threshold"):
+  with pytest.raises(FileNotFoundError, match=r"cls/decision.json is missing.*"
+                                              r"--abnormal_threshold.*launch.calibrate"):
     predict.Predictor(wd, batch_size=2)
   said = []
   pr = predict.Predictor(wd, batch_size=2, abnormal_threshold=0.3)
@@ -137,3 +138,23 @@ def test_missing_decision_json_is_an_error_unless_a_threshold_is_given(tmp_path)
     predict.check_artefacts(wd, pr.clf, None, 1.5, log=said.append)
   assert predict.check_artefacts(wd, pr.clf, None, 0.25, log=said.append) == 0.25
   assert any("no anomaly model" in s and "anomaly columns stay empty" in s for s in said)
+
+
+def test_a_given_abnormal_threshold_is_on_decision_jsons_scale(tmp_path):
+  """`--abnormal_threshold t` decides as decision.json holding t does: both are on the
+  uncalibrated probability (launch.evaluate's scale) and move to the calibrated one."""
+  import json
+
+  import numpy as np
+
+  from fbjax import metrics
+
+  wd = classify_util.fake_workdir(tmp_path / "cls", abnormal_threshold=0.3, with_anomaly=False)
+  cal = {"step": 0, "tasks": {"abnormal": {"temperature": 2.5}}}
+  (tmp_path / "cls" / "calibration.json").write_text(json.dumps(cal))
+  from_file = predict.Predictor(wd, batch_size=2).abnormal_threshold
+  given = predict.Predictor(wd, batch_size=2, abnormal_threshold=0.3).abnormal_threshold
+  p = np.array([[0.7, 0.3]])
+  want = float(np.exp(np.log(p) / 2.5)[0, 1] / np.exp(np.log(p) / 2.5).sum())
+  assert from_file == given == pytest.approx(want, abs=1e-9) != pytest.approx(0.3)
+  assert want == pytest.approx(float(metrics.apply_temperature(p, 2.5)[0, 1]))

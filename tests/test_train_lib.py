@@ -158,3 +158,45 @@ def test_decision_pools_the_named_sources_and_keeps_each_source_apart():
   # A pool without normals falls back to every source.
   d_none = evaluators.decision(labels, probs, source, 0.95, pool=("c",))
   assert d_none["abnormal_threshold"] == d_all["abnormal_threshold"]
+
+
+def test_calibrate_refits_the_artefacts_training_wrote(classifier, tmp_path):
+  """`launch.calibrate` on a trained workdir, without training: the same checkpoint gives
+  the same decision.json and calibration.json as training's final step."""
+  import shutil
+
+  from fbjax import workdir as workdir_lib
+
+  _, w = classifier
+  copy = tmp_path / "cls"
+  shutil.copytree(w, copy)
+  want = {n: json.loads((w / n).read_text()) for n in (workdir_lib.DECISION,
+                                                       workdir_lib.CALIBRATION)}
+  for n in (*want, workdir_lib.COMPLETE):
+    os.remove(copy / n)
+  with pytest.raises(workdir_lib.MissingArtefact, match=r"decision.json is missing.*"
+                                                        r"launch.calibrate --workdir"):
+    from fbjax import predict
+
+    predict.Predictor(str(copy))
+  classify.calibrate(str(copy))
+  for n, v in want.items():
+    got = json.loads((copy / n).read_text())
+    assert json.dumps(got, sort_keys=True) == json.dumps(v, sort_keys=True), n
+  assert json.loads((copy / workdir_lib.COMPLETE).read_text())["step"] == 4
+
+
+def test_training_again_with_another_config_stops_naming_both_values(classifier):
+  """A finished workdir is the record of its run: another config does not overwrite it
+  (and leave the old run's thresholds beside the new settings)."""
+  c, w = classifier
+  before = (w / "config.json").read_text()
+  other = c.copy_and_resolve_references()
+  other.optimizer.lr = float(c.optimizer.lr) * 2
+  with pytest.raises(ValueError, match=r"optimizer.lr: recorded .*, now "):
+    classify.train_and_evaluate(other, str(w))
+  assert (w / "config.json").read_text() == before
+  # How long to train and how it is logged may change (training continues).
+  same = c.copy_and_resolve_references()
+  same.log_every = 1
+  classify.train_and_evaluate(same, str(w))

@@ -26,7 +26,6 @@ What is the classifier's own (the loop is `fbjax.train_lib`'s):
 
 from __future__ import annotations
 
-import json
 import logging
 
 import jax
@@ -47,6 +46,7 @@ from fbjax import (
   tracking,
   train_lib,
 )
+from fbjax import workdir as workdir_lib
 from fbjax.data import device_augment, sources
 from fbjax.enhance import modules as enhance_lib
 from fbjax.models import autoencoder as ae_lib
@@ -205,8 +205,7 @@ def finish(run, params, step: int, pooled: dict) -> None:
     d = evaluators.decision(pooled["y"], pooled["p"], pooled["source"], spec,
                             pool=tuple(config.get("decision_sources", ())))
     if d:
-      with open(f"{run.workdir}/decision.json", "w") as f:
-        json.dump({**d, "step": int(step)}, f, indent=1)
+      workdir_lib.write_json(run.workdir, workdir_lib.DECISION, {**d, "step": int(step)})
       tracking.log(f"abnormal decision threshold {d['abnormal_threshold']:.4f}: validation "
                    f"sensitivity {d['validation_sensitivity']:.3f}, specificity "
                    f"{d['validation_specificity']:.3f}")
@@ -216,8 +215,7 @@ def finish(run, params, step: int, pooled: dict) -> None:
   for t, v in cal.items():
     tracking.log(f"{t}: temperature {v['temperature']:.3f}, validation ECE "
                  f"{v['ece']:.3f} -> {v['ece_calibrated']:.3f}")
-  with open(f"{run.workdir}/calibration.json", "w") as f:
-    json.dump({"step": int(step), "tasks": cal}, f, indent=1)
+  workdir_lib.write_json(run.workdir, workdir_lib.CALIBRATION, {"step": int(step), "tasks": cal})
   am = anomaly.fit_from_config(config, source_blocks(config, train=True),
                                source_blocks(config, train=False))
   if am is not None:
@@ -268,3 +266,31 @@ def train_and_evaluate(config, workdir: str):
       warm_start=warm_start if ae_params is not None else None,
       batch_fn=device_augment.random_rot180 if config.get("rot180", False) else None,
       shown=("accuracy", "macro_f1", "auroc"))
+
+
+def calibrate(workdir: str, step: int | None = None, batch_size: int | None = None) -> dict:
+  """Refits a trained classification workdir's artefacts without training: the final
+  evaluation of checkpoint `step` (default: the latest) on its validation sources, then
+  `finish` (decision.json, calibration.json, the anomaly model) and `complete.json`.
+  The same checkpoint gives the same files as the training's own final step."""
+  model = inference.load(workdir, step, kind="classifier")
+  config = model.config.copy_and_resolve_references()
+  resolve_input(config)
+  val_sources = {n: sources.block_source(b, b.val_split)
+                 for n, b in source_blocks(config, train=False).items()}
+  run = train_lib.eval_run(config, model.workdir, batch_size)
+  run.writer = tracking.Writer(model.workdir, config, enabled=False)
+  at = int(step) if step is not None else _latest_step(model.workdir)
+  fn = run.jit(evaluators.classification_fn(
+      config, inference.classifier_probs_fn(config, inference.classifier_model(config))))
+  params = jax.device_put(model.params, parallel.replicated(run.mesh))
+  row, pooled = evaluate(run, fn, params, val_sources, at)
+  finish(run, params, at, pooled)
+  workdir_lib.write_json(model.workdir, workdir_lib.COMPLETE,
+                         {"step": at, "trainer": config.get("trainer", "")})
+  return row
+
+
+def _latest_step(workdir: str) -> int:
+  root = workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
+  return max(int(d.name) for d in root.iterdir() if d.name.isdigit())

@@ -1,0 +1,175 @@
+"""The workdir contract: the path, writer and reader of every file a trained workdir holds.
+
+  <workdir>/
+    config.json        the training config, with the model `kind` (`fbjax.inference.load`)
+    checkpoints/<step> orbax checkpoints (`fbjax.checkpoint`)
+    metrics.jsonl      one row per logged step (`fbjax.tracking`)
+    complete.json      {"step": N}: the artefacts below belong to checkpoint N
+    decision.json      a classifier's abnormal threshold (uncalibrated probability)
+    calibration.json   a classifier's temperature per head
+    anomaly/           the anomaly model (`fbjax.anomaly.save`)
+
+One rule for a missing file: a reader that needs it raises `MissingArtefact`, which names
+the file and the command that makes it; a reader of an optional file gets None. A file
+that exists but cannot be read raises ValueError naming it.
+
+A workdir's config is its record: training again in a workdir that holds checkpoints with
+a config that differs (beyond the steps to train and how the run is logged) stops with
+the differing keys and both values (`check_config`), instead of overwriting the record
+that the checkpoints, thresholds and calibration belong to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import ml_collections
+
+CONFIG = "config.json"
+COMPLETE = "complete.json"
+METRICS = "metrics.jsonl"
+DECISION = "decision.json"
+CALIBRATION = "calibration.json"
+ANOMALY = "anomaly"
+CHECKPOINTS = "checkpoints"
+
+# The command that writes each file (shown when it is missing).
+MADE_BY = {
+    CONFIG: "python -m launch.train --config CONFIG --workdir {workdir}",
+    COMPLETE: "python -m launch.train --config CONFIG --workdir {workdir} (its final step)",
+    DECISION: "python -m launch.calibrate --workdir {workdir}",
+    CALIBRATION: "python -m launch.calibrate --workdir {workdir}",
+    ANOMALY: "python -m launch.calibrate --workdir {workdir} (with anomaly.ae_workdir set)",
+}
+
+# Keys a rerun may change without making the record another run's: how long to train
+# (training continues from the last checkpoint; the final step's artefacts are made again)
+# and how the run is logged, checkpointed and fed.
+RERUN_FREE = ("total_steps", "num_epochs", "wandb", "log_every", "eval_every",
+              "checkpoint_every", "keep_checkpoints", "async_checkpoint", "num_devices",
+              "data.read_threads", "data.worker_count")
+
+
+class MissingArtefact(FileNotFoundError):
+  """A file a workdir should hold is not there (the message names it and its command)."""
+
+  def __init__(self, workdir: str | os.PathLike, name: str, why: str = ""):
+    self.path = pathlib.Path(workdir) / name
+    command = MADE_BY.get(name, "").format(workdir=workdir)
+    super().__init__(f"{self.path} is missing{f' ({why})' if why else ''}"
+                     + (f"; it is written by: {command}" if command else ""))
+
+
+def path(workdir: str | os.PathLike, name: str) -> pathlib.Path:
+  return pathlib.Path(os.path.expanduser(os.fspath(workdir))) / name
+
+
+def read_json(workdir: str | os.PathLike, name: str, *, required: bool = True,
+              why: str = "") -> dict | None:
+  """`<workdir>/<name>` parsed; missing: `MissingArtefact` (required) or None."""
+  p = path(workdir, name)
+  if not p.exists():
+    if required:
+      raise MissingArtefact(workdir, name, why)
+    return None
+  try:
+    return json.loads(p.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{p} is not valid JSON ({e}); it is written by: "
+                     f"{MADE_BY.get(name, 'fbjax').format(workdir=workdir)}") from e
+
+
+def write_json(workdir: str | os.PathLike, name: str, obj) -> pathlib.Path:
+  """Writes `obj` as `<workdir>/<name>` atomically (a reader never sees half a file)."""
+  p = path(workdir, name)
+  p.parent.mkdir(parents=True, exist_ok=True)
+  tmp = p.with_name(f".{p.name}.tmp")
+  tmp.write_text(json.dumps(obj, indent=1, default=_plain) + "\n")
+  os.replace(tmp, p)
+  return p
+
+
+def _plain(v):
+  if hasattr(v, "item"):
+    return v.item()
+  if isinstance(v, (tuple, set)) or hasattr(v, "tolist"):
+    return list(v.tolist() if hasattr(v, "tolist") else v)
+  raise TypeError(f"{type(v).__name__} is not JSON")
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The training config a workdir records (`MissingArtefact`: not a trained workdir)."""
+  cfg = read_json(workdir, CONFIG, why=f"{workdir} is not a trained fbjax workdir")
+  return ml_collections.ConfigDict(cfg)
+
+
+def config_json(config) -> str:
+  return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+
+
+def write_config(workdir: str | os.PathLike, config) -> None:
+  p = path(workdir, CONFIG)
+  p.parent.mkdir(parents=True, exist_ok=True)
+  tmp = p.with_name(f".{p.name}.tmp")
+  tmp.write_text(config_json(config))
+  os.replace(tmp, p)
+
+
+def _flat(d, prefix="") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _free(key: str) -> bool:
+  return any(key == f or key.startswith(f + ".") for f in RERUN_FREE)
+
+
+def config_differences(recorded: dict, config) -> list[tuple[str, object, object]]:
+  """(key, recorded value, new value) where `config` differs from a recorded config,
+  beyond `RERUN_FREE` (values compared as JSON, so a tuple equals its recorded list)."""
+  new = _flat(json.loads(config_json(config)))
+  old = _flat(recorded)
+  missing = object()
+  return [(k, old.get(k, missing), new.get(k, missing)) for k in sorted(set(old) | set(new))
+          if not _free(k) and old.get(k, missing) != new.get(k, missing)
+          and not (old.get(k, missing) is missing and new.get(k) in (None, "", (), []))]
+
+
+def has_checkpoints(workdir: str | os.PathLike) -> bool:
+  root = path(workdir, CHECKPOINTS)
+  return root.is_dir() and any(d.isdigit() for d in os.listdir(root))
+
+
+def check_config(workdir: str | os.PathLike, config) -> None:
+  """Raises ValueError when `workdir` holds a trained run whose recorded config differs
+  from `config` (the keys and both values); returns when there is none or they agree."""
+  if not (has_checkpoints(workdir) or path(workdir, COMPLETE).exists()):
+    return
+  recorded = read_json(workdir, CONFIG, required=False)
+  if recorded is None:
+    return
+  diffs = config_differences(recorded, config)
+  if diffs:
+    shown = "; ".join(f"{k}: recorded {_show(a)}, now {_show(b)}" for k, a, b in diffs[:12])
+    more = f" (and {len(diffs) - 12} more)" if len(diffs) > 12 else ""
+    raise ValueError(f"{path(workdir, CONFIG)}: {workdir} holds a run trained with another "
+                     f"config: {shown}{more}. Train in a new workdir, or delete {workdir} "
+                     "to start again.")
+
+
+def _show(v) -> str:
+  return "(absent)" if v.__class__ is object else repr(v)
+
+
+def completed_step(workdir: str | os.PathLike) -> int | None:
+  """The step `complete.json` says the artefacts belong to (None: not complete)."""
+  d = read_json(workdir, COMPLETE, required=False)
+  return None if d is None else int(d["step"])

@@ -86,7 +86,9 @@ def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
   block.tasks = tuple(tasks)
   block.eval = evaluate
   if real is not None:
-    block.manual_dir = real
+    # A reference derived from `real_data` per source: `--config.real_data=DIR` moves
+    # every source, `--config.sources.fba.manual_dir=X` moves that source alone.
+    block.manual_dir = real + ""
   return block
 
 

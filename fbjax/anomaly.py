@@ -86,6 +86,7 @@ def _field(config, dotted: str):
 
 def load_autoencoder(workdir: str | os.PathLike, step: int | None = None) -> Autoencoder:
   """The autoencoder of `workdir` (an autoencoder, or a classifier's encoder-decoder)."""
+  workdir = os.path.expanduser(os.fspath(workdir))
   cfg = read_config(workdir)
   kind = inference.kind_of(cfg, f"{workdir}/config.json")
   if kind not in AUTOENCODER_IN:

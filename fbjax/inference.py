@@ -199,7 +199,7 @@ class Loaded:
     """The stage-1 segmenter a second-stage workdir was trained behind."""
     if self.stage1_model is not None:
       return self.stage1_model
-    path = self.config.stage1_workdir
+    path = os.path.expanduser(self.config.stage1_workdir)
     if not os.path.isabs(path) and self.workdir:
       path = os.path.join(self.workdir, path)
     try:
@@ -417,7 +417,7 @@ def load(workdir: str | os.PathLike, step: int | None = None, *,
                        f"(no --step {step})")
     b = bundle_lib.load(found)
     return b if kind is None else b.component(kind)
-  workdir = os.fspath(workdir)
+  workdir = os.path.expanduser(os.fspath(workdir))
   config = read_config(workdir)
   got = kind_of(config, f"{workdir}/config.json")
   if kind is not None and got != kind:

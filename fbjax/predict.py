@@ -157,7 +157,7 @@ def read_spacing_csv(path: str | os.PathLike, column: str | None = None,
   `pixel size(mm)` does; `hc_mm` does not), else a ValueError lists the
   columns. Keys are the names as written, their base names and their stems.
   """
-  path = pathlib.Path(path)
+  path = pathlib.Path(os.path.expanduser(os.fspath(path)))
   with open(path, newline="", encoding="utf-8-sig") as f:
     rows = list(csv.reader(f))
   if not rows:
@@ -187,11 +187,19 @@ def read_spacing_csv(path: str | os.PathLike, column: str | None = None,
 
 
 def spacing_for(path: pathlib.Path, table: dict[str, float] | None,
-                default: float | None) -> float:
+                default: float | None, missing: collections.Counter | None = None) -> float:
+  """The image's mm per pixel: its row of `table`, else `default`, else NaN. An image a
+  table lacks is counted in `missing` and warned about (its mm columns stay empty
+  unless `default` is given)."""
   if table:
     for key in (str(path), path.name, path.stem):
       if key in table:
         return float(table[key])
+    if missing is not None:
+      missing["images"] += 1
+      if missing["images"] <= 5:
+        logging.warning("%s: not in the spacing CSV: %s", path, "spacing --pixel_spacing_mm "
+                        f"{default}" if default else "HC/BPD/OFD in pixels only")
   return float(default) if default else math.nan
 
 
@@ -894,6 +902,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
     bar = tqdm(unit="img", dynamic_ncols=True, desc="predict" if num_shards == 1 else
                f"predict shard {shard_index} of {num_shards}")
   counts = collections.Counter()
+  not_in_csv = collections.Counter()   # images the spacing CSV has no row for
   skipped_tmp = folder / f"skipped.csv.{os.getpid()}.tmp"
   t1 = time.perf_counter()
   with open(skipped_tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as sf:
@@ -923,7 +932,8 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
 
     try:
       for kind, r in iterate(predictor, todo(), workers=workers,
-                             spacing=lambda p: spacing_for(p, table, pixel_spacing_mm),
+                             spacing=lambda p: spacing_for(p, table, pixel_spacing_mm,
+                                                           not_in_csv),
                              overlay_dir=overlay_dir if num_overlays != 0 else None,
                              num_overlays=num_overlays, progress=bar):
         (rows if kind == "row" else errors).append(r)
@@ -950,6 +960,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
           "workdir": str(workdir or ""), "seg_workdir": str(seg_workdir or ""),
           "num_report_images": num_report_images, "num_saliency": num_saliency,
           "report": report, "occlusion": occ, **model_info(predictor),
+          "not_in_spacing_csv": int(not_in_csv["images"]),
           "timing": {"load_s": t_load, "compile_s": t_compile, "predict_s": t_predict,
                      "new_images": n_new, "resumed_after": counts["already_done"],
                      "images_per_s": n_new / t_predict if t_predict > 0 else math.nan,
@@ -958,6 +969,10 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
                      "device": str(jax.devices()[0].device_kind)}}
   files.write_atomic(folder / "run.json", json.dumps(info, indent=1, default=str) + "\n")
   where = "" if num_shards == 1 else f"shard {shard_index} (of {num_shards}, from 0): "
+  if not_in_csv["images"]:
+    log(f"{where}{not_in_csv['images']} images have no row in {spacing_csv}: "
+        + (f"spacing {pixel_spacing_mm} mm" if pixel_spacing_mm else "their mm columns are "
+           "empty (HC/BPD/OFD in pixels)"))
   log(f"{where}predicted {counts['rows']} images, "
       f"{counts['errors']} errors in {t_predict:.1f} s ({info['timing']['images_per_s']:.1f} "
       f"images/s), {counts['already_done']} done before, {c.skipped} skipped; wrote {folder}")

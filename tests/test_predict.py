@@ -179,3 +179,20 @@ def test_segmentation_workdir_plugs_in(folder, workdir, tmp_path):
   assert s["predicted"] == len(rows) == 1
   assert rows[0]["seg_quality"] in predict.SEG_QUALITY
   assert rows[0]["pixel_spacing_mm"] == "0.1"
+
+
+def test_images_the_spacing_csv_lacks_are_said(folder, workdir, tmp_path):
+  """Three of the five images have no row in the CSV: said in the log and in run.json,
+  and their mm columns stay empty (no silent NaN)."""
+  import json
+
+  d, good = folder
+  said = []
+  predict.run(workdir, None, d, tmp_path / "out", spacing_csv=str(d / "spacing.csv"),
+              batch_size=4, segmenter=_circle_segmenter(), progress=False, report=False,
+              log=said.append)
+  assert any("3 images have no row in" in s and "mm columns are empty" in s for s in said)
+  assert json.loads((tmp_path / "out" / "run.json").read_text())["not_in_spacing_csv"] == 3
+  rows = {r["file"].rsplit("/", 1)[1]: r for r in _read(tmp_path / "out" / "predictions.csv")}
+  assert float(rows["a_grey.png"]["pixel_spacing_mm"]) == 1.0
+  assert rows["c_sixteen.png"]["pixel_spacing_mm"] == "" and rows["c_sixteen.png"]["hc_mm"] == ""

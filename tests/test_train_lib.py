@@ -200,3 +200,9 @@ def test_training_again_with_another_config_stops_naming_both_values(classifier)
   same = c.copy_and_resolve_references()
   same.log_every = 1
   classify.train_and_evaluate(same, str(w))
+
+
+def test_a_workdir_written_with_the_home_folder_loads(classifier, monkeypatch):
+  _, w = classifier
+  monkeypatch.setenv("HOME", str(w.parent))
+  assert inference.load(f"~/{w.name}", kind="classifier").workdir == str(w)

@@ -80,3 +80,23 @@ def test_a_new_block_is_sized_for_the_model():
   given = classify_config.get_config("data=real")
   got = evaluate.merged_config(trained, given, strict=False)
   assert "hc18" in got.sources and tuple(got.sources.hc18.size) == tuple(trained.image_size)
+
+
+def test_one_sources_folder_moves_that_source_alone():
+  """`--config.sources.fba.manual_dir=X` (as config_flags sets it) leaves the other
+  sources where `real_data` puts them; `--config.real_data=DIR` moves them all."""
+  c = classify_config.get_config("data=real")
+  c.real_data = "/data/all"
+  assert {c.sources[n].manual_dir for n in ("fba", "fpdb", "hc18")} == {"/data/all"}
+  c.sources.fba.manual_dir = "/data/copy"
+  r = c.copy_and_resolve_references()
+  assert r.sources.fba.manual_dir == "/data/copy"
+  assert r.sources.fpdb.manual_dir == r.sources.hc18.manual_dir == r.real_data == "/data/all"
+
+
+def test_a_data_folder_written_with_the_home_folder_is_found(tmp_path, monkeypatch):
+  from fbjax.data import builders
+
+  monkeypatch.setenv("HOME", str(tmp_path))
+  (tmp_path / "data" / "hc18").mkdir(parents=True)
+  assert builders._manual_root("hc18", "~/data") == (tmp_path / "data" / "hc18").resolve()

@@ -75,6 +75,7 @@ def _manual_root(name: str, manual_dir: str | os.PathLike,
   A builder module whose configs read other folders says which with
   `manual_root(manual_dir, config)`.
   """
+  manual_dir = os.path.expanduser(os.fspath(manual_dir))
   module = builder_module(name)
   if hasattr(module, "manual_root"):
     try:
@@ -94,6 +95,9 @@ def prepare(name: str, *, data_dir: str | os.PathLike, config: str | None = None
   raises instead of silently returning the other copy's data: use another
   `data_dir` (one per copy) or delete the old build.
   """
+  data_dir = os.path.expanduser(os.fspath(data_dir))
+  if manual_dir is not None:
+    manual_dir = os.path.expanduser(os.fspath(manual_dir))
   b = builder(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
   if manual_dir is not None and b.is_prepared():
     built_from = (b.info.metadata or {}).get("manual_dir")

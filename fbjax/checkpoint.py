@@ -153,6 +153,9 @@ def load_state(workdir: str | os.PathLike, step: int | None = None) -> dict:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
+    if step not in mngr.all_steps():
+      raise FileNotFoundError(f"no checkpoint {step} under {workdir}/checkpoints (it holds "
+                              f"{sorted(mngr.all_steps())})")
     meta = mngr.item_metadata(step)["state"]
     tree = getattr(meta, "tree", meta)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

@@ -202,11 +202,19 @@ class Loaded:
     path = os.path.expanduser(self.config.stage1_workdir)
     if not os.path.isabs(path) and self.workdir:
       path = os.path.join(self.workdir, path)
+    # The stage-1 checkpoint stage 2 was paired with (`stage1.json`, written when both had
+    # finished), else stage 1's final, evaluated one (`complete.json`), else its latest.
+    paired = workdir_lib.read_json(self.workdir, workdir_lib.STAGE1, required=False) \
+        if self.workdir else None
+    step = paired["step"] if paired else workdir_lib.completed_step(path) \
+        if os.path.isdir(path) else None
     try:
-      first = load(path, kind="segmenter")
+      first = load(path, step, kind="segmenter")
     except FileNotFoundError as e:
-      raise FileNotFoundError(f"{self.workdir}: its stage-1 workdir {path} is missing ({e})") \
-          from e
+      at = f" at step {step} ({workdir_lib.STAGE1 if paired else workdir_lib.COMPLETE})" \
+          if step is not None else ""
+      raise FileNotFoundError(f"{self.workdir}: its stage-1 segmenter {path}{at} cannot be "
+                              f"loaded ({e})") from e
     if first.two_stage:
       raise ValueError(f"{self.workdir}: stage-1 workdir {path} is itself a second stage")
     return first

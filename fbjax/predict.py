@@ -277,6 +277,40 @@ def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
         from None
 
 
+def _where(path, base: str = "") -> str:
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415 (bundle builds on inference)
+
+  found = bundle_lib.resolve(path)
+  if found is not None:
+    return str(found)
+  p = os.path.expanduser(os.fspath(path))
+  return os.path.realpath(os.path.join(base, p) if base and not os.path.isabs(p) else p)
+
+
+def check_segmenter(workdir, clf, seg_workdir) -> None:
+  """An aligned-head classifier runs on crops of the segmenter its training crops came
+  from (`align.seg_workdir` in its config; a bundle's: the bundle's own), else a
+  ValueError names both. Nothing to compare for a classifier trained on mask crops only
+  or a segmenter given as an object."""
+  from fbjax import bundle as bundle_lib  # noqa: PLC0415
+
+  if seg_workdir is None or clf is None:
+    return
+  if workdir and bundle_lib.resolve(workdir) is not None:
+    recorded = str(bundle_lib.resolve(workdir))
+  else:
+    recorded = (clf.config.get("align") or {}).get("seg_workdir", "")
+    if not recorded:
+      return
+    recorded = _where(recorded, getattr(clf, "workdir", "") or "")
+  given = _where(seg_workdir)
+  if given != recorded:
+    raise ValueError(f"{workdir}: its aligned-head crops were cut around the ellipses of "
+                     f"{recorded} (config.json align.seg_workdir), but --seg_workdir is "
+                     f"{given}; give that segmenter, or --other_segmenter to run on "
+                     "another's crops (they then differ from training's)")
+
+
 def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
   """What the classifier reads (`INPUTS`) and, for the aligned head, `align.aligned_head`'s
   keyword arguments, from the workdir's config.json (`input`, `align`)."""
@@ -345,7 +379,7 @@ class Predictor:
                segmenter: Segmenter | None = None, batch_size: int = 32,
                abnormal_threshold: float | None = None, overlay_max_side: int = 512,
                gate: dict | None = None, seg_tta: bool | None = None,
-               seg_stages: int | None = None):
+               seg_stages: int | None = None, other_segmenter: bool = False):
     self.batch_size = int(batch_size)
     self.seg_tta = seg_tta     # None: the segmentation workdir's own eval_flip
     self.seg_stages = seg_stages   # None: every stage the segmentation workdir has
@@ -374,6 +408,8 @@ class Predictor:
           [[1.0 - t, t]], self.temperatures["abnormal"])[0, 1])
     self.overlay_max_side = overlay_max_side
     self.input, self.align = classifier_input(workdir, self.clf, self.seg)
+    if self.input == "aligned_head" and not other_segmenter:
+      check_segmenter(workdir, self.clf, seg_workdir)
     aligned = self.input == "aligned_head"
     self.sizes = sorted({tuple(s) for s in (
         self.clf.size if self.clf and not aligned else None,
@@ -861,7 +897,8 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         segmenter: Segmenter | None = None, progress: bool = True,
         wandb_mode: str | None = None, num_shards: int = 1, shard_index: int = 0,
         gate: dict | None = None, seg_tta: bool | None = None,
-        seg_stages: int | None = None, log=print) -> dict:
+        seg_stages: int | None = None, other_segmenter: bool = False,
+        log=print) -> dict:
   """Predicts every image of `inputs` (folder, glob or list) of this shard; resumes.
 
   Rows are appended batch by batch; rerunning with the same `inputs` and
@@ -885,7 +922,7 @@ def run(workdir: str | os.PathLike | None, seg_workdir: str | os.PathLike | None
         "only, the mm columns stay empty")
   predictor = Predictor(workdir, seg_workdir, segmenter=segmenter, batch_size=batch_size,
                         abnormal_threshold=abnormal_threshold, gate=gate, seg_tta=seg_tta,
-                        seg_stages=seg_stages)
+                        seg_stages=seg_stages, other_segmenter=other_segmenter)
   check_same_run(folder, run_identity(workdir, seg_workdir, segmenter, predictor, inputs,
                                       spacing_csv, spacing_column, pixel_spacing_mm))
   overlay_dir = out / "overlays"

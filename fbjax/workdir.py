@@ -8,6 +8,7 @@
     decision.json      a classifier's abnormal threshold (uncalibrated probability)
     calibration.json   a classifier's temperature per head
     anomaly/           the anomaly model (`fbjax.anomaly.save`)
+    stage1.json        a second-stage segmenter's first stage: {"workdir", "step"}
 
 One rule for a missing file: a reader that needs it raises `MissingArtefact`, which names
 the file and the command that makes it; a reader of an optional file gets None. A file
@@ -33,6 +34,7 @@ METRICS = "metrics.jsonl"
 DECISION = "decision.json"
 CALIBRATION = "calibration.json"
 ANOMALY = "anomaly"
+STAGE1 = "stage1.json"
 CHECKPOINTS = "checkpoints"
 
 # The command that writes each file (shown when it is missing).

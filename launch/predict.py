@@ -70,6 +70,9 @@ _SEG_TTA = flags.DEFINE_enum("segmenter_tta", "workdir", ["workdir", "on", "off"
 _SEG_STAGES = flags.DEFINE_enum("segmenter_stages", "all", ["all", "1"],
                                 "all: every stage of the segmenter (the bundle's two); 1: only "
                                 "the first stage of a two-stage one (faster, less accurate).")
+_OTHER_SEG = flags.DEFINE_bool("other_segmenter", False, "Let an aligned-head classifier read "
+                                "the crops of a segmenter other than the one its training "
+                                "crops came from (by default an error names both).")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards of the input (default: "
                                    "jax.process_count()).")
 _SHARD = flags.DEFINE_integer("shard_index", None, "This process's shard (default: "
@@ -119,7 +122,8 @@ def main(argv):
               abnormal_threshold=_THRESHOLD.value, num_shards=num_shards,
               shard_index=shard_index, wandb_mode=_WANDB.value,
               seg_tta=predict.SEG_TTA[_SEG_TTA.value],
-              seg_stages=None if _SEG_STAGES.value == "all" else int(_SEG_STAGES.value))
+              seg_stages=None if _SEG_STAGES.value == "all" else int(_SEG_STAGES.value),
+              other_segmenter=_OTHER_SEG.value)
 
 
 if __name__ == "__main__":

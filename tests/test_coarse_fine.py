@@ -239,5 +239,14 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
       assert same == flip, (flip, hw)
   off = evaluate.evaluate_workdir(str(tmp_path / "s2"), c2, split="validation",
                                   methods=("robust",), num_overlays=0, tta=False)
+  # Stage 2 records the stage-1 checkpoint it was paired with: training stage 1 further
+  # later does not change what the two-stage workdir runs.
+  assert json.loads((tmp_path / "s2" / "stage1.json").read_text())["step"] == 4
+  c1.total_steps = 6
+  segment.train_and_evaluate(c1, str(tmp_path / "s1"))
+  again = inference.load(tmp_path / "s2", kind="segmenter")
+  assert inference.load(tmp_path / "s1").params is not None
+  x0 = np.random.default_rng(0).uniform(size=(3, 48, 64)).astype(np.float32)   # as above
+  np.testing.assert_array_equal(np.asarray(again.make_predict()(x0)), np.asarray(probs))
   assert off["eval_flip"] is False
   assert off["sources"]["data"]["original_resolution"]["num_images"] == 12

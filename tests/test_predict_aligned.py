@@ -169,3 +169,32 @@ def test_decision_threshold_moves_onto_the_calibrated_scale(workdirs, tmp_path):
   (d / "calibration.json").write_text(json.dumps({"tasks": {"abnormal": {"temperature": 0}}}))
   with pytest.raises(ValueError, match="calibration.json.*finite and > 0"):
     predict.Predictor(d, segmenter=_circle_segmenter(), batch_size=2)
+
+
+def test_the_segmenter_must_be_the_one_the_training_crops_came_from(workdirs, tmp_path):
+  """`--seg_workdir` is compared with the classifier's recorded `align.seg_workdir` (a
+  bundle's: the bundle itself); another one stops naming both, unless asked for."""
+  import json
+  import shutil
+
+  from fbjax import bundle
+
+  wd = tmp_path / "cls"
+  shutil.copytree(workdirs[0], wd)
+  (tmp_path / "seg_a").mkdir()
+  (tmp_path / "seg_b").mkdir()
+  cfg = json.loads((wd / "config.json").read_text())
+  cfg["align"]["seg_workdir"] = "../seg_a"          # relative to the classifier's workdir
+  (wd / "config.json").write_text(json.dumps(cfg))
+  clf = inference.load(wd, kind="classifier")
+  predict.check_segmenter(str(wd), clf, str(tmp_path / "seg_a"))
+  with pytest.raises(ValueError, match=r"cut around the ellipses of .*seg_a .*"
+                                       r"--seg_workdir is .*seg_b"):
+    predict.check_segmenter(str(wd), clf, str(tmp_path / "seg_b"))
+  # Nothing recorded (mask crops only) or a segmenter object: nothing to compare.
+  predict.check_segmenter(str(workdirs[0]), inference.load(workdirs[0]), str(tmp_path / "seg_b"))
+  predict.check_segmenter(str(wd), clf, None)
+  shipped = inference.load(bundle.DEFAULT, kind="classifier")
+  predict.check_segmenter(bundle.DEFAULT, shipped, bundle.DEFAULT)
+  with pytest.raises(ValueError, match="fbjax_head_v1.*--seg_workdir is .*seg_a"):
+    predict.check_segmenter(bundle.DEFAULT, shipped, str(tmp_path / "seg_a"))

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fbjax import coarse_fine, evaluators, inference, losses, parallel, train_lib
+from fbjax import workdir as workdir_lib
 from fbjax.data import sources
 from fbjax.models import unet
 
@@ -139,8 +140,18 @@ def train_and_evaluate(config, workdir: str):
     eval_fn = eval_fn or run.jit(make_eval_fn(config, model))
     return evaluate(run, eval_fn, params, val_sources, step), None
 
+  def finish(run, params, step, result):
+    # A second stage records the first stage's checkpoint it is paired with (its final
+    # one, when stage 1 has finished): inference then runs that one, whatever stage 1's
+    # workdir holds later.
+    if run.is_main and int(config.get("stage", 1)) == 2:
+      done = workdir_lib.completed_step(config.stage1_workdir)
+      if done is not None:
+        workdir_lib.write_json(run.workdir, workdir_lib.STAGE1,
+                               {"workdir": config.stage1_workdir, "step": done})
+
   return train_lib.train(
       config, workdir, kind="segmenter", train_source=tsource, keys=KEYS, loss_fn=loss_fn,
-      evaluate=evaluate_fn,
+      evaluate=evaluate_fn, finish=finish,
       init_params=lambda rng: model.init(rng, jnp.zeros((1, *config.data.size)))["params"],
       shown=("dice", "hc_abs"))

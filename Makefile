@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -rs -n 2 --dist loadgroup
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

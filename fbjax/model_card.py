@@ -75,7 +75,11 @@ def metadata(recipe, configs: dict | None = None) -> dict:
     nets[n] = _net(c, n)
   return {"name": recipe.name, "version": recipe.version,
           "changelog": {"1.0.0": "first release: two-stage head segmenter, aligned-head "
-                                 "plane and abnormal/condition classifiers, anomaly model"},
+                                 "plane and abnormal/condition classifiers, anomaly model",
+                        "1.1.0": "the same weights; seg_quality=cut_by_border also where "
+                                 "the image's own edge cuts the head ellipse (1.0.0 saw only "
+                                 "the letterbox padding): one reference image moves from ok "
+                                 "to cut_by_border"},
           "intended_use": INTENDED_USE, "data": DATA, "data_changes": CHANGES,
           "licence": "the code: Apache-2.0; the weights are trained on CC BY 4.0 data, "
                      "whose attributions travel with them (data)",

@@ -646,15 +646,25 @@ class Predictor:
     px = biometry.biometry_from_ellipse(e, 1.0)
     out.update(hc_px=px.hc_mm, bpd_px=px.bpd_mm, ofd_px=px.ofd_mm)
     g = item.geometries[tuple(self.seg.size)]
-    y0, x0, y1, x1 = biometry.valid_box(g, probs.shape[:2])
-    ell = biometry.rasterize(e.to_grid(g), probs.shape[:2])
-    if ell.sum() > 1.02 * max(ell[y0:y1, x0:x1].sum(), 1):
+    if cut_by_border(e.to_grid(g), biometry.valid_box(g, probs.shape[:2]), probs.shape[:2]):
       out["seg_quality"] = "cut_by_border"
     elif out["ellipse_dice"] < 0.9:
       out["seg_quality"] = "poor_fit"
     else:
       out["seg_quality"] = "ok"
     return out
+
+
+def cut_by_border(e, box: tuple[int, int, int, int], hw: tuple[int, int]) -> bool:
+  """Whether more than 2 % of ellipse `e` (grid pixels) lies outside the image's part of
+  the grid (`box`: y0, x0, y1, x1): rasterised on a canvas wide enough to hold all of it,
+  so the image's own edges cut it as the letterbox's padding does."""
+  h, w = hw
+  pad = min(int(math.ceil(max(e.a, e.b))) + 1, 4 * max(h, w))
+  shifted = dataclasses.replace(e, cx=e.cx + pad, cy=e.cy + pad)
+  ell = biometry.rasterize(shifted, (h + 2 * pad, w + 2 * pad))
+  y0, x0, y1, x1 = box
+  return bool(ell.sum() > 1.02 * max(ell[y0 + pad:y1 + pad, x0 + pad:x1 + pad].sum(), 1))
 
 
 def caption(row: dict) -> str:

@@ -22,6 +22,14 @@ import pytest
 REAL_DATA_SETS = ("hc18", "fetal_planes_db", "fetal_brain_abnormalities")
 
 
+def skip_or_fail(reason: str):
+  """Skips the test, except under CI (`CI=true`), where what it needs must be there: the
+  test fails instead of passing unseen."""
+  if os.environ.get("CI", "").lower() == "true":
+    pytest.fail(f"CI=true, but {reason}", pytrace=False)
+  pytest.skip(reason)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _default_data_dir(tmp_path_factory):
   """No test builds data sets in the user's cache: `$FBJAX_DATA_DIR` (the default data_dir)
@@ -39,7 +47,7 @@ def _default_data_dir(tmp_path_factory):
 def real_manual_dir() -> pathlib.Path:
   root = os.environ.get("FBJAX_REAL_DATA")
   if not root:
-    pytest.skip("FBJAX_REAL_DATA is not set")
+    skip_or_fail("FBJAX_REAL_DATA is not set")
   return pathlib.Path(root)
 
 

@@ -128,7 +128,9 @@ def test_contact_sheet_grid():
 def test_hc18_sheet_at_the_phantom_spacing(tmp_path):
   real = os.environ.get("FBJAX_REAL_DATA")
   if not real:
-    pytest.skip("FBJAX_REAL_DATA is not set")
+    from tests.conftest import skip_or_fail
+
+    skip_or_fail("FBJAX_REAL_DATA is not set")
   paths = phantom_sheet.write_sheets(tmp_path / "sheet.png", size=48, real_data=real)
   assert [p.name for p in paths] == ["sheet.png", "sheet_hc18.png"]
   pairs = list(phantom_sheet.hc18_pairs(real, num=4, size=128))

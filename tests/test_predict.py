@@ -196,3 +196,46 @@ def test_images_the_spacing_csv_lacks_are_said(folder, workdir, tmp_path):
   rows = {r["file"].rsplit("/", 1)[1]: r for r in _read(tmp_path / "out" / "predictions.csv")}
   assert float(rows["a_grey.png"]["pixel_spacing_mm"]) == 1.0
   assert rows["c_sixteen.png"]["pixel_spacing_mm"] == "" and rows["c_sixteen.png"]["hc_mm"] == ""
+
+
+def test_rows_hold_each_images_own_network_outputs(folder, workdir, tmp_path):
+  """Each row of predictions.csv holds what the networks give for that row's image,
+  recomputed here one image at a time: the classifier on the letterboxed image, the
+  anomaly model's scores, the decisions at their thresholds. A scrambled column fails."""
+  import jax.numpy as jnp
+
+  from fbjax import anomaly, inference
+  from fbjax.data import io, preprocess
+
+  d, good = folder
+  out = tmp_path / "out"
+  predict.run(workdir, None, d, out, batch_size=2, segmenter=_circle_segmenter(),
+              pixel_spacing_mm=0.5, progress=False, report=False, log=lambda s: None)
+  rows = _read(out / "predictions.csv")
+  assert len(rows) == len(good)
+  clf = inference.load(workdir, kind="classifier")
+  fn = clf.make_predict()
+  score = anomaly.make_score_fn(clf.anomaly.ae)
+  threshold = float(clf.decision["abnormal_threshold"])
+  planes = inference.class_names(clf.config, "plane")
+  seen = set()
+  for r in rows:
+    img = io.read_image(r["file"])
+    if r["seg_quality"] == "no_head":       # no head: no classifier answer in the row
+      assert r["abnormal_prob"] == r["plane"] == r["abnormal"] == ""
+      continue
+    grid, _ = preprocess.letterbox(img, tuple(clf.size))
+    p = {t: np.asarray(v)[0] for t, v in fn(jnp.asarray(grid[None])).items()
+         if t != "features"}
+    assert float(r["abnormal_prob"]) == pytest.approx(float(p["abnormal"][1]), abs=1e-5)
+    assert int(r["abnormal"]) == int(p["abnormal"][1] > threshold)
+    assert r["plane"] == planes[int(np.argmax(p["plane"]))]
+    assert float(r["plane_prob"]) == pytest.approx(float(p["plane"].max()), abs=1e-5)
+    ag, _ = preprocess.letterbox(img, tuple(clf.anomaly.ae.size))
+    s = clf.anomaly.scores(score(jnp.asarray(ag[None])))
+    primary = clf.anomaly.primary
+    assert float(r["anomaly_score"]) == pytest.approx(float(s[primary][0]), rel=1e-4)
+    assert float(r["anomaly_recon_error"]) == pytest.approx(float(s["recon"][0]), rel=1e-4)
+    assert int(r["anomaly"]) == int(s[primary][0] > clf.anomaly.thresholds[primary])
+    seen.add(round(float(r["abnormal_prob"]), 6))
+  assert len(seen) >= 3         # the images differ, so a shuffled column would show

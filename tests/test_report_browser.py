@@ -79,9 +79,11 @@ def report_dir(tmp_path_factory):
   return out
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (Debian: apt-get "
-                    "install chromium; .ci/run installs it)")
 def test_report_pictures_load_and_nothing_overflows(report_dir, tmp_path):
+  if find_chromium() is None:
+    from tests.conftest import skip_or_fail
+
+    skip_or_fail("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
   html = (report_dir / "report.html").read_text(encoding="utf-8")
   check = report_dir / "_browser_check.html"      # beside report.html: same relative links
   check.write_text(html.replace("</body>", CHECK + "</body>"), encoding="utf-8")

@@ -206,3 +206,19 @@ def test_a_workdir_written_with_the_home_folder_loads(classifier, monkeypatch):
   _, w = classifier
   monkeypatch.setenv("HOME", str(w.parent))
   assert inference.load(f"~/{w.name}", kind="classifier").workdir == str(w)
+
+
+def test_load_at_a_step_reads_that_checkpoint(classifier):
+  from fbjax import checkpoint as ckpt_lib
+
+  _, w = classifier
+  early, late = inference.load(w, step=2), inference.load(w)
+  import jax
+
+  same = jax.tree.map(np.array_equal, early.params, ckpt_lib.load_state(w, 2)["params"])
+  assert all(jax.tree.leaves(same))
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, early.params, late.params)))
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, late.params,
+                                          ckpt_lib.load_state(w, 4)["params"])))
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint 3 under .*holds \[2, 4\]"):
+    inference.load(w, step=3)

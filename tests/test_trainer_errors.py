@@ -1,6 +1,7 @@
 """The trainer stops with clear messages: NaN loss, incompatible checkpoint, config typos."""
 
 import math
+import os
 
 import pytest
 
@@ -26,6 +27,11 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
   trainer.train_and_evaluate(tiny_config(total_steps=1), str(tmp_path))
   other = tiny_config(total_steps=2)
   other.model.widths = (4, 8, 24)
+  # The workdir's record says first which setting differs.
+  with pytest.raises(ValueError, match=r"model.widths: recorded \[4, 8, 16\], now \[4, 8, 24\]"):
+    trainer.train_and_evaluate(other, str(tmp_path))
+  # Without the record, the checkpoint itself does not fit.
+  os.remove(tmp_path / "config.json")
   with pytest.raises(checkpoint.IncompatibleCheckpointError) as e:
     trainer.train_and_evaluate(other, str(tmp_path))
   msg = str(e.value)

@@ -551,7 +551,10 @@ def run(config: str, real_data: str, work: str, out: str | None, *, only: str = 
   work_p.mkdir(parents=True, exist_ok=True)
   state = State(work_p)
   as_json = json.loads(json.dumps(recipe.to_dict()))
-  if state.get("recipe") not in (None, as_json):
+  # The version labels the package: a new version of the same recipe (e.g. a fix of what
+  # the packed models' outputs are read into) reuses its trainings.
+  unversioned = (lambda r: {k: v for k, v in (r or {}).items() if k != "version"})
+  if state.get("recipe") is not None and unversioned(state.get("recipe")) != unversioned(as_json):
     raise ValueError(f"{work_p} holds a release of another recipe ({state.path}); give "
                      "another --work, or remove it to start over")
   state.set("recipe", as_json)

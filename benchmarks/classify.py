@@ -47,6 +47,7 @@ from absl import app, flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from fbjax import baselines  # noqa: E402  (after the path: the benchmark runs as a script)
+from fbjax import workdir as workdir_lib  # noqa: E402
 
 _REAL = flags.DEFINE_string("real_data", os.environ.get("FBJAX_REAL_DATA", "../shared/data"),
                             "Folder holding fetal_brain_abnormalities/, fetal_planes_db/, hc18/.")
@@ -245,8 +246,7 @@ def eval_phantom(workdir: str) -> dict:
 
 
 def _threshold(workdir) -> float:
-  p = pathlib.Path(workdir) / "decision.json"
-  return json.loads(p.read_text())["abnormal_threshold"] if p.exists() else 0.5
+  return float(workdir_lib.read_json(workdir, workdir_lib.DECISION)["abnormal_threshold"])
 
 
 def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> dict:

@@ -150,8 +150,9 @@ def reliability_png(probs_before, probs_after, y, path) -> dict:
 
 def calibrated(workdir, task, p):
   from fbjax import metrics
+  from fbjax import workdir as workdir_lib
 
-  cal = json.loads((pathlib.Path(workdir) / "calibration.json").read_text())
+  cal = workdir_lib.read_json(workdir, workdir_lib.CALIBRATION)
   t = cal["tasks"][task]["temperature"]
   return t, metrics.apply_temperature(p, t)
 
@@ -311,7 +312,9 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
     return out
   test = src("fba", "test")
   res = evaluators.predict_source(clf, test, 64)
-  decision = json.loads((pathlib.Path(workdir) / "decision.json").read_text())
+  from fbjax import workdir as workdir_lib
+
+  decision = workdir_lib.read_json(workdir, workdir_lib.DECISION)
   thr = decision["abnormal_threshold"]   # pooled over `decision_sources` (what predict uses)
   y, p = res["label_abnormal"], res["abnormal"][:, 1]
   sens, spec = metrics.sensitivity_specificity(y, p, thr)

@@ -40,12 +40,13 @@ from flax import serialization
 
 from fbjax import checkpoint as ckpt_lib
 from fbjax import inference, metrics
+from fbjax import workdir as workdir_lib
 from fbjax.enhance import modules as enhance_lib
 from fbjax.models import autoencoder
 
 SCORES = ("mahalanobis", "recon")
 CONTENT_LEVEL = 0.01
-FOLDER = "anomaly"
+FOLDER = workdir_lib.ANOMALY
 
 
 # ---------------------------------------------------------------------------

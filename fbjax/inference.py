@@ -206,8 +206,10 @@ class Loaded:
     # finished), else stage 1's final, evaluated one (`complete.json`), else its latest.
     paired = workdir_lib.read_json(self.workdir, workdir_lib.STAGE1, required=False) \
         if self.workdir else None
-    step = paired["step"] if paired else workdir_lib.completed_step(path) \
-        if os.path.isdir(path) else None
+    if paired:
+      step = int(paired["step"])
+    else:
+      step = workdir_lib.completed_step(path) if os.path.isdir(path) else None
     try:
       first = load(path, step, kind="segmenter")
     except FileNotFoundError as e:

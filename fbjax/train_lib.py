@@ -30,7 +30,6 @@ augmentation), called inside the jitted step with its own step-folded RNG.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable
@@ -181,11 +180,10 @@ def completed_step(workdir: str) -> int | None:
   Process 0's answer, given to every process: the final evaluation that may
   follow is collective, so all processes must take the same branch.
   """
-  path = os.path.join(workdir, COMPLETE)
   step = -1
-  if jax.process_index() == 0 and os.path.exists(path):
-    with open(path) as f:
-      step = int(json.load(f)["step"])
+  if jax.process_index() == 0:
+    done = workdir_lib.completed_step(workdir)
+    step = -1 if done is None else done
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
 

@@ -43,7 +43,6 @@ MADE_BY = {
     COMPLETE: "python -m launch.train --config CONFIG --workdir {workdir} (its final step)",
     DECISION: "python -m launch.calibrate --workdir {workdir}",
     CALIBRATION: "python -m launch.calibrate --workdir {workdir}",
-    ANOMALY: "python -m launch.calibrate --workdir {workdir} (with anomaly.ae_workdir set)",
 }
 
 # Keys a rerun may change without making the record another run's: how long to train
@@ -83,14 +82,18 @@ def read_json(workdir: str | os.PathLike, name: str, *, required: bool = True,
                      f"{MADE_BY.get(name, 'fbjax').format(workdir=workdir)}") from e
 
 
-def write_json(workdir: str | os.PathLike, name: str, obj) -> pathlib.Path:
-  """Writes `obj` as `<workdir>/<name>` atomically (a reader never sees half a file)."""
+def _write_text(workdir: str | os.PathLike, name: str, text: str) -> pathlib.Path:
+  """Writes `<workdir>/<name>` atomically (a reader never sees half a file)."""
   p = path(workdir, name)
   p.parent.mkdir(parents=True, exist_ok=True)
   tmp = p.with_name(f".{p.name}.tmp")
-  tmp.write_text(json.dumps(obj, indent=1, default=_plain) + "\n")
+  tmp.write_text(text)
   os.replace(tmp, p)
   return p
+
+
+def write_json(workdir: str | os.PathLike, name: str, obj) -> pathlib.Path:
+  return _write_text(workdir, name, json.dumps(obj, indent=1, default=_plain) + "\n")
 
 
 def _plain(v):
@@ -112,11 +115,7 @@ def config_json(config) -> str:
 
 
 def write_config(workdir: str | os.PathLike, config) -> None:
-  p = path(workdir, CONFIG)
-  p.parent.mkdir(parents=True, exist_ok=True)
-  tmp = p.with_name(f".{p.name}.tmp")
-  tmp.write_text(config_json(config))
-  os.replace(tmp, p)
+  _write_text(workdir, CONFIG, config_json(config))
 
 
 def _flat(d, prefix="") -> dict:
@@ -145,15 +144,16 @@ def config_differences(recorded: dict, config) -> list[tuple[str, object, object
           and not (old.get(k, missing) is missing and new.get(k) in (None, "", (), []))]
 
 
-def has_checkpoints(workdir: str | os.PathLike) -> bool:
+def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
+  """The steps of the checkpoints under `<workdir>/checkpoints`, ascending."""
   root = path(workdir, CHECKPOINTS)
-  return root.is_dir() and any(d.isdigit() for d in os.listdir(root))
+  return sorted(int(d) for d in os.listdir(root) if d.isdigit()) if root.is_dir() else []
 
 
 def check_config(workdir: str | os.PathLike, config) -> None:
   """Raises ValueError when `workdir` holds a trained run whose recorded config differs
   from `config` (the keys and both values); returns when there is none or they agree."""
-  if not (has_checkpoints(workdir) or path(workdir, COMPLETE).exists()):
+  if not (checkpoint_steps(workdir) or path(workdir, COMPLETE).exists()):
     return
   recorded = read_json(workdir, CONFIG, required=False)
   if recorded is None:

@@ -115,15 +115,18 @@ def main(argv):
     parallel.initialize(_DISTRIBUTED.value)
     num_shards = jax.process_count() if num_shards is None else num_shards
     shard_index = jax.process_index() if shard_index is None else shard_index
-  predict.run(workdir, seg_workdir, _INPUT.value, _OUT.value,
-              spacing_csv=_SPACING_CSV.value, spacing_column=_SPACING_COLUMN.value,
-              pixel_spacing_mm=_SPACING.value, batch_size=_BATCH.value,
-              workers=_WORKERS.value, num_overlays=_OVERLAYS.value, report=_REPORT.value,
-              abnormal_threshold=_THRESHOLD.value, num_shards=num_shards,
-              shard_index=shard_index, wandb_mode=_WANDB.value,
-              seg_tta=predict.SEG_TTA[_SEG_TTA.value],
-              seg_stages=None if _SEG_STAGES.value == "all" else int(_SEG_STAGES.value),
-              other_segmenter=_OTHER_SEG.value)
+  try:
+    predict.run(workdir, seg_workdir, _INPUT.value, _OUT.value,
+                spacing_csv=_SPACING_CSV.value, spacing_column=_SPACING_COLUMN.value,
+                pixel_spacing_mm=_SPACING.value, batch_size=_BATCH.value,
+                workers=_WORKERS.value, num_overlays=_OVERLAYS.value, report=_REPORT.value,
+                abnormal_threshold=_THRESHOLD.value, num_shards=num_shards,
+                shard_index=shard_index, wandb_mode=_WANDB.value,
+                seg_tta=predict.SEG_TTA[_SEG_TTA.value],
+                seg_stages=None if _SEG_STAGES.value == "all" else int(_SEG_STAGES.value),
+                other_segmenter=_OTHER_SEG.value)
+  except (FileNotFoundError, ValueError) as e:   # a workdir or flag that cannot be used
+    raise app.UsageError(str(e)) from e
 
 
 if __name__ == "__main__":

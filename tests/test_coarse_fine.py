@@ -245,7 +245,6 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
   c1.total_steps = 6
   segment.train_and_evaluate(c1, str(tmp_path / "s1"))
   again = inference.load(tmp_path / "s2", kind="segmenter")
-  assert inference.load(tmp_path / "s1").params is not None
   x0 = np.random.default_rng(0).uniform(size=(3, 48, 64)).astype(np.float32)   # as above
   np.testing.assert_array_equal(np.asarray(again.make_predict()(x0)), np.asarray(probs))
   assert off["eval_flip"] is False

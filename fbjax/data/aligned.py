@@ -124,9 +124,10 @@ def checkpoint_identity(seg_workdir: str) -> str:
   found = bundle.resolve(seg_workdir)
   if found is not None:
     return bundle.identity(found)
-  root = os.path.join(os.path.realpath(seg_workdir), "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) \
-      else []
+  from fbjax import workdir as workdir_lib  # noqa: PLC0415 (beside the bundle's import)
+
+  root = os.path.join(os.path.realpath(seg_workdir), workdir_lib.CHECKPOINTS)
+  steps = workdir_lib.checkpoint_steps(os.path.realpath(seg_workdir))
   if not steps:
     raise FileNotFoundError(f"no checkpoint under {root}: {seg_workdir} is not a trained "
                             "segmentation workdir")

@@ -280,7 +280,7 @@ def calibrate(workdir: str, step: int | None = None, batch_size: int | None = No
                  for n, b in source_blocks(config, train=False).items()}
   run = train_lib.eval_run(config, model.workdir, batch_size)
   run.writer = tracking.Writer(model.workdir, config, enabled=False)
-  at = int(step) if step is not None else _latest_step(model.workdir)
+  at = int(step) if step is not None else workdir_lib.checkpoint_steps(model.workdir)[-1]
   fn = run.jit(evaluators.classification_fn(
       config, inference.classifier_probs_fn(config, inference.classifier_model(config))))
   params = jax.device_put(model.params, parallel.replicated(run.mesh))
@@ -289,8 +289,3 @@ def calibrate(workdir: str, step: int | None = None, batch_size: int | None = No
   workdir_lib.write_json(model.workdir, workdir_lib.COMPLETE,
                          {"step": at, "trainer": config.get("trainer", "")})
   return row
-
-
-def _latest_step(workdir: str) -> int:
-  root = workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
-  return max(int(d.name) for d in root.iterdir() if d.name.isdigit())

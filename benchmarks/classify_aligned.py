@@ -172,9 +172,9 @@ def source_image(ident: str) -> str:
 
 
 def ids_of(src) -> list[str]:
-  from fbjax.data import aligned
+  from fbjax import heads as heads_lib
 
-  return [aligned._ident(src[i]) for i in range(len(src))]
+  return [heads_lib.example_id(src[i]) for i in range(len(src))]
 
 
 def source_groups(ids, y) -> dict:
@@ -283,6 +283,7 @@ def occlusion(clf, src, probs, y, num: int) -> dict:
 
 def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occlusion: int):
   from fbjax import evaluators, inference, metrics
+  from fbjax import heads as heads_lib
   from fbjax.data import sources
 
   clf = inference.load(workdir, kind="classifier")
@@ -291,7 +292,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   out: dict = {"run": run, "steps": int(config.total_steps), "no_head": {}}
 
   def src(name, split):
-    s = sources.block_source(blocks[name], split)
+    s = sources.block_source(blocks[name], split, head_table=heads_lib.table)
     out["no_head"][f"{name}/{split}"] = getattr(s, "head_counts", None)   # whole images: none
     return s
 
@@ -375,6 +376,7 @@ class _MasksHidden:
 def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.Path) -> dict:
   """Phantom test split: crops from the mask's ellipse and from the segmenter's."""
   from fbjax import evaluators, metrics
+  from fbjax import heads as heads_lib
   from fbjax.data import aligned, sources
 
   test = src("phantom", "test")
@@ -389,7 +391,7 @@ def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.
   if not seg:
     return out
   raw = sources.block_source(clf.config.sources.phantom, "test", masked=False)
-  ell, kinds = aligned.compute_ellipses(_MasksHidden(raw), seg)
+  ell, kinds = heads_lib.compute_table(_MasksHidden(raw), seg)
   seg_src, counts = aligned.aligned_source(raw, ell, clf.config.align, kinds=kinds,
                                            name="fetal_brain_synth test (segmenter)")
   r = evaluators.predict_source(clf, seg_src, 64)
@@ -408,6 +410,7 @@ def plane_predictions(workdir: str, splits) -> dict:
   """Per split, a plane run's probabilities and labels on FETAL_PLANES_DB and the
   abnormalities set's normals (the images of `evaluate_run`), with their ids."""
   from fbjax import evaluators, inference
+  from fbjax import heads as heads_lib
   from fbjax.data import sources
 
   clf = inference.load(workdir, kind="classifier")
@@ -416,7 +419,7 @@ def plane_predictions(workdir: str, splits) -> dict:
     p, y, ids = [], [], []
     for name in ("fpdb", "fba"):
       s = sources.block_source(sources.with_input(clf.config.sources[name], clf.config),
-                               split)
+                               split, head_table=heads_lib.table)
       r = evaluators.predict_source(clf, s, 64)
       p.append(r["plane"])
       y.append(r["label_plane"])
@@ -463,19 +466,21 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
   """The first aligned crops of each real source's training split, with their ids."""
   import cv2
 
+  from fbjax import heads as heads_lib
   from fbjax import plots
-  from fbjax.data import aligned, sources
+  from fbjax.data import sources
 
   tiles, texts, counts = [], [], {}
   for name in ("fpdb", "fba", "hc18"):
     block = sources.with_input(config.sources[name], config)
-    src = sources.block_source(block, block.train_split, masked=False)
+    src = sources.block_source(block, block.train_split, masked=False,
+                               head_table=heads_lib.table)
     counts[name] = src.head_counts
     step = max(1, len(src) // per_source)
     for i in range(0, min(len(src), step * per_source), step):
       ex = src[i]
       tiles.append(ex["image"][..., 0])
-      texts.append(f"{name} {aligned._ident(ex)[-18:]}")
+      texts.append(f"{name} {heads_lib.example_id(ex)[-18:]}")
   grid = plots.label_grid(tiles, texts, columns=8, thumb=128)
   cv2.imwrite(str(out_png), grid[..., ::-1])
   return counts

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fbjax import head_gate, predict  # noqa: E402
+from fbjax import head_gate, heads, predict  # noqa: E402
 from fbjax.data import splits  # noqa: E402
 
 KINDS = ("black", "grey", "white", "uniform_noise", "speckle", "gradient", "shapes",
@@ -120,8 +120,11 @@ def evidence_of(predictor: predict.Predictor, paths) -> list[dict]:
     items = [predictor.prepare(p) for p in paths[k:k + predictor.batch_size]]
     out = predictor.infer(items)
     for i, item in enumerate(items):
-      e, ev = predictor.head_evidence(item, out["seg"][i])
-      rows.append({"file": str(item.path), "fitted": e is not None, **dataclasses.asdict(ev)})
+      size = tuple(predictor.seg.size)
+      h = heads.from_segmentation(item.grids[size], out["seg"][i], item.geometries[size],
+                                  item.image.shape, method=predictor.seg.method, gate={})
+      rows.append({"file": str(item.path), "fitted": h.found,
+                   **dataclasses.asdict(h.evidence)})
   return rows
 
 

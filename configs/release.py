@@ -39,7 +39,7 @@ import ml_collections
 from configs import common
 
 NAME = "fbjax_head_v1"
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 # The smoke recipe reads the first N images of every split of every source.
 SMOKE_EXAMPLES = 24
 ORDER = ("seg_stage1", "seg_stage2", "anomaly_ae", "planes", "abnormal")

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from fbjax import baselines, evaluators, inference, metrics, segment_eval
+from fbjax import baselines, evaluators, heads, inference, metrics, segment_eval
 from fbjax.bundle import fill_paths as fill
 from fbjax.data import sources
 
@@ -66,7 +66,8 @@ def segmentation(seg, block, *, tta: bool | None = None, split: str = "validatio
   predict = seg.make_predict(flip=tta)
   method = seg.config.get("eval_method", "robust")
   rows, s = segment_eval.evaluate(src, lambda x: np.asarray(predict(x)), size=seg.size,
-                                  methods=("prototype", method), batch_size=16)
+                                  methods=("prototype", method), batch_size=16,
+                                  overlay_method=method)
 
   def part(m):
     return {"dice_ellipse": _r(s[f"{m}_dice_ellipse"]["mean"]),
@@ -100,7 +101,8 @@ def member_sources(member, folder, values: dict, split: str, *, trained: bool = 
   for name, block in cfg.sources.items():
     if (block.weight > 0) if trained else block.get("eval", False):
       b = sources.with_input(block, cfg)
-      out[name] = sources.block_source(b, b.train_split if trained else split)
+      out[name] = sources.block_source(b, b.train_split if trained else split,
+                                       head_table=heads.table)
   return out
 
 

@@ -37,6 +37,7 @@ from fbjax import (
   anomaly,
   baselines,
   evaluators,
+  heads,
   inference,
   metrics,
   segment_eval,
@@ -55,9 +56,10 @@ def data_blocks(config) -> list[str]:
 
 
 # What a config given to `launch.evaluate` may change in a data block the workdir was
-# trained with: which data set and where its files are. Everything else (size, labels,
-# selection, augmentation, tasks) is what the model was trained to read.
-WHERE_KEYS = ("name", "config", "manual_dir", "data_dir")
+# trained with: which data set, where its files are, and how many of a split's first
+# examples to read (a quick look). Everything else (size, labels, selection,
+# augmentation, tasks) is what the model was trained to read.
+WHERE_KEYS = ("name", "config", "manual_dir", "data_dir", "max_examples")
 PATH_KEYS = ("manual_dir", "data_dir")
 
 
@@ -324,7 +326,9 @@ def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, meth
   run = train_lib.eval_run(config, workdir, batch_size)
   for name, block in blocks.items():
     sp = split or block.val_split
-    src = sources.block_source(block, sp)   # labels masked to the block's tasks, as in training
+    # Labels masked to the block's tasks and heads found by fbjax.heads, as in training.
+    src = sources.block_source(block, sp, head_table=heads.table)
+    counts = getattr(src, "head_counts", None)   # aligned heads: images without one
     if limit:
       src = sources.Subset(src, np.arange(min(limit, len(src))))
     tracking.log(f"evaluating {workdir} ({model.kind}) on {name} ({block.name}) {sp}: "
@@ -355,6 +359,8 @@ def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, meth
       entry["original_resolution"], entry["rows"] = seg, rows
     elif model.kind == "classifier":
       entry.update(classifier_summary(model, src, name, batch_size=batch_size, tta=tta))
+      if counts is not None:
+        entry["head_counts"] = dict(counts)
     elif model.kind == "autoencoder":
       fn = run.jit(evaluators.reconstruction_fn(config))
       keys = ("image",) if config.target == "image" else ("image", config.target)

@@ -79,7 +79,12 @@ def metadata(recipe, configs: dict | None = None) -> dict:
                         "1.1.0": "the same weights; seg_quality=cut_by_border also where "
                                  "the image's own edge cuts the head ellipse (1.0.0 saw only "
                                  "the letterbox padding): one reference image moves from ok "
-                                 "to cut_by_border"},
+                                 "to cut_by_border",
+                        "1.2.0": "one head rule (fbjax.heads) for training, evaluation and "
+                                 "prediction: the classifiers retrained on the aligned heads "
+                                 "it accepts (the skull gate and the shape rule now also "
+                                 "apply to training's segmenter heads), crops cut from the "
+                                 "8-bit image as in training; the segmenters unchanged"},
           "intended_use": INTENDED_USE, "data": DATA, "data_changes": CHANGES,
           "licence": "the code: Apache-2.0; the weights are trained on CC BY 4.0 data, "
                      "whose attributions travel with them (data)",

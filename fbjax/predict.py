@@ -79,7 +79,8 @@ import numpy as np
 
 from fbjax import align as align_lib
 from fbjax import anomaly as anomaly_lib
-from fbjax import biometry, head_gate, inference, metrics, plots, segment_post
+from fbjax import biometry, head_gate, inference, metrics, plots
+from fbjax import heads as heads_lib
 from fbjax import inputs as inputs_lib
 from fbjax import predict_files as files
 from fbjax import workdir as workdir_lib
@@ -208,42 +209,14 @@ def spacing_for(path: pathlib.Path, table: dict[str, float] | None,
 # ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Segmenter:
-  """A segmentation model: (B, H, W) grid images -> (B, H, W, 3) head/skull/brain probs."""
-
-  size: tuple[int, int]
-  predict: Callable
-  method: str = "robust"
-  # False for a host-side composition (the two-stage segmenter runs NumPy between its two
-  # networks): it runs outside the predictor's jitted step.
-  jittable: bool = True
+Segmenter = heads_lib.Segmenter
 
 
 # `--segmenter_tta` of launch.predict and benchmarks/predict.py -> `seg_tta`.
 SEG_TTA = {"workdir": None, "on": True, "off": False}
 
 
-def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None,
-                   stages: int | None = None) -> Segmenter:
-  """The segmentation workdir's model (`inference.load`: what the workdir records).
-
-  `tta`: mirror averaging (each network run on the image and its mirror image)
-  on or off instead of the workdir's `eval_flip`; off halves the segmenter's
-  cost (docs/segment_coarse_fine.md measures its effect on HC). `stages=1` runs
-  only the first stage of a two-stage segmenter (faster, less accurate: the
-  bundle's model card gives both).
-  """
-  model = inference.load(seg_workdir, kind="segmenter")
-  if stages not in (None, 1, 2):
-    raise ValueError(f"segmenter stages must be 1 or 2, got {stages}")
-  if stages == 2 and not model.two_stage:
-    raise ValueError(f"{seg_workdir}: a single-stage segmenter (no second stage to run)")
-  if stages == 1 and model.two_stage:
-    model = model.stage1()
-  return Segmenter(size=model.size, predict=model.make_predict(flip=tta),
-                   method=model.config.get("eval_method", "robust"),
-                   jittable=not model.two_stage)
+load_segmenter = heads_lib.load_segmenter
 
 
 def check_artefacts(workdir, clf, anomaly, abnormal_threshold: float | None,
@@ -492,10 +465,10 @@ class Predictor:
     """The head of one image from its segmentation: `head_of`, plus the aligned crops."""
     head = self.head_of(item, probs)
     if self.input == "aligned_head" and head["_ellipse"] is not None:
-      crop = align_lib.aligned_head(item.image, head["_ellipse"], flip=False, pixel_aspect=1.0,
-                                    **self.align)[0]
-      # flip=True is exactly this crop rotated by 180 degrees (`fbjax.align`; to
-      # float rounding): one warp instead of two.
+      # The crop training cut (`fbjax.heads.crop`: uint8); flip=True is exactly this crop
+      # rotated by 180 degrees (`fbjax.align`): one warp instead of two.
+      crop = heads_lib.crop(item.image, head["_ellipse"], **self.align)
+      crop = crop.astype(np.float32) / np.float32(255.0)
       head["_crops"] = np.stack([crop, crop[::-1, ::-1]])
     return head
 
@@ -547,10 +520,9 @@ class Predictor:
       if ellipse is not None and np.isfinite(spacing_mm) and spacing_mm > 0:
         mm = biometry.biometry_from_ellipse(ellipse, spacing_mm)
         row.update(hc_mm=mm.hc_mm, bpd_mm=mm.bpd_mm, ofd_mm=mm.ofd_mm)
-        lo, hi = head_gate.HC_MM_RANGE
-        if self.gate and not lo <= mm.hc_mm <= hi:
-          row.update(seg_quality="no_head",
-                     no_head_reason=f"hc_mm {mm.hc_mm:.0f} outside [{lo:g}, {hi:g}]")
+        judged = heads_lib.with_spacing(head["_head"], spacing_mm, check=bool(self.gate))
+        if not judged.found:
+          row.update(seg_quality=judged.quality, no_head_reason=judged.reason)
     else:
       row["seg_quality"] = "no_segmenter"
     no_head = row["seg_quality"] == "no_head" or (
@@ -604,67 +576,28 @@ class Predictor:
     text_cols = ("overlay", "plane", "condition", "no_head_reason")
     return {k: row.get(k, math.nan if k not in text_cols else "") for k in COLUMNS}
 
-  def head_evidence(self, item: Prepared, probs: np.ndarray):
-    """(ellipse in original pixels or None, `head_gate.Evidence`) of one image's segmentation."""
+  def judge(self, item: Prepared, probs: np.ndarray) -> heads_lib.Head:
+    """The head of one image from its segmentation: `fbjax.heads.from_segmentation`."""
     g = item.geometries[tuple(self.seg.size)]
-    head = probs[..., 0]
-    box = biometry.valid_box(g, head.shape)
-    y0, x0, y1, x1 = box
-    e = None
-    if (head[y0:y1, x0:x1] > 0.5).any():
-      method = self.seg.method if self.seg.method in segment_post.NETWORK_METHODS else "robust"
-      e = segment_post.head_ellipse(method, prob=head, geometry=g)
-      if e is not None and not (np.isfinite(e.a) and np.isfinite(e.b) and e.b > 0):
-        e = None
-    grid = item.grids[tuple(self.seg.size)]
-    return e, head_gate.evidence(grid, head, e.to_grid(g) if e else None, box)
+    return heads_lib.from_segmentation(item.grids[tuple(self.seg.size)], probs, g,
+                                       item.image.shape, method=self.seg.method,
+                                       gate=self.gate)
 
   def head_of(self, item: Prepared, probs: np.ndarray) -> dict:
     """Head ellipse (original pixels, `_ellipse`), its biometry in px and its quality.
 
-    The fitted head must pass `fbjax.head_gate` (image content, head size,
-    fit, skull ring), else `seg_quality` is "no_head" (`no_head_reason`
-    lists the failed evidence) and `_ellipse` is None.
+    The verdict of `fbjax.heads` (the gate of `fbjax.head_gate`, the plausible
+    shape); `_head` holds it, `_ellipse` its ellipse (None unless a head was found).
     """
-    e, ev = self.head_evidence(item, probs)
-    out = {"head_area_fraction": ev.area_fraction, "ellipse_dice": ev.ellipse_dice,
-           "_ellipse": None}
-    for k in ("hc", "bpd", "ofd"):
-      out[f"{k}_px"] = math.nan
-    if ev.area_fraction == 0:
-      out.update(seg_quality="no_head", no_head_reason="no head pixels")
-      return out
-    if e is None:
-      out["seg_quality"] = "fit_failed"
-      return out
-    failed = ev.failed(self.gate)
-    if failed:
-      out.update(seg_quality="no_head", no_head_reason="; ".join(
-          f"{k} {getattr(ev, k):.3g} < {self.gate[k]:g}" for k in failed))
-      return out
-    out["_ellipse"] = e
-    px = biometry.biometry_from_ellipse(e, 1.0)
-    out.update(hc_px=px.hc_mm, bpd_px=px.bpd_mm, ofd_px=px.ofd_mm)
-    g = item.geometries[tuple(self.seg.size)]
-    if cut_by_border(e.to_grid(g), biometry.valid_box(g, probs.shape[:2]), probs.shape[:2]):
-      out["seg_quality"] = "cut_by_border"
-    elif out["ellipse_dice"] < 0.9:
-      out["seg_quality"] = "poor_fit"
-    else:
-      out["seg_quality"] = "ok"
-    return out
+    h = self.judge(item, probs)
+    px = h.px()
+    return {"head_area_fraction": h.area_fraction, "ellipse_dice": h.ellipse_dice,
+            "seg_quality": h.quality, "no_head_reason": h.reason,
+            "hc_px": px.hc_mm, "bpd_px": px.bpd_mm, "ofd_px": px.ofd_mm,
+            "_ellipse": h.ellipse, "_head": h}
 
 
-def cut_by_border(e, box: tuple[int, int, int, int], hw: tuple[int, int]) -> bool:
-  """Whether more than 2 % of ellipse `e` (grid pixels) lies outside the image's part of
-  the grid (`box`: y0, x0, y1, x1): rasterised on a canvas wide enough to hold all of it,
-  so the image's own edges cut it as the letterbox's padding does."""
-  h, w = hw
-  pad = min(int(math.ceil(max(e.a, e.b))) + 1, 4 * max(h, w))
-  shifted = dataclasses.replace(e, cx=e.cx + pad, cy=e.cy + pad)
-  ell = biometry.rasterize(shifted, (h + 2 * pad, w + 2 * pad))
-  y0, x0, y1, x1 = box
-  return bool(ell.sum() > 1.02 * max(ell[y0 + pad:y1 + pad, x0 + pad:x1 + pad].sum(), 1))
+cut_by_border = heads_lib.cut_by_border
 
 
 def caption(row: dict) -> str:

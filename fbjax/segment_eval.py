@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from fbjax import biometry, metrics, segment_post, tracking
+from fbjax import biometry, heads, metrics, segment_post, tracking
 from fbjax.data import pipeline, preprocess
 
 CHANNELS = ("head", "skull", "brain")
@@ -55,16 +55,22 @@ def _text(v) -> str:
 
 
 def grid_input(ex: dict, size: tuple[int, int]) -> tuple[np.ndarray, preprocess.Geometry]:
-  """The example's image on the network grid (float32 [0,1]) and its geometry."""
-  img, g = preprocess.letterbox(pipeline.grey(ex["image"]), tuple(size))
-  return img.astype(np.float32) / np.float32(255.0), g
+  """The example's image on the network grid (float32 [0,1]) and its geometry: what
+  prediction gives the segmenter (`fbjax.heads.grid`)."""
+  return heads.grid(ex["image"], size)
 
 
 def measure_example(ex: dict, probs: np.ndarray, g: preprocess.Geometry,
-                    methods: Sequence[str] = segment_post.METHODS) -> tuple[dict, dict]:
+                    methods: Sequence[str] = segment_post.METHODS, *,
+                    grid_image: np.ndarray | None = None,
+                    head_method: str = "robust") -> tuple[dict, dict]:
   """One row of metrics for one example, plus what an overlay needs.
 
-  `probs` (H, W, 3) head/skull/brain probabilities on the network grid.
+  `probs` (H, W, 3) head/skull/brain probabilities on the network grid. With the
+  grid image the segmenter read (`grid_image`), the row also holds the head step's
+  verdict (`fbjax.heads`, fitted by `head_method`): `seg_quality`, `no_head_reason`,
+  as `launch.predict` writes them for the same image. Every example is measured
+  whatever its verdict.
   """
   image = pipeline.grey(ex["image"])
   spacing = float(ex["pixel_spacing_mm"])
@@ -106,6 +112,10 @@ def measure_example(ex: dict, probs: np.ndarray, g: preprocess.Geometry,
     else:
       row[f"{m}_dice_ellipse"] = math.nan
     row[f"{m}_fit_ok"] = e is not None
+  if grid_image is not None:
+    h = heads.with_spacing(heads.from_segmentation(grid_image, probs, g, image.shape,
+                                                   method=head_method), spacing)
+    row["seg_quality"], row["no_head_reason"] = h.quality, h.reason
   return row, {"image": image, "ref": ref, "pred": pred, "ellipses": ellipses}
 
 
@@ -260,8 +270,8 @@ def evaluate(source, predict: Callable[[np.ndarray], np.ndarray], *, size: tuple
     t0 = time.perf_counter()
     probs = np.asarray(predict(np.stack([x for x, _ in grid])))
     t1 = time.perf_counter()
-    for ex, (_, g), p in zip(exs, grid, probs, strict=True):
-      row, vis = measure_example(ex, p, g, methods)
+    for ex, (x, g), p in zip(exs, grid, probs, strict=True):
+      row, vis = measure_example(ex, p, g, methods, grid_image=x, head_method=overlay_method)
       rows.append(row)
       if overlay_dir is not None and (num_overlays < 0 or len(rows) <= num_overlays):
         hc = row.get(f"{overlay_method}_hc_mm", math.nan)
@@ -279,10 +289,28 @@ def evaluate(source, predict: Callable[[np.ndarray], np.ndarray], *, size: tuple
       summary[f"{m}_n_over_10pct"] = int(np.sum(~(rel <= 0.10) & np.isfinite(
           [r["ref_hc_mm"] for r in rows])))
       summary[f"{m}_hc_terciles"] = by_hc_tercile(rows, m)
+  if rows:
+    summary["seg_quality"] = quality_counts(rows, overlay_method)
   summary["seconds"] = {"predict": t_predict, "measure": t_post}
   if out_dir is not None:
     write(rows, summary, out_dir)
   return rows, summary
+
+
+def quality_counts(rows: Sequence[dict], method: str = "robust") -> dict:
+  """Images per `seg_quality` (the head step's verdict), and among the images with a
+  reference HC, how many of those above 10 % HC error (`method`) and of the others the
+  verdict flags (anything but "ok")."""
+  q = [r["seg_quality"] for r in rows]
+  out = {"counts": {k: q.count(k) for k in heads.QUALITY if k in q}}
+  ref = [r for r in rows if math.isfinite(r["ref_hc_mm"])]
+  if ref:
+    bad = [r for r in ref if not r[f"{method}_hc_rel"] <= 0.10]
+    good = [r for r in ref if r[f"{method}_hc_rel"] <= 0.10]
+    out["over_10pct"] = {"n": len(bad), "flagged": sum(r["seg_quality"] != "ok" for r in bad)}
+    out["within_10pct"] = {"n": len(good),
+                           "flagged": sum(r["seg_quality"] != "ok" for r in good)}
+  return out
 
 
 def write(rows: Sequence[dict], summary: dict, out_dir: str | os.PathLike) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from configs import classify as classify_config
 from configs import common
-from fbjax import align, biometry, evaluators, inference
+from fbjax import align, biometry, evaluators, heads, inference
 from fbjax.biometry import Ellipse
 from fbjax.data import aligned, device_augment, sources
 from fbjax.trainers import classify
@@ -41,7 +41,7 @@ def test_mask_ellipses_are_the_drawn_heads_and_cached(tmp_path, monkeypatch):
   src = sources.ListSource([_example(i, e) for i, e in enumerate(HEADS)])
   block = common.data("toy", size=(24, 32))
   block.align = ALIGN
-  ell, kinds = aligned.block_ellipses(block, "train", src, cache_dir=str(tmp_path))
+  ell, kinds = heads.table(block, "train", src, cache_dir=str(tmp_path))
   assert list(kinds) == [1, 1, 0, 1]             # mask, mask, none, mask
   assert np.isnan(ell[2]).all()
   for got, want in zip(ell[[0, 1, 3]], [HEADS[0], HEADS[1], HEADS[3]], strict=True):
@@ -49,12 +49,12 @@ def test_mask_ellipses_are_the_drawn_heads_and_cached(tmp_path, monkeypatch):
     d = abs(got[4] - want.theta) % math.pi
     assert min(d, math.pi - d) < 0.03
   # Cached: a second read does not compute; another split is another file.
-  monkeypatch.setattr(aligned, "compute_ellipses", lambda *a, **k: pytest.fail("recomputed"))
-  again, _ = aligned.block_ellipses(block, "train", src, cache_dir=str(tmp_path))
+  monkeypatch.setattr(heads, "compute_table", lambda *a, **k: pytest.fail("recomputed"))
+  again, _ = heads.table(block, "train", src, cache_dir=str(tmp_path))
   np.testing.assert_array_equal(again, ell)
   assert len(list(tmp_path.glob("*.npz"))) == 1
   with pytest.raises(pytest.fail.Exception, match="recomputed"):
-    aligned.block_ellipses(block, "validation", src, cache_dir=str(tmp_path))
+    heads.table(block, "validation", src, cache_dir=str(tmp_path))
 
 
 def test_aligned_source_crops_from_the_original_and_counts_no_head(tmp_path):
@@ -62,7 +62,7 @@ def test_aligned_source_crops_from_the_original_and_counts_no_head(tmp_path):
   src = sources.ListSource(examples)
   block = common.data("toy", size=(24, 32))
   block.align = ALIGN
-  ell, kinds = aligned.block_ellipses(block, "train", src, cache_dir=str(tmp_path))
+  ell, kinds = heads.table(block, "train", src, cache_dir=str(tmp_path))
   out, counts = aligned.aligned_source(src, ell, ALIGN, kinds=kinds, name="toy train")
   assert counts == {"total": 4, "no_head": 1, "mask": 3, "segmenter": 0}
   assert len(out) == 3 and [out[i]["id"] for i in range(3)] == ["ex0", "ex1", "ex3"]
@@ -84,9 +84,10 @@ def test_train_groups_subsets_aligned_heads_with_their_own_ellipses(tmp_path):
   block = common.data("toy", size=(24, 32), num_examples=48, data_dir=str(tmp_path),
                       train_groups=0.5)
   block.input, block.align = "aligned_head", ALIGN
-  half = sources.block_source(block, "train")
+  half = sources.block_source(block, "train", head_table=heads.table)
   full = sources.block_source(ml_collections.ConfigDict({**block.to_dict(),
-                                                         "train_groups": 1.0}), "train")
+                                                         "train_groups": 1.0}), "train",
+                              head_table=heads.table)
   by_id = {full[i]["id"]: full[i] for i in range(len(full))}
   want = [k for k, ex in by_id.items() if sources.group_share(ex["group"]) < 0.5]
   got = [half[i]["id"] for i in range(len(half))]
@@ -95,36 +96,36 @@ def test_train_groups_subsets_aligned_heads_with_their_own_ellipses(tmp_path):
     np.testing.assert_array_equal(half[i]["image"], by_id[half[i]["id"]]["image"])
 
 
-def test_usable_rejects_implausible_ellipses():
-  assert aligned.usable(Ellipse(50, 40, 30, 25, 0.0), (80, 100))
-  assert not aligned.usable(None, (80, 100))
-  assert not aligned.usable(Ellipse(50, 40, 30, 5, 0.0), (80, 100))     # a sliver
-  assert not aligned.usable(Ellipse(50, 40, 4, 3, 0.0), (80, 100))      # tiny
-  assert not aligned.usable(Ellipse(150, 40, 30, 25, 0.0), (80, 100))   # centre outside
+def test_the_shape_rule_rejects_implausible_ellipses():
+  assert heads.implausible(Ellipse(50, 40, 30, 25, 0.0), (80, 100)) == ""
+  assert heads.implausible(None, (80, 100)) == "no ellipse"
+  assert "axis ratio" in heads.implausible(Ellipse(50, 40, 30, 5, 0.0), (80, 100))  # a sliver
+  assert "major axis" in heads.implausible(Ellipse(50, 40, 4, 3, 0.0), (80, 100))   # tiny
+  assert "centre" in heads.implausible(Ellipse(150, 40, 30, 25, 0.0), (80, 100))    # outside
 
 
 def test_segmenter_checkpoint_and_data_version_are_part_of_the_cache_key(tmp_path, monkeypatch):
   seg = classify_util.fake_seg_workdir(tmp_path / "seg")
   block = common.data("toy", size=(24, 32))
-  ident = aligned.checkpoint_identity(str(seg))
+  ident = heads.checkpoint_identity(str(seg))
   assert ident.endswith(ident.split("@")[1]) and "@0:" in ident
-  k1 = aligned.cache_key(block, "train", ["a", "b"], str(seg))
-  k0 = aligned.cache_key(block, "train", ["a", "b"], "")
-  assert k1 != k0 and k0 != aligned.cache_key(block, "test", ["a", "b"], "")
+  k1 = heads.cache_key(block, "train", ["a", "b"], str(seg))
+  k0 = heads.cache_key(block, "train", ["a", "b"], "")
+  assert k1 != k0 and k0 != heads.cache_key(block, "test", ["a", "b"], "")
   # The builder's version is part of the key: a new phantom version redraws its images
   # under the same ids, and the old version's ellipses must not be read for them.
   synth = common.data("fetal_brain_synth:small", size=(24, 32))
-  version = aligned.data_version("fetal_brain_synth")
+  version = heads.data_version("fetal_brain_synth")
   assert version.count(".") == 2
-  before = aligned.cache_key(synth, "train", ["a", "b"], "")
-  monkeypatch.setattr(aligned, "data_version", lambda name: version + "-other")
-  assert aligned.cache_key(synth, "train", ["a", "b"], "") != before
+  before = heads.cache_key(synth, "train", ["a", "b"], "")
+  monkeypatch.setattr(heads, "data_version", lambda name: version + "-other")
+  assert heads.cache_key(synth, "train", ["a", "b"], "") != before
   with pytest.raises(FileNotFoundError, match="not a trained segmentation workdir"):
-    aligned.checkpoint_identity(str(tmp_path / "nothing"))
+    heads.checkpoint_identity(str(tmp_path / "nothing"))
   # Images without a mask go to the segmenter (random weights: found or not, each
   # result is a usable ellipse or NaN, and the kinds say which).
   src = sources.ListSource([_example(i, None) for i in range(3)])
-  ell, kinds = aligned.compute_ellipses(src, str(seg))
+  ell, kinds = heads.compute_table(src, str(seg))
   assert set(kinds.tolist()) <= {0, 2}
   assert np.all(np.isfinite(ell[kinds == 2])) and np.all(np.isnan(ell[kinds == 0]))
 
@@ -211,7 +212,9 @@ def test_block_source_reads_aligned_heads_through_the_config(tmp_path, monkeypat
   block = sources.with_input(c.sources.phantom, c)
   assert block.input == "aligned_head" and tuple(block.align.size) == (24, 32)
   assert "input" not in c.sources.phantom          # the config's own block is unchanged
-  src = sources.block_source(block, "validation")
+  with pytest.raises(ValueError, match="head_table"):
+    sources.block_source(block, "validation")     # the data layer finds no heads itself
+  src = sources.block_source(block, "validation", head_table=heads.table)
   assert src.head_counts["total"] == len(src) + src.head_counts["no_head"]
   assert src[0]["image"].shape == (24, 32, 1)
   assert list(tmp_path.glob("fbjax_ellipses/toy_*_validation_*.npz"))

@@ -287,13 +287,15 @@ def data_block(block):
 INPUTS = ("image", "aligned_head")
 
 
-def block_source(block, split: str, *, masked: bool = True):
+def block_source(block, split: str, *, masked: bool = True, head_table=None):
   """The source of one config block's `split`: `get_source` of the block (its own
   data_dir per manual_dir), labels outside `block.tasks` (if given) masked.
 
   With `block.input == "aligned_head"` every image is the aligned head of
   `block.align` (`fbjax.data.aligned`; examples without a usable head are
-  left out and counted in the source's `head_counts`).
+  left out and counted in the source's `head_counts`). Where the heads are is
+  `head_table(block, split, source)` -> (ellipses, kinds): `fbjax.heads.table`,
+  which the caller passes (the data layer runs no model).
   """
   src = get_source(data_block(block), split)
   limit = int(block.get("max_examples", 0) or 0)
@@ -311,7 +313,10 @@ def block_source(block, split: str, *, masked: bool = True):
   if kind == "aligned_head":
     from fbjax.data import aligned  # noqa: PLC0415
 
-    ell, kinds = aligned.block_ellipses(block, split, src)   # cached for the whole split
+    if head_table is None:
+      raise ValueError(f"data block {block.name!r} reads aligned heads: give head_table "
+                       "(fbjax.heads.table), which finds the heads")
+    ell, kinds = head_table(block, split, src)   # cached for the whole split
     if keep is not None:
       src, ell, kinds = Subset(src, keep), ell[keep], np.asarray(kinds)[keep]
     src, counts = aligned.aligned_source(src, ell, block.align, kinds=kinds,
@@ -347,7 +352,7 @@ def with_input(block, config):
   return out
 
 
-def mixture(blocks: dict, weights=None, split_key: str = "train_split"):
+def mixture(blocks: dict, weights=None, split_key: str = "train_split", *, head_table=None):
   """The weighted mix of `blocks` (name -> config block) at each block's `split_key`.
 
   `weights`: one per block (None: each block's `weight`, else equal shares).
@@ -355,7 +360,7 @@ def mixture(blocks: dict, weights=None, split_key: str = "train_split"):
   """
   from fbjax.data.mix import MixSource  # noqa: PLC0415
 
-  srcs = [block_source(b, b[split_key]) for b in blocks.values()]
+  srcs = [block_source(b, b[split_key], head_table=head_table) for b in blocks.values()]
   if len(srcs) == 1:
     return srcs[0]
   if weights is None and all("weight" in b for b in blocks.values()):

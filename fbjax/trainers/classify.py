@@ -37,6 +37,7 @@ import optax
 from fbjax import (
   anomaly,
   evaluators,
+  heads,
   inference,
   losses,
   metrics,
@@ -230,9 +231,9 @@ def train_and_evaluate(config, workdir: str):
   """Trains the heads described by `config`, resuming from `workdir`; returns the state."""
   resolve_input(config)
   blocks = source_blocks(config, train=True)
-  mix = parallel.main_process_first(lambda: sources.mixture(blocks))
+  mix = parallel.main_process_first(lambda: sources.mixture(blocks, head_table=heads.table))
   val_sources = parallel.main_process_first(lambda: {
-      n: sources.block_source(b, b.val_split)
+      n: sources.block_source(b, b.val_split, head_table=heads.table)
       for n, b in source_blocks(config, train=False).items()})
   train_lib.log_source(blocks, mix)
   class_w = {}
@@ -276,7 +277,7 @@ def calibrate(workdir: str, step: int | None = None, batch_size: int | None = No
   model = inference.load(workdir, step, kind="classifier")
   config = model.config.copy_and_resolve_references()
   resolve_input(config)
-  val_sources = {n: sources.block_source(b, b.val_split)
+  val_sources = {n: sources.block_source(b, b.val_split, head_table=heads.table)
                  for n, b in source_blocks(config, train=False).items()}
   run = train_lib.eval_run(config, model.workdir, batch_size)
   run.writer = tracking.Writer(model.workdir, config, enabled=False)

@@ -71,7 +71,7 @@ import os
 import ml_collections
 
 from configs import common
-from fbjax.data import labels
+from fbjax.data import labels, sources
 
 # The sixteen classes of the fetal brain abnormalities set, in fbjax's order.
 REAL_CONDITIONS = tuple(c for c in labels.CONDITIONS if c not in (
@@ -98,7 +98,7 @@ ALIGN = dict(size=(96, 128), head_fraction=0.8, margin=0.08, seg_workdir="")
 # The phantom's share of data=real's training mixture, plane labels only, in the
 # sweep's arm (`phantom_planes=`; the default is none).
 PHANTOM_PLANES = 0.25
-INPUTS = ("image", "aligned_head")
+INPUTS = sources.INPUTS   # what a classifier may read: one definition, the data layer's
 # The CPU-sized encoder of the benchmarks (`encoder=small`, and every `heads=` run).
 SMALL_ENCODER = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
                      latent_channels=16, latent_dim=128, groups=8)

@@ -16,15 +16,19 @@ HC, BPD and OFD are measured in original pixels and, where the pixel spacing
 is known (`spacing_csv` or `pixel_spacing_mm`), in millimetres.
 
 A classifier whose config.json says `input: "aligned_head"` reads the aligned
-head instead of the image: `fbjax.align.aligned_head` of the original image
-around the segmenter's ellipse (with the config's `align` arguments), in both
-canonical orientations, the probabilities averaged; it needs a segmenter.
+head instead of the image: `fbjax.heads.crop` (the crop training cut, from the
+8-bit image) around the segmenter's ellipse (with the config's `align`
+arguments), in both canonical orientations, the probabilities averaged; it
+needs a segmenter. A file's pixels are taken as square (a data set's
+`pixel_aspect`, which training undoes, is not known for a file).
 
-"Not a fetal head": the segmenter's head must pass `fbjax.head_gate` (image
-content, head size, ellipse fit, a skull ring along the ellipse) and, with a
-known spacing, an HC within `head_gate.HC_MM_RANGE`; otherwise `seg_quality`
-is "no_head", `no_head_reason` says which evidence failed, and the plane,
-condition, abnormal and biometry cells stay empty.
+"Not a fetal head": the head step (`fbjax.heads`, the rule training's crops
+and `launch.evaluate` use too) must find one: the segmenter's head passes
+`fbjax.head_gate` (image content, head size, ellipse fit, a skull ring along
+the ellipse) and the shape rule and, with a known spacing, has an HC within
+`head_gate.HC_MM_RANGE`; otherwise `seg_quality` is "no_head",
+`no_head_reason` says which evidence failed, and the plane, condition,
+abnormal and biometry cells stay empty.
 
 Inputs (`fbjax.inputs.scan`, streamed): files with an image suffix, or
 whose first bytes are an image signature, are predicted; a file that then
@@ -84,7 +88,7 @@ from fbjax import heads as heads_lib
 from fbjax import inputs as inputs_lib
 from fbjax import predict_files as files
 from fbjax import workdir as workdir_lib
-from fbjax.data import io, preprocess
+from fbjax.data import io, preprocess, sources
 
 COLUMNS = (
     "file", "width", "height", "pixel_spacing_mm",
@@ -96,11 +100,11 @@ ERROR_COLUMNS = ("file", "reason")
 SKIPPED_COLUMNS = ("file", "reason")
 # Smaller images (icons, a 3x3 test pattern) hold no head to measure: an error, not a row.
 MIN_SIDE = 8
-SEG_QUALITY = ("ok", "no_head", "fit_failed", "poor_fit", "cut_by_border", "no_segmenter")
+SEG_QUALITY = (*heads_lib.QUALITY, "no_segmenter")   # the head step's verdicts, or no segmenter
 # What a classification workdir's network reads (`input` in its config.json):
 # the letterboxed image, or the aligned head (`fbjax.align.aligned_head` with
 # the workdir's `align` arguments) of the segmenter's head ellipse.
-INPUTS = ("image", "aligned_head")
+INPUTS = sources.INPUTS
 
 
 # ---------------------------------------------------------------------------

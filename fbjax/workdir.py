@@ -150,9 +150,14 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
   return sorted(int(d) for d in os.listdir(root) if d.isdigit()) if root.is_dir() else []
 
 
+class ConfigMismatch(ValueError):
+  """A workdir holds a run trained with another config (the message names both values)."""
+
+
 def check_config(workdir: str | os.PathLike, config) -> None:
-  """Raises ValueError when `workdir` holds a trained run whose recorded config differs
-  from `config` (the keys and both values); returns when there is none or they agree."""
+  """Raises ConfigMismatch (a ValueError) when `workdir` holds a trained run whose recorded
+  config differs from `config` (the keys and both values); returns when there is none or
+  they agree."""
   if not (checkpoint_steps(workdir) or path(workdir, COMPLETE).exists()):
     return
   recorded = read_json(workdir, CONFIG, required=False)
@@ -162,7 +167,7 @@ def check_config(workdir: str | os.PathLike, config) -> None:
   if diffs:
     shown = "; ".join(f"{k}: recorded {_show(a)}, now {_show(b)}" for k, a, b in diffs[:12])
     more = f" (and {len(diffs) - 12} more)" if len(diffs) > 12 else ""
-    raise ValueError(f"{path(workdir, CONFIG)}: {workdir} holds a run trained with another "
+    raise ConfigMismatch(f"{path(workdir, CONFIG)}: {workdir} holds a run trained with another "
                      f"config: {shown}{more}. Train in a new workdir, or delete {workdir} "
                      "to start again.")
 

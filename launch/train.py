@@ -36,7 +36,12 @@ def main(argv):
   config = _CONFIG.value
   trainer = importlib.import_module(f"fbjax.trainers.{config.trainer}")
   logging.info("config:\n%s", config)
-  trainer.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value))
+  from fbjax import workdir as workdir_lib  # noqa: PLC0415
+
+  try:
+    trainer.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value))
+  except workdir_lib.ConfigMismatch as e:   # the user's command, not a bug: no traceback
+    raise app.UsageError(str(e)) from None
 
 
 if __name__ == "__main__":

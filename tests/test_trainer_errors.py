@@ -2,6 +2,7 @@
 
 import math
 import os
+import pathlib
 
 import pytest
 
@@ -63,3 +64,24 @@ def test_config_argument_typo_rejected():
     ae_config.get_config("variant=sead")
   with pytest.raises(KeyError, match="unknown data set"):
     ae_config.get_config("data=fetal_brian_synth")
+
+
+def test_launch_train_on_a_workdir_of_another_config_is_a_usage_error(tmp_path):
+  """The command line says which values differ, as a usage error, not a traceback."""
+  import subprocess
+  import sys
+
+  from tests import classify_util
+
+  w = classify_util.fake_seg_workdir(tmp_path / "seg")
+  before = (w / "config.json").read_text()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", WANDB_MODE="disabled",
+             FBJAX_DATA_DIR=str(tmp_path / "data"))
+  r = subprocess.run([sys.executable, "-m", "launch.train", "--config",
+                      "configs/segment.py:runlocal", "--config.seed=12345",
+                      f"--workdir={w}"], capture_output=True, text=True, env=env,
+                     cwd=pathlib.Path(__file__).parents[1], timeout=600)
+  assert r.returncode != 0
+  assert "seed: recorded 0, now 12345" in r.stderr, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert (w / "config.json").read_text() == before

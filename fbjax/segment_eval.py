@@ -304,7 +304,7 @@ def quality_counts(rows: Sequence[dict], method: str = "robust") -> dict:
   q = [r["seg_quality"] for r in rows]
   out = {"counts": {k: q.count(k) for k in heads.QUALITY if k in q}}
   ref = [r for r in rows if math.isfinite(r["ref_hc_mm"])]
-  if ref:
+  if ref and f"{method}_hc_rel" in ref[0]:   # `method` among the methods measured
     bad = [r for r in ref if not r[f"{method}_hc_rel"] <= 0.10]
     good = [r for r in ref if r[f"{method}_hc_rel"] <= 0.10]
     out["over_10pct"] = {"n": len(bad), "flagged": sum(r["seg_quality"] != "ok" for r in bad)}

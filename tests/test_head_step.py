@@ -163,3 +163,16 @@ def test_hand_computed_verdicts():
   sliver = np.zeros(HW, np.uint8)
   cv2.ellipse(sliver, (200, 150), (80, 20), 0, 0, 360, 1, -1)
   assert heads.from_mask(sliver).quality == "no_head"
+
+
+def test_quality_counts_say_how_many_large_errors_the_verdict_flags():
+  rows = [{"seg_quality": q, "ref_hc_mm": ref, "robust_hc_rel": rel}
+          for q, ref, rel in [("ok", 100.0, 0.02), ("poor_fit", 100.0, 0.30),
+                              ("ok", 100.0, 0.15), ("cut_by_border", 100.0, 0.05),
+                              ("no_head", 100.0, math.nan), ("ok", math.nan, math.nan)]]
+  got = segment_eval.quality_counts(rows, "robust")
+  assert got["counts"] == {"ok": 3, "poor_fit": 1, "cut_by_border": 1, "no_head": 1}
+  # Above 10 %: 0.30 (flagged), 0.15 (not), NaN (a failed fit, flagged); within: 0.02, 0.05.
+  assert got["over_10pct"] == {"n": 3, "flagged": 2}
+  assert got["within_10pct"] == {"n": 2, "flagged": 1}
+  assert "over_10pct" not in segment_eval.quality_counts(rows, "plain")

@@ -69,3 +69,16 @@ def test_frozen_encoder_stays_the_autoencoders(ae_workdir, tmp_path):
   heads = np.ravel(got["head_plane"]["out"]["kernel"])
   assert heads.size and np.all(np.isfinite(heads))
   assert not anomaly.exists(tmp_path)
+
+
+def test_init_from_a_path_with_the_home_folder(ae_workdir, monkeypatch):
+  """`--config.init_from=~/ae` gives the trainer the same encoder as its absolute path."""
+  monkeypatch.setenv("HOME", str(ae_workdir.parent))
+  home = classify_util.tiny_config()
+  home.init_from = f"~/{ae_workdir.name}"
+  full = classify_util.tiny_config()
+  full.init_from = str(ae_workdir)
+  got, want = classify.resolve_init(home), classify.resolve_init(full)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, got, want)))
+  assert home.model.ae.to_dict() == full.model.ae.to_dict()

@@ -10,25 +10,32 @@ segmentation evaluation (`fbjax.segment_eval`, `launch.evaluate`) and
 prediction (`fbjax.predict`, `launch.predict`) all decide here, with the same
 grid (`grid`: the image as float in [0, 1], letterboxed), the same ellipse fit
 (`segment_post.head_ellipse`, the segmenter's `eval_method`), the same gate and
-the same crop (`crop`, from the 8-bit image), so an image gets one verdict and
-one crop wherever it is read.
+the same crop (`crop`, from the 8-bit image), so an image without a head mask
+gets one verdict and one crop wherever it is read. What only a data set knows
+stays there: a head mask (training takes its ellipse), the pixel spacing (the HC
+range; predict knows it from --spacing_csv or --pixel_spacing_mm) and non-square
+pixels (`pixel_aspect`, which training's crop undoes; predict takes a file's
+pixels as square).
 
-The verdict (`Head.quality`, `QUALITY`), first match:
+The verdict (`Head.quality`, `QUALITY`), checked in this order:
 
-  no_head        no head pixels; or the gate's evidence of a skull fails
-                 (`fbjax.head_gate`); or an implausible ellipse (centre outside
-                 the image, major axis under `MIN_MAJOR_FRACTION` of the longer
-                 side, minor/major under `MIN_AXIS_RATIO`); or, with a known
-                 pixel spacing, an HC outside `head_gate.HC_MM_RANGE`.
-                 `Head.reason` says which.
+  no_head        no head pixels
   fit_failed     head pixels, but no ellipse could be fitted
+  no_head        the gate's evidence of a skull fails (`fbjax.head_gate`); or
+                 an implausible ellipse (centre outside the image, major axis
+                 under `MIN_MAJOR_FRACTION` of the longer side, minor/major under
+                 `MIN_AXIS_RATIO`); then (`with_spacing`), with a known pixel
+                 spacing, an HC outside `head_gate.HC_MM_RANGE`. `Head.reason`
+                 says which.
   cut_by_border  more than `CUT_FRACTION` of the ellipse lies outside the image
   poor_fit       the ellipse covers the predicted head region with a Dice under
                  `POOR_FIT_DICE`
   ok
 
 A head with an ellipse (`Head.found`: ok, cut_by_border, poor_fit) is
-measured, cropped and classified; the others are not. A ground-truth mask
+measured and cropped (and an aligned-head classifier classifies it); the
+others are not (a whole-image classifier still classifies a `fit_failed`
+image, which needs no ellipse). A ground-truth mask
 (HC18, the phantom) gives its head by `from_mask` under the same shape rule
 (neither gate nor HC range: the annotation says a head is there).
 """
@@ -102,6 +109,8 @@ def as_float(image) -> np.ndarray:
     return img.astype(np.float32) / np.float32(255.0)
   if img.dtype == np.uint16:
     return img.astype(np.float32) / np.float32(65535.0)
+  if img.dtype.kind != "f":
+    raise ValueError(f"expected a uint8, uint16 or float image, got {img.dtype}")
   return np.asarray(img, np.float32)
 
 
@@ -116,7 +125,10 @@ def grid(image, size: Sequence[int]) -> tuple[np.ndarray, preprocess.Geometry]:
   return preprocess.letterbox(as_float(image), tuple(int(v) for v in size))
 
 
-crop = align.head_crop   # the aligned head: one function for training and prediction
+def crop(image, ellipse: Ellipse, *, pixel_aspect: float = 1.0, **align_kwargs) -> np.ndarray:
+  """The aligned head (uint8 (H, W), `align.head_crop`: the function training's data layer
+  cuts with) of an image of any grey dtype or a data set's encoded PNG."""
+  return align.head_crop(as_uint8(image), ellipse, pixel_aspect=pixel_aspect, **align_kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -271,8 +283,8 @@ def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None,
 def judge_images(images: Sequence[np.ndarray], segmenter: Segmenter, *,
                  spacings: Sequence[float] | None = None, gate: dict | None = None,
                  batch_size: int = 16) -> list[Head]:
-  """The head of each image (any grey dtype) by `segmenter`, batch by batch (every batch
-  padded to `batch_size`: one compiled shape)."""
+  """The head of each image (any grey dtype, or a data set's encoded PNG) by `segmenter`,
+  batch by batch (every batch padded to `batch_size`: one compiled shape)."""
   out = []
   size = tuple(segmenter.size)
   for i in range(0, len(images), batch_size):
@@ -282,9 +294,8 @@ def judge_images(images: Sequence[np.ndarray], segmenter: Segmenter, *,
     for j, (g, _) in enumerate(grids):
       x[j] = g
     probs = np.asarray(segmenter.predict(x))[: len(part)]
-    for k, (img, (g, geom), p) in enumerate(zip(part, grids, probs, strict=True)):
-      h = from_segmentation(g, p, geom, np.asarray(img).shape[:2], method=segmenter.method,
-                            gate=gate)
+    for k, ((g, geom), p) in enumerate(zip(grids, probs, strict=True)):
+      h = from_segmentation(g, p, geom, geom.orig_hw, method=segmenter.method, gate=gate)
       s = spacings[i + k] if spacings is not None else math.nan
       out.append(with_spacing(h, s, check=gate != {}))
   return out
@@ -331,12 +342,13 @@ def compute_table(source, seg_workdir: str = "", *, segmenter: Segmenter | None 
       pending.append(i)
     elif h is not None:
       logging.warning("%s: head mask without a usable head (%s)", example_id(ex), h.reason)
-  if pending:
-    seg = segmenter or load_segmenter(seg_workdir)
-    exs = [source[i] for i in pending]
-    found = judge_images([pipeline.grey(ex["image"]) for ex in exs], seg,
+  seg = (segmenter or load_segmenter(seg_workdir)) if pending else None
+  for start in range(0, len(pending), batch_size):   # decoded one batch at a time
+    part = pending[start:start + batch_size]
+    exs = [source[i] for i in part]
+    found = judge_images([ex["image"] for ex in exs], seg,
                          spacings=[_spacing(ex) for ex in exs], batch_size=batch_size)
-    for i, h in zip(pending, found, strict=True):
+    for i, h in zip(part, found, strict=True):
       if h.found:
         e = h.ellipse
         ell[i], kind[i] = (e.cx, e.cy, e.a, e.b, e.theta), KINDS.index("segmenter")
@@ -344,8 +356,8 @@ def compute_table(source, seg_workdir: str = "", *, segmenter: Segmenter | None 
 
 
 def checkpoint_identity(seg_workdir: str) -> str:
-  """The segmenter's path, latest checkpoint step and that step's modification time (a
-  shipped bundle: its name, version and manifest hash)."""
+  """The segmenter's path, latest checkpoint step, that step's modification time and a hash
+  of its config.json (a shipped bundle: its name, version and manifest hash)."""
   from fbjax import bundle  # noqa: PLC0415
   from fbjax import workdir as workdir_lib  # noqa: PLC0415
 
@@ -358,7 +370,10 @@ def checkpoint_identity(seg_workdir: str) -> str:
     raise FileNotFoundError(f"no checkpoint under {root}: {seg_workdir} is not a trained "
                             "segmentation workdir")
   last = os.path.join(root, str(steps[-1]))
-  return f"{root}@{steps[-1]}:{os.stat(last).st_mtime_ns}"
+  # The settings its heads are found with (eval_method, eval_flip, stages) are in config.json.
+  cfg = workdir_lib.path(os.path.realpath(seg_workdir), workdir_lib.CONFIG)
+  record = hashlib.sha1(cfg.read_bytes()).hexdigest()[:12] if cfg.exists() else ""
+  return f"{root}@{steps[-1]}:{os.stat(last).st_mtime_ns}:{record}"
 
 
 def data_version(name: str) -> str:
@@ -366,6 +381,13 @@ def data_version(name: str) -> str:
   from fbjax.data import builders  # noqa: PLC0415
 
   return str(builders.builder_class(name).VERSION) if name in builders.available() else ""
+
+
+def rule() -> dict:
+  """What the verdict depends on besides the segmenter: the rule's version and constants."""
+  return {"version": RULE_VERSION, "gate": dict(head_gate.THRESHOLDS),
+          "hc_mm_range": list(head_gate.HC_MM_RANGE), "min_major": MIN_MAJOR_FRACTION,
+          "min_axis_ratio": MIN_AXIS_RATIO, "cut": CUT_FRACTION, "poor_fit": POOR_FIT_DICE}
 
 
 def cache_key(block, split: str, ids: list[str], seg_workdir: str) -> str:
@@ -378,7 +400,7 @@ def cache_key(block, split: str, ids: list[str], seg_workdir: str) -> str:
            "manual_dir": os.path.realpath(os.path.expanduser(block.manual_dir))
                          if block.get("manual_dir") else "",
            "segmenter": checkpoint_identity(seg_workdir) if seg_workdir else "",
-           "rule": [RULE_VERSION, head_gate.THRESHOLDS, list(head_gate.HC_MM_RANGE)],
+           "rule": rule(),
            "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}
   return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -387,9 +409,10 @@ def table(block, split: str, source, *, cache_dir: str = "") -> tuple[np.ndarray
   """`compute_table` of `source` (config block `block`, `split`), cached as `.npz`.
 
   The segmenter is `block.align.seg_workdir` (empty: masks only). `cache_dir`
-  defaults to `<block's data_dir>/fbjax_ellipses`; the key (`cache_key`) holds
-  everything the table depends on, so a new segmenter checkpoint, another split
-  or another rule never reuses a stale table.
+  defaults to `<block's data_dir>/fbjax_ellipses`; the key (`cache_key`) holds the
+  data, the segmenter's checkpoint and config, and the rule (`rule()`; a change to the
+  fit or the gate's features themselves bumps `RULE_VERSION`), so a new segmenter
+  checkpoint, another split or another rule never reuses a stale table.
   """
   from fbjax.data import sources  # noqa: PLC0415
 

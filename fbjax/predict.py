@@ -433,7 +433,7 @@ class Predictor:
                               f"at least {MIN_SIDE} px a side)")
     grids, geoms = {}, {}
     for s in self.sizes:
-      grids[s], geoms[s] = preprocess.letterbox(img, s)
+      grids[s], geoms[s] = heads_lib.grid(img, s)   # what training's head step reads
     return Prepared(pathlib.Path(path), img, grids, geoms)
 
   # -- device side ------------------------------------------------------------

@@ -60,9 +60,9 @@ def _example(img: np.ndarray, name: str) -> dict:
           "plane": 0, "abnormal": 0, "condition": 0}
 
 
-CASES = {   # name: (segmenter's head semi-axes on the grid, what all three must say)
-    "head": ((9.0, 7.5), "ok"),
-    "sliver": ((13.0, 4.5), "no_head"),        # axis ratio 0.35: the shape rule
+CASES = {   # name: (segmenter's head semi-axes on the grid, verdict, reason)
+    "head": ((9.0, 7.5), "ok", ""),
+    "sliver": ((13.0, 4.5), "no_head", "ellipse axis ratio 0.35 < 0.45"),   # the shape rule
 }
 
 
@@ -75,7 +75,7 @@ def workdir(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_training_evaluation_and_prediction_give_one_verdict_and_one_crop(workdir, tmp_path,
                                                                           name):
-  (a, b), want = CASES[name]
+  (a, b), want, reason = CASES[name]
   seg = _ellipse_segmenter(a, b)
   img = _image(a, b)
   path = tmp_path / f"{name}.png"
@@ -95,12 +95,13 @@ def test_training_evaluation_and_prediction_give_one_verdict_and_one_crop(workdi
   got = dict(predict.iterate(p, [path]))["row"]
   item = p.prepare(path)
   located = p.locate(item, np.asarray(seg.predict(item.grids[SEG_SIZE][None]))[0])
+  np.testing.assert_array_equal(item.grids[SEG_SIZE], x)    # one grid: what the segmenter reads
 
   assert got["seg_quality"] == row["seg_quality"] == located["seg_quality"] == want
   if want != "ok":
     assert kinds[0] == 0 and np.isnan(ell[0]).all()      # training leaves it out
     assert "_crops" not in located and got["plane"] == "" and math.isnan(got["abnormal_prob"])
-    assert got["no_head_reason"] == row["no_head_reason"] != ""
+    assert got["no_head_reason"] == row["no_head_reason"] == reason
     with pytest.raises(ValueError, match="no example has a usable head"):
       aligned.aligned_source(sources.ListSource([ex]), ell, align_cfg)
     return
@@ -155,6 +156,12 @@ def test_hand_computed_verdicts():
   shifted[:, -12:] = 0
   cut = heads.from_segmentation(grid_img, shifted, g, HW, method="direct", gate={})
   assert cut.quality == "cut_by_border" and cut.found
+  # A 16-bit image gives the crop of its 8-bit version.
+  e = h.ellipse
+  img16 = (img.astype(np.uint16) * 257)
+  np.testing.assert_array_equal(heads.crop(img16, e, size=CROP), heads.crop(img, e, size=CROP))
+  with pytest.raises(ValueError, match="int32"):
+    heads.crop(img.astype(np.int32), e, size=CROP)
   mask = np.zeros(HW, np.uint8)
   cv2.ellipse(mask, (200, 150), (80, 60), 0, 0, 360, 1, -1)
   m = heads.from_mask(mask)

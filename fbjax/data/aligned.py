@@ -4,7 +4,8 @@
     src, counts = aligned.aligned_source(source, ellipses, block.align, name="fba/train")
 
 The data layer only cuts crops: which examples hold a usable head, and where,
-is decided by `fbjax.heads` (its one rule, the same one prediction applies)
+is decided by `fbjax.heads` (its one rule, which prediction applies to an image
+without a head mask)
 and handed in as a table of ellipses (N, 5: cx, cy, a, b, theta in original
 pixels; NaN rows: no head) with their `KINDS` (the ground-truth mask, a
 segmenter, none). `sources.block_source(..., head_table=heads.table)` is how

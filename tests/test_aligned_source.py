@@ -122,12 +122,25 @@ def test_segmenter_checkpoint_and_data_version_are_part_of_the_cache_key(tmp_pat
   assert heads.cache_key(synth, "train", ["a", "b"], "") != before
   with pytest.raises(FileNotFoundError, match="not a trained segmentation workdir"):
     heads.checkpoint_identity(str(tmp_path / "nothing"))
-  # Images without a mask go to the segmenter (random weights: found or not, each
-  # result is a usable ellipse or NaN, and the kinds say which).
-  src = sources.ListSource([_example(i, None) for i in range(3)])
-  ell, kinds = heads.compute_table(src, str(seg))
-  assert set(kinds.tolist()) <= {0, 2}
-  assert np.all(np.isfinite(ell[kinds == 2])) and np.all(np.isnan(ell[kinds == 0]))
+  # The rule's constants are part of the key.
+  monkeypatch.setattr(heads, "MIN_AXIS_RATIO", 0.5)
+  assert heads.cache_key(block, "train", ["a", "b"], "") != k0
+
+
+def test_a_table_takes_the_mask_else_the_segmenters_head_else_none():
+  from tests.test_head_step import _ellipse_segmenter, _image
+  from tests.test_head_step import _example as head_example
+
+  masked = head_example(_image(9.0, 7.5), "masked")
+  e = Ellipse(200.0, 150.0, 80.0, 60.0, 0.2)
+  masked["head_mask"] = biometry.rasterize(e, (300, 400)).astype(np.uint8)[..., None]
+  masked["has_head_mask"] = True
+  src = sources.ListSource([masked, head_example(_image(9.0, 7.5), "skull"),
+                            head_example(np.zeros((300, 400), np.uint8), "blank")])
+  ell, kinds = heads.compute_table(src, segmenter=_ellipse_segmenter(9.0, 7.5))
+  assert [heads.KINDS[k] for k in kinds] == ["mask", "segmenter", "none"]
+  np.testing.assert_allclose(ell[0, :4], [e.cx, e.cy, e.a, e.b], atol=0.7)
+  assert np.isfinite(ell[1]).all() and np.isnan(ell[2]).all()
 
 
 def test_rot180_test_time_averaging_makes_predictions_orientation_free():

@@ -254,6 +254,9 @@ class Segmenter:
   # False for a host-side composition (the two-stage segmenter runs NumPy between its two
   # networks): it runs outside the predictor's jitted step.
   jittable: bool = True
+  # How it runs, when that is not its workdir's own (mirror averaging, stages), else "":
+  # training's ellipse tables use the workdir's own.
+  not_as_trained: str = ""
 
 
 def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None,
@@ -273,11 +276,17 @@ def load_segmenter(seg_workdir: str | os.PathLike, *, tta: bool | None = None,
     raise ValueError(f"segmenter stages must be 1 or 2, got {stages}")
   if stages == 2 and not model.two_stage:
     raise ValueError(f"{seg_workdir}: a single-stage segmenter (no second stage to run)")
+  own_flip = bool(model.config.get("eval_flip", False))
+  changed = []
+  if tta is not None and bool(tta) != own_flip:
+    changed.append(f"mirror averaging {'on' if tta else 'off'} (the workdir's: "
+                   f"{'on' if own_flip else 'off'})")
   if stages == 1 and model.two_stage:
     model = model.stage1()
+    changed.append("stage 1 only (the workdir's: both stages)")
   return Segmenter(size=model.size, predict=model.make_predict(flip=tta),
                    method=model.config.get("eval_method", "robust"),
-                   jittable=not model.two_stage)
+                   jittable=not model.two_stage, not_as_trained="; ".join(changed))
 
 
 def judge_images(images: Sequence[np.ndarray], segmenter: Segmenter, *,

@@ -387,6 +387,11 @@ class Predictor:
     self.input, self.align = classifier_input(workdir, self.clf, self.seg)
     if self.input == "aligned_head" and not other_segmenter:
       check_segmenter(workdir, self.clf, seg_workdir)
+      if self.seg is not None and self.seg.not_as_trained:
+        logging.warning("%s: the segmenter runs with %s; the classifier's training crops were "
+                        "cut with the workdir's own settings, so heads near the gate and "
+                        "their crops may differ from training's", workdir,
+                        self.seg.not_as_trained)
     aligned = self.input == "aligned_head"
     self.sizes = sorted({tuple(s) for s in (
         self.clf.size if self.clf and not aligned else None,

@@ -198,3 +198,32 @@ def test_the_segmenter_must_be_the_one_the_training_crops_came_from(workdirs, tm
   predict.check_segmenter(bundle.DEFAULT, shipped, bundle.DEFAULT)
   with pytest.raises(ValueError, match="fbjax_head_v1.*--seg_workdir is .*seg_a"):
     predict.check_segmenter(bundle.DEFAULT, shipped, str(tmp_path / "seg_a"))
+
+
+def test_a_segmenter_run_unlike_training_is_said(workdirs, tmp_path, caplog):
+  """Mirror averaging or stages other than the segmentation workdir's own give other
+  heads than training's ellipse table (which uses its own): the predictor says so."""
+  import json
+  import shutil
+
+  from fbjax import heads
+
+  seg = classify_util.fake_seg_workdir(tmp_path / "seg")
+  own = bool(inference.load(seg, kind="segmenter").config.get("eval_flip", False))
+  assert heads.load_segmenter(seg).not_as_trained == ""
+  assert heads.load_segmenter(seg, tta=own).not_as_trained == ""
+  other = heads.load_segmenter(seg, tta=not own)
+  assert other.not_as_trained.startswith(f"mirror averaging {'off' if own else 'on'}")
+  with pytest.raises(ValueError, match="single-stage"):
+    heads.load_segmenter(seg, stages=2)
+  wd = tmp_path / "cls"
+  shutil.copytree(workdirs[0], wd)
+  cfg = json.loads((wd / "config.json").read_text())
+  cfg["align"]["seg_workdir"] = str(seg)
+  (wd / "config.json").write_text(json.dumps(cfg))
+  with caplog.at_level("WARNING"):
+    predict.Predictor(str(wd), str(seg), batch_size=2)
+  assert "training crops" not in caplog.text
+  with caplog.at_level("WARNING"):
+    predict.Predictor(str(wd), str(seg), batch_size=2, seg_tta=not own)
+  assert "the segmenter runs with mirror averaging" in caplog.text

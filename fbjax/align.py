@@ -182,20 +182,15 @@ def aligned_head(image, ellipse: Ellipse, *, size=DEFAULT_SIZE,
 
 
 def head_crop(image, ellipse: Ellipse, *, pixel_aspect: float = 1.0, **kwargs) -> np.ndarray:
-  """The classifier's aligned head: `aligned_head(flip=False)` of the image as 8 bits.
-
-  `image` is grey uint8, uint16 (scaled by 255/65535), or float in [0, 1] (rounded
-  to uint8 first, so a decoded 8-bit file and the same image read from a data set give
-  the same crop); the crop is uint8 (H, W). The other canonical orientation is this
-  crop rotated by 180 degrees. A non-finite `pixel_aspect` is 1.
+  """The classifier's aligned head: `aligned_head(flip=False)` of a grey uint8 image
+  (`fbjax.heads.crop` brings any image to 8 bits first, so a decoded file and the same
+  image read from a data set give the same crop); the crop is uint8 (H, W). The other
+  canonical orientation is this crop rotated by 180 degrees. A non-finite
+  `pixel_aspect` is 1.
   """
   img = np.asarray(image)
-  if img.dtype == np.uint16:
-    img = np.rint(img.astype(np.float32) * np.float32(255.0 / 65535.0)).astype(np.uint8)
-  elif img.dtype.kind == "f":
-    img = np.clip(np.rint(np.asarray(img, np.float32) * 255.0), 0, 255).astype(np.uint8)
-  elif img.dtype != np.uint8:
-    raise ValueError(f"expected a uint8, uint16 or float image, got {img.dtype}")
+  if img.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 image (fbjax.heads.crop converts), got {img.dtype}")
   aspect = float(pixel_aspect)
   return aligned_head(img, ellipse, flip=False,
                       pixel_aspect=aspect if math.isfinite(aspect) else 1.0, **kwargs)[0]

@@ -102,8 +102,8 @@ SKIPPED_COLUMNS = ("file", "reason")
 MIN_SIDE = 8
 SEG_QUALITY = (*heads_lib.QUALITY, "no_segmenter")   # the head step's verdicts, or no segmenter
 # What a classification workdir's network reads (`input` in its config.json):
-# the letterboxed image, or the aligned head (`fbjax.align.aligned_head` with
-# the workdir's `align` arguments) of the segmenter's head ellipse.
+# the letterboxed image, or the aligned head (`fbjax.heads.crop` with the
+# workdir's `align` arguments) of the segmenter's head ellipse.
 INPUTS = sources.INPUTS
 
 

@@ -18,9 +18,13 @@ Per-image columns (NaN where a reference or a prediction is missing):
   prototype_dice_head, prototype_hd95_head_mm      the prototype's mask
   {method}_hc_mm, _bpd_mm, _ofd_mm, _hc_abs_mm, _hc_rel, _dice_ellipse,
   _fit_ok                                          each ellipse method
+  seg_quality, no_head_reason                      the head step's verdict (`fbjax.heads`,
+                                                   as `launch.predict` writes it)
 `summary` holds `metrics.summarize` of every numeric column, the rate of
 failed fits per method, per method the number of images above 10 % relative
-HC error (a failed fit counts) and the error by HC tercile (`by_hc_tercile`).
+HC error (a failed fit counts) and the error by HC tercile (`by_hc_tercile`); `seg_quality`
+counts the verdicts and how many images above / within 10 % they flag
+(`quality_counts`).
 `write` saves `per_image.csv`, `summary.json` and overlays
 `overlays/<id>.png` (reference outline green, fitted ellipse red, prototype
 ellipse blue, predicted skull yellow and brain cyan).

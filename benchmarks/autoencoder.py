@@ -77,11 +77,13 @@ def make_config(variant: str):
   from configs import autoencoder, common
 
   c = autoencoder.get_config(f"variant={variant},data={_DATA.value}")
-  common.benchmark_data(c.data, size=_SIZE.value, read_threads=_READ_THREADS.value,
+  common.benchmark_data(c, size=_SIZE.value, read_threads=_READ_THREADS.value,
                         worker_count=_WORKERS.value, cache=_CACHE.value,
                         manual_dir=_MANUAL_DIR.value or os.environ.get("FBJAX_REAL_DATA")
                         or str(REPO.parent / "shared" / "data"),
                         data_dir=_DATA_DIR.value)
+  if data_block(c).name == "toy":   # toy images drawn at the grid, as they were before
+    data_block(c).source_size = (_SIZE.value, _SIZE.value)
   c.num_epochs = _EPOCHS.value
   c.batch_size = _BATCH.value
   c.eval_batch_size = _BATCH.value
@@ -103,20 +105,29 @@ def make_config(variant: str):
   return c
 
 
+def data_block(config):
+  """The autoencoder's one data block (`config.sources`, under its short name)."""
+  (block,) = config.sources.values()
+  return block
+
+
 def baselines(config) -> dict:
   """Val MSE of the mean training image and of a 1/8-per-side thumbnail."""
   import cv2
   import numpy as np
 
+  from fbjax import schema
   from fbjax.data import pipeline, sources
 
+  block = data_block(config)
+
   def images(split):
-    ds = pipeline.make_dataset(sources.get_source(config.data, split), size=config.data.size,
+    ds = pipeline.make_dataset(sources.get_source(block, split), size=schema.size_of(config),
                                batch_size=config.batch_size, seed=0, train=False,
-                               keys=("image",), read_threads=config.data.read_threads)
+                               keys=("image",), read_threads=config.read_threads)
     return np.concatenate([b["image"] for b in ds])
 
-  train, val = images(config.data.train_split), images(config.data.val_split)
+  train, val = images(block.train_split), images(block.val_split)
   h, w = val.shape[1:]
   thumbs = np.stack([cv2.resize(cv2.resize(v, (w // 8, h // 8), interpolation=cv2.INTER_AREA),
                                 (w, h), interpolation=cv2.INTER_LINEAR) for v in val])
@@ -152,7 +163,7 @@ def speed_variant(variant: str) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from fbjax import inference, optim, parallel, train_lib
+  from fbjax import inference, optim, parallel, schema, train_lib
   from fbjax.data import sources
   from fbjax.models import autoencoder as ae
   from fbjax.trainers import autoencoder as trainer
@@ -161,12 +172,13 @@ def speed_variant(variant: str) -> dict:
   mesh = parallel.make_mesh()
   rep = parallel.replicated(mesh)
   n_dev = mesh.devices.size
-  source = sources.get_source(config.data, config.data.train_split)
+  block = data_block(config)
+  source = sources.get_source(block, block.train_split)
   steps_per_epoch = len(source) // config.batch_size
   model = ae.Model(**config.model)
   schedule = optim.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
   tx = optim.make_optimizer(config.optimizer, schedule)
-  size = tuple(config.data.size)
+  size = schema.size_of(config)
   loss_fn = trainer.make_loss_fn(model, inference.autoencoder_inputs(config))
   init = train_lib.make_init_fn(
       lambda r: model.init(r, jnp.zeros((1, *size, config.model.channels)))["params"], tx)

@@ -110,9 +110,9 @@ def train_phantom_ae(workdir: str, s: dict, steps: int) -> float:
   from fbjax.trainers import autoencoder as ae_trainer
 
   c = ae_config.get_config("variant=default")
-  c.data.size = (s["size"], s["size"])
-  c.data.where = "abnormal=0"
-  _data_dir(c.data)
+  c.input.size = (s["size"], s["size"])
+  c.sources.phantom.where = "abnormal=0"
+  _data_dir(c.sources.phantom)
   c.model = dict(s["ae"])
   c.batch_size, c.total_steps = s["batch"], steps
   c.eval_every = c.checkpoint_every = steps
@@ -449,7 +449,7 @@ def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
   import cv2
   import numpy as np
 
-  from fbjax import inference, predict
+  from fbjax import inference, predict, schema
   from fbjax.data import pipeline, sources
 
   clf_cfg = inference.load(cls_workdir, kind="classifier").config
@@ -493,7 +493,7 @@ def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
           "batch_size": _SPEED_BATCH.value, "compile_s": summary["timing"]["compile_s"],
           "device": summary["timing"]["device"], "cpu_count": os.cpu_count(),
           "load_average_1min": os.getloadavg()[0], "overlays": _SPEED_OVERLAYS.value,
-          "segmenter": seg_note, "classifier_grid": list(clf_cfg.image_size),
+          "segmenter": seg_note, "classifier_grid": list(schema.size_of(clf_cfg)),
           "latency_batch1_ms": {"median": float(np.median(lat)),
                                 "p95": float(np.percentile(lat, 95)), "n": int(lat.size)}}
 

@@ -78,9 +78,9 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
   if class_weighting:
     c.class_weighting = class_weighting
   c.seed = seed
-  if head:
-    c.align.size = tuple(size)
-  c.image_size = tuple(size)
+  # The network's grid (`config.input`; an aligned head's input already carries its
+  # alignment and segmenter, `seg_workdir`).
+  c.input.size = tuple(size)
   c.batch_size = 32
   c.total_steps = steps
   c.eval_every = steps
@@ -91,7 +91,6 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
     c.sources.fpdb.update(weight=0.0, eval=False)
   for name, b in c.sources.items():
     b.data_dir = data_dir
-    b.size = tuple(size)
     if b.name != "fetal_brain_synth":
       b.manual_dir = real
     if name != "phantom":   # a learning curve over the real training patients
@@ -268,7 +267,7 @@ def occlusion(clf, src, probs, y, num: int) -> dict:
     return np.concatenate(out)
 
   h, w = clf.size
-  cfg = clf.config.align
+  cfg = clf.config.input   # the aligned head's grid and crop
   al = align.alignment(align.Ellipse(100.0, 100.0, 50.0, 40.0, 0.0), (200, 200),
                        size=(h, w), head_fraction=float(cfg.head_fraction))
   brain = align.head_region(al, BRAIN_FRACTION - 1.0)
@@ -287,12 +286,13 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   from fbjax.data import sources
 
   clf = inference.load(workdir, kind="classifier")
-  blocks = {n: sources.with_input(b, clf.config) for n, b in clf.config.sources.items()}
+  blocks = clf.config.sources
   trained = [n for n, b in blocks.items() if b.weight > 0]
   out: dict = {"run": run, "steps": int(config.total_steps), "no_head": {}}
 
   def src(name, split):
-    s = sources.block_source(blocks[name], split, head_table=heads_lib.table)
+    s = sources.block_source(blocks[name], split, model_input=clf.config.input,
+                             head_table=heads_lib.table)
     out["no_head"][f"{name}/{split}"] = getattr(s, "head_counts", None)   # whole images: none
     return s
 
@@ -355,7 +355,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
                                         "normals": int(np.sum(yg == 0)),
                                         "auroc": metrics.auroc(yg, pg),
                                         "sensitivity": sg, "specificity": cg}
-  if clf.config.get("input", "image") == "aligned_head":   # the brain's place is known
+  if clf.config.input.kind == "aligned_head":   # the brain's place is known
     out["occlusion"] = occlusion(clf, test, p, y, num_occlusion)
   return out
 
@@ -387,12 +387,12 @@ def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.
   cond = metrics.classification_summary(res["label_condition"], res["condition"],
                                         clf.class_names("condition"))
   out["condition"] = {"accuracy": cond["accuracy"], "macro_f1": cond["macro_f1"]}
-  seg = clf.config.align.seg_workdir
+  seg = clf.config.input.get("seg_workdir", "")
   if not seg:
     return out
   raw = sources.block_source(clf.config.sources.phantom, "test", masked=False)
   ell, kinds = heads_lib.compute_table(_MasksHidden(raw), seg)
-  seg_src, counts = aligned.aligned_source(raw, ell, clf.config.align, kinds=kinds,
+  seg_src, counts = aligned.aligned_source(raw, ell, clf.config.input, kinds=kinds,
                                            name="fetal_brain_synth test (segmenter)")
   r = evaluators.predict_source(clf, seg_src, 64)
   y, p = r["label_plane"], r["plane"]
@@ -418,8 +418,8 @@ def plane_predictions(workdir: str, splits) -> dict:
   for split in splits:
     p, y, ids = [], [], []
     for name in ("fpdb", "fba"):
-      s = sources.block_source(sources.with_input(clf.config.sources[name], clf.config),
-                               split, head_table=heads_lib.table)
+      s = sources.block_source(clf.config.sources[name], split, model_input=clf.config.input,
+                               head_table=heads_lib.table)
       r = evaluators.predict_source(clf, s, 64)
       p.append(r["plane"])
       y.append(r["label_plane"])
@@ -472,9 +472,9 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
 
   tiles, texts, counts = [], [], {}
   for name in ("fpdb", "fba", "hc18"):
-    block = sources.with_input(config.sources[name], config)
-    src = sources.block_source(block, block.train_split, masked=False,
-                               head_table=heads_lib.table)
+    block = config.sources[name]
+    src = sources.block_source(block, block.train_split, model_input=config.input,
+                               masked=False, head_table=heads_lib.table)
     counts[name] = src.head_counts
     step = max(1, len(src) // per_source)
     for i in range(0, min(len(src), step * per_source), step):

@@ -4,7 +4,7 @@ r"""The host input pipeline's share of an autoencoder train step: augmentation o
 
 For `configs/autoencoder.py` (variant `default`, at the CPU size of
 benchmarks/autoencoder.py: 112 px, batch 32, decoded images cached in memory)
-and each `config.data.augment_on` ("host": OpenCV per example in the grain
+and each `config.augment_on` ("host": OpenCV per example in the grain
 pipeline; "device": fbjax/data/device_augment.py inside the jitted step),
 times, in alternating rounds (best of each kept, the CPU being shared):
 
@@ -25,7 +25,7 @@ accelerator) and `pipeline_cpu_share_of_step` = a / c in process CPU seconds
 backend the pipeline and the step share the cores, and CPU seconds move less
 than wall time when other jobs load the machine). The update step is the trainer's own
 (`fbjax.trainers.autoencoder.make_update_fn`); with "device" the batch first
-goes through `device_augment.make_batch_fn(config.data)` with the RNG folded
+goes through `device_augment.make_batch_fn(config)` with the RNG folded
 from the train state's RNG and step, as a trainer does.
 """
 
@@ -50,7 +50,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to build the data set (
 _VARIANT = flags.DEFINE_string("variant", "default", "configs/autoencoder.py variant.")
 _SIZE = flags.DEFINE_integer("size", 112, "Network grid (square).")
 _BATCH = flags.DEFINE_integer("batch", 32, "Global batch size.")
-_MODES = flags.DEFINE_list("augment_on", ["host", "device"], "config.data.augment_on values.")
+_MODES = flags.DEFINE_list("augment_on", ["host", "device"], "config.augment_on values.")
 _STEPS = flags.DEFINE_integer("steps", 6, "Timed steps (or batches) per measurement.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 32,
                                          "Batches timed for the pipeline alone.")
@@ -68,13 +68,22 @@ def make_config(augment_on: str):
 
   c = autoencoder.get_config(f"variant={_VARIANT.value},data={_DATA.value}")
   root = os.environ.get("FBJAX_REAL_DATA") or str(REPO.parent / "shared" / "data")
-  common.benchmark_data(c.data, size=_SIZE.value, read_threads=_READ_THREADS.value,
+  common.benchmark_data(c, size=_SIZE.value, read_threads=_READ_THREADS.value,
                         worker_count=_WORKERS.value, cache=_CACHE.value,
-                        manual_dir=_MANUAL_DIR.value or str(pathlib.Path(root) / c.data.name),
+                        manual_dir=_MANUAL_DIR.value or str(pathlib.Path(root)
+                                                            / data_block(c).name),
                         data_dir=_DATA_DIR.value)
-  c.data.augment_on = augment_on
+  if data_block(c).name == "toy":   # toy images drawn at the grid, as they were before
+    data_block(c).source_size = (_SIZE.value, _SIZE.value)
+  c.augment_on = augment_on
   c.batch_size = _BATCH.value
   return c
+
+
+def data_block(config):
+  """The autoencoder's one data block (`config.sources`, under its short name)."""
+  (block,) = config.sources.values()
+  return block
 
 
 class Mode:
@@ -84,7 +93,7 @@ class Mode:
     import jax
     import jax.numpy as jnp
 
-    from fbjax import inference, optim, parallel, train_lib
+    from fbjax import inference, optim, parallel, schema, train_lib
     from fbjax.data import device_augment, pipeline
     from fbjax.models import autoencoder as ae
     from fbjax.trainers import autoencoder as trainer
@@ -96,12 +105,12 @@ class Mode:
     model = ae.Model(**config.model)
     schedule = optim.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
     tx = optim.make_optimizer(config.optimizer, schedule)
-    size = tuple(config.data.size)
+    size = schema.size_of(config)
     loss_fn = trainer.make_loss_fn(model, inference.autoencoder_inputs(config))
     # The trainer's own step: the loop adds the on-device augmentation when asked to.
     update_fn = train_lib.make_update_fn(loss_fn, tx, schedule,
                                          train_lib.with_device_augment(config, None))
-    augment = device_augment.make_batch_fn(config.data)
+    augment = device_augment.make_batch_fn(config)
 
     def init_params(rng):
       return model.init(rng, jnp.zeros((1, *size, config.model.channels)))["params"]
@@ -112,10 +121,10 @@ class Mode:
     self.it = iter(pipeline.make_dataset(
         source, size=size, batch_size=config.batch_size, seed=config.seed, train=True,
         num_epochs=None, keys=trainer.data_keys(config),
-        augment=device_augment.host_augment(config.data),
-        worker_count=config.data.worker_count, read_threads=config.data.read_threads,
-        cache=config.data.cache))
-    if config.data.cache:  # one epoch through the cache: later rounds read decoded images
+        augment=device_augment.host_augment(config),
+        worker_count=config.data_workers, read_threads=config.read_threads,
+        cache=config.data_cache))
+    if config.data_cache:  # one epoch through the cache: later rounds read decoded images
       for _ in range(steps_per_epoch):
         next(self.it)
     self.batch = self.next_batch()
@@ -187,7 +196,8 @@ def main(argv):
   t0 = time.perf_counter()
   dev = jax.devices()[0]
   base = make_config("host")
-  source = sources.get_source(base.data, base.data.train_split)
+  block = data_block(base)
+  source = sources.get_source(block, block.train_split)
   mesh = parallel.make_mesh()
   result = {"device": f"{dev.platform}: {dev.device_kind}", "num_devices": jax.device_count(),
             "cpu_count": os.cpu_count(), "data": _DATA.value, "variant": _VARIANT.value,

@@ -194,7 +194,7 @@ def main():
     from tests import classify_util  # noqa: PLC0415
 
     if not args.workdir:
-      from fbjax import align  # noqa: PLC0415
+      from fbjax import align, schema  # noqa: PLC0415
 
       if args.classifier_input == "aligned_head":
         config = classify_util.aligned_config(align.DEFAULT_SIZE)
@@ -202,7 +202,7 @@ def main():
         config = classify_util.tiny_config()
       args.workdir = str(classify_util.fake_workdir(tmp / "cls", config))
       result["workdir"] = (f"random weights (tests/classify_util.py), input "
-                           f"{args.classifier_input}, {list(config.image_size)} px")
+                           f"{args.classifier_input}, {list(schema.size_of(config))} px")
     if not args.seg_workdir:
       args.seg_workdir = str(classify_util.fake_seg_workdir(tmp / "seg"))
       result["seg_workdir"] = "random weights (configs/segment.py:runlocal)"

@@ -102,7 +102,7 @@ def validation_cost(real: pathlib.Path, data_dir: str) -> dict:
 
   b = bundle.load(bundle.DEFAULT)
   block = bundle.fill_paths(b.segmenter.config, {"real_data": str(real), "data_dir": data_dir,
-                                                "work": data_dir}).data
+                                                "work": data_dir}).sources.hc18
   keep = ("dice_head", "hc_abs_mm_mean", "hc_abs_mm_median", "n_over_10pct", "n", "tta")
   out = {}
   for name, seg, tta in (("bundle", b.segmenter, None), ("bundle_tta_off", b.segmenter, False),

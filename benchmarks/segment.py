@@ -96,12 +96,12 @@ def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
   import jax
   import jax.numpy as jnp
 
-  from fbjax import losses
+  from fbjax import losses, schema
   from fbjax.optim import make_optimizer
   from fbjax.trainers import segment
 
   model = segment.make_model(c)
-  size, b = tuple(c.data.size), c.batch_size
+  size, b = schema.size_of(c), c.batch_size
   x = jnp.full((b, *size), 0.5)
   t = jnp.zeros((b, *size, 3))
   present = jnp.ones((b, 3), bool)
@@ -133,10 +133,10 @@ def _config(data: str, steps: int, stage: int = 1, augment: str = "default"):
   arg = (f"data={data}" + (",variant=device" if _DEVICE.value else "") + f",stage={stage}"
          + f",augment={augment}")
   c = segment_config.get_config(arg)
-  c.data.manual_dir = os.path.abspath(_HC18.value)
-  c.phantom.config = _PHANTOM_CONFIG.value
+  c.sources.hc18.manual_dir = os.path.abspath(_HC18.value)
+  c.sources.phantom.config = _PHANTOM_CONFIG.value
   if _DATA_DIR.value:
-    c.data.data_dir = c.phantom.data_dir = _DATA_DIR.value
+    c.sources.hc18.data_dir = c.sources.phantom.data_dir = _DATA_DIR.value
   c.total_steps = steps
   c.eval_every = steps            # validate once, at the end
   c.checkpoint_every = steps
@@ -190,7 +190,7 @@ def _speed(c, workdir, repeats: int) -> dict:
   model = inference.load(workdir, kind="segmenter")
   predict = model.make_predict()
   size = tuple(model.size)
-  source = sources.block_source(c.data, c.data.val_split)
+  source = sources.block_source(c.sources.hc18, c.sources.hc18.val_split)
   exs = [source[i] for i in range(32)]
   originals = [{"image": pipeline.grey(ex["image"])[..., None]} for ex in exs]
   spacings = [float(ex["pixel_spacing_mm"]) for ex in exs]
@@ -269,7 +269,7 @@ def _table(res: dict) -> str:
 def main(argv):
   del argv
   os.environ.setdefault("WANDB_MODE", "disabled")
-  from fbjax import segment_post, tracking
+  from fbjax import schema, segment_post, tracking
 
   work = pathlib.Path(_WORKDIR.value).resolve()  # orbax needs absolute paths
   work.mkdir(parents=True, exist_ok=True)
@@ -303,12 +303,13 @@ def main(argv):
     res["train_seconds"] = _train(main_c, str(work / "mix"))
     res["train_steps"] = steps
     res["augment"] = _AUGMENT.value
-    res["train_config"] = {"size": list(main_c.data.size), "model": dict(main_c.model),
-                           "batch_size": main_c.batch_size, "train_on": list(main_c.train_on),
-                           "train_weights": list(main_c.train_weights)}
+    res["train_config"] = {"size": list(schema.size_of(main_c)), "model": dict(main_c.model),
+                           "batch_size": main_c.batch_size,
+                           "weights": {n: float(b.weight)
+                                       for n, b in main_c.sources.items()}}
     save()
   if "hc18" in stages:
-    s = _evaluate(main_c, str(work / "mix"), data="data", split="validation",
+    s = _evaluate(main_c, str(work / "mix"), data="hc18", split="validation",
                                     out_dir=str(work / "eval_hc18_validation"),
                                     methods=methods, num_overlays=_OVERLAYS.value)
     res["hc18_validation"] = _headline(s)
@@ -330,7 +331,7 @@ def main(argv):
     res["transfer_augment"] = aug
     res["transfer_train_seconds"] = _train(pc, str(work / "phantom_only"))
     res["transfer_train_steps"] = phantom_steps
-    s = _evaluate(pc, str(work / "phantom_only"), data="data",
+    s = _evaluate(pc, str(work / "phantom_only"), data="hc18",
                                     split="validation", out_dir=str(work / "eval_transfer"),
                                     methods=("plain", "direct", "robust"),
                                     num_overlays=_OVERLAYS.value)
@@ -345,11 +346,11 @@ def main(argv):
       c2 = _stage2_config(s2, work)
     res["stage2_train_seconds"] = _train(c2, str(work / "stage2"))
     res["stage2_train_steps"] = s2
-    res["stage2_config"] = {"crop_size": list(c2.data.size), "crop": dict(c2.crop),
+    res["stage2_config"] = {"crop_size": list(schema.size_of(c2)), "crop": dict(c2.crop),
                             "fine_size": list(c2.fine_size), "model": dict(c2.model),
                             "loss": dict(c2.loss)}
     save()
-  for stage, data, split, key in (("hc18_two_stage", "data", "validation", "hc18_validation"),
+  for stage, data, split, key in (("hc18_two_stage", "hc18", "validation", "hc18_validation"),
                                   ("phantom_two_stage", "phantom", "test", "phantom_test")):
     if stage in stages:
       s = _evaluate(_stage2_config(1, work), str(work / "stage2"), data=data, split=split,

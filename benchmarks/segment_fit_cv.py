@@ -55,7 +55,7 @@ def main(argv):
   from fbjax.data import sources
 
   model = inference.load(_WORKDIR.value, kind="segmenter")
-  block = model.config.data.copy_and_resolve_references()
+  block = model.config.sources.hc18.copy_and_resolve_references()
   block.manual_dir = os.path.abspath(_HC18.value)
   if _DATA_DIR.value:
     block.data_dir = _DATA_DIR.value

@@ -17,7 +17,8 @@ Variants (the part of `--config` after the colon, comma separated):
   python -m launch.train --config configs/autoencoder.py:runlocal --workdir /tmp/ae_local
   python -m launch.train --config configs/autoencoder.py:demo --workdir /tmp/ae_demo
   python -m launch.train --config configs/autoencoder.py:data=fetal_brain_abnormalities \
-      --config.data.manual_dir=../shared/data/fetal_brain_abnormalities --workdir ~/runs/ae_fba
+      --config.sources.fba.manual_dir=../shared/data/fetal_brain_abnormalities \
+      --workdir ~/runs/ae_fba
   python -m launch.sweep --config configs/autoencoder.py --workdir ~/runs/ae_sweep
 """
 
@@ -34,7 +35,8 @@ def get_config(arg=None):
   c = common.base(arg)
   c.trainer = "autoencoder"
   c.variant = arg.variant
-  c.data = common.data(arg.data, size=(224, 224))
+  c.input = common.model_input("image", (224, 224))
+  c.sources = common.sources(common.data(arg.data))
   c.target = "image"             # reconstruct the input ("clean": denoise, phantom only)
   c.num_epochs = 30
   c.batch_size = 32
@@ -56,12 +58,13 @@ def get_config(arg=None):
     c.optimizer = dict(name="adam", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.0,
                        grad_clip=0.0, schedule="constant", warmup_epochs=0.0,
                        end_lr_fraction=1.0)
-    c.data.augment = False
+    c.augment = False
 
   if arg.demo:
     # Normal images only: the encoder initialises configs/classify.py:demo and the
     # reconstruction / latent density of normal heads gives its anomaly score.
-    c.data = common.data("fetal_brain_synth:small", size=(64, 64), where="abnormal=0")
+    c.input.size = (64, 64)
+    c.sources = common.sources(common.data("fetal_brain_synth:small", where="abnormal=0"))
     c.model = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
                    latent_channels=16, latent_dim=128, groups=8)
     c.batch_size = 32
@@ -70,18 +73,19 @@ def get_config(arg=None):
 
   if arg.runlocal:
     # The phantom's `tiny` config (64 px, 132 training images) builds in seconds.
-    c.data = common.data("fetal_brain_synth:tiny" if arg.data == "fetal_brain_synth"
-                         else arg.data, size=(64, 64))
+    c.input.size = (64, 64)
+    c.sources = common.sources(common.data(
+        "fetal_brain_synth:tiny" if arg.data == "fetal_brain_synth" else arg.data))
     c.batch_size = 8
     c.num_epochs = 4
     if c.model.arch == "resnet":
       c.model.update(widths=(8, 16), latent_channels=4, latent_dim=32, latent_widths=(32,))
     else:
       c.model.widths = (8, 16, 32)
-  if c.data.augment:
+  if c.augment:
     # Flip, rotation + scale, gain and gamma inside the jitted step: on an H200 the
     # host's per-image warp made the input pipeline half of the step time.
-    c.data.augment_on = "device"
+    c.augment_on = "device"
   return c
 
 

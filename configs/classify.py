@@ -14,13 +14,13 @@ Arguments (the part of `--config` after the colon, comma separated):
                   encoder that `init_from` then fine-tunes
   size=N          the network grid N x N (default 128; demo 64)
   input=aligned_head  the network sees the aligned head (`fbjax.align.aligned_head` of
-                  the original image, `config.align`), not the letterboxed image
+                  the original image, `config.input`), not the letterboxed image
   phantom_planes=F  the phantom's planes (plane labels only, crops from its head masks)
                   as the share F of data=real's training mixture (default 0: measured
                   at 0.25 with aligned heads, two seeds, no gain on validation beyond
                   the seeds' spread; docs/classify_benchmark_aligned.md)
   seg_workdir=DIR a segmentation workdir: the head ellipse of images without a head mask
-                  (`config.align.seg_workdir`; FETAL_PLANES_DB, the abnormalities set)
+                  (`config.input.seg_workdir`; FETAL_PLANES_DB, the abnormalities set)
   init_from=DIR   an autoencoder workdir: its encoder (and model config) initialise ours,
                   and, trained on normal images only, it gives the anomaly score
   encoder=small   the CPU-sized encoder of the benchmarks (residual 16/32/64, latent 128,
@@ -49,11 +49,13 @@ Arguments (the part of `--config` after the colon, comma separated):
 The autoencoder for `init_from` (normal images only, see `configs/autoencoder.py`):
 
   python -m launch.train --config configs/autoencoder.py:variant=default \
-      --config.data.where=abnormal=0 --workdir ~/runs/ae_normal
+      --config.sources.phantom.where=abnormal=0 --workdir ~/runs/ae_normal
   # real normal images (three sources): this trainer with no heads and a reconstruction loss
   python -m launch.train --config configs/classify.py:data=real,variant=autoencoder \
       --config.real_data=../shared/data --workdir ~/runs/ae_real
 
+`config.input` is what the network reads (`fbjax.schema`: the letterboxed image or
+the aligned head, its grid and alignment), named once; every source is read as it.
 `config.sources` holds one data block per source (`fbjax.data.sources`:
 `block_source` reads one block, `mixture` mixes the blocks trained on): its
 `weight` (share of a training epoch; 0 = not trained on), `tasks` (the labels
@@ -71,7 +73,8 @@ import os
 import ml_collections
 
 from configs import common
-from fbjax.data import labels, sources
+from fbjax import schema
+from fbjax.data import labels
 
 # The sixteen classes of the fetal brain abnormalities set, in fbjax's order.
 REAL_CONDITIONS = tuple(c for c in labels.CONDITIONS if c not in (
@@ -80,11 +83,9 @@ TASKS = ("plane", "abnormal", "condition")
 VARIANTS = ("finetune", "frozen", "autoencoder", "pretrain")
 
 
-def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
-  block = common.data(name, size=size, **kw)
-  block.weight = weight
+def _source(name, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
+  block = common.data(name, weight=weight, evaluate=evaluate, **kw)
   block.tasks = tuple(tasks)
-  block.eval = evaluate
   if real is not None:
     # A reference derived from `real_data` per source: `--config.real_data=DIR` moves
     # every source, `--config.sources.fba.manual_dir=X` moves that source alone.
@@ -92,13 +93,14 @@ def _source(name, size, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
   return block
 
 
-# The aligned head's crop (the keyword arguments of `fbjax.align.aligned_head`) and
-# where the head ellipse comes from when an example has no ground-truth mask.
-ALIGN = dict(size=(96, 128), head_fraction=0.8, margin=0.08, seg_workdir="")
+# The aligned head's grid and crop (the keyword arguments of `fbjax.align.aligned_head`)
+# and where the head ellipse comes from when an example has no ground-truth mask.
+ALIGNED_SIZE = (96, 128)
+ALIGN = dict(head_fraction=0.8, margin=0.08, seg_workdir="")
 # The phantom's share of data=real's training mixture, plane labels only, in the
 # sweep's arm (`phantom_planes=`; the default is none).
 PHANTOM_PLANES = 0.25
-INPUTS = sources.INPUTS   # what a classifier may read: one definition, the data layer's
+INPUTS = schema.CLASSIFIER_INPUTS   # what a classifier may read: one definition
 # The CPU-sized encoder of the benchmarks (`encoder=small`, and every `heads=` run).
 SMALL_ENCODER = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
                      latent_channels=16, latent_dim=128, groups=8)
@@ -121,10 +123,11 @@ def set_input(c, kind: str, seg_workdir: str = "") -> None:
   """`config.input` and what follows from it: the grid, augmentation and test-time averaging."""
   if kind not in INPUTS:
     raise KeyError(f"unknown input {kind!r}; expected one of {INPUTS}")
-  c.input = kind
-  c.align = ml_collections.ConfigDict(dict(ALIGN, seg_workdir=seg_workdir))
+  if kind == "image":
+    c.input = common.model_input("image", c.input.size)
+    return
+  c.input = common.model_input(kind, ALIGNED_SIZE, **dict(ALIGN, seg_workdir=seg_workdir))
   if kind == "aligned_head":
-    c.image_size = tuple(c.align.size)
     c.augment_on = "device"
     c.augment_params = dict(ALIGNED_AUGMENT)
     c.rot180 = True        # training draws either canonical orientation
@@ -190,8 +193,7 @@ def get_config(arg=None):
   c = common.base(arg)
   c.trainer = "classify"
   c.variant = arg.variant
-  size = (128, 128)
-  c.image_size = size
+  c.input = common.model_input("image", (128, 128))
 
   # Real data: `--config.real_data=DIR` (DIR holds fetal_brain_abnormalities/, ...).
   c.real_data = ml_collections.FieldReference(os.environ.get("FBJAX_REAL_DATA", ""))
@@ -199,14 +201,14 @@ def get_config(arg=None):
   c.sources = ml_collections.ConfigDict()
   use_phantom = arg.data in ("phantom", "mix")
   use_real = arg.data in ("real", "mix")
-  c.sources.phantom = _source("fetal_brain_synth:small", size, weight=1.0 if use_phantom else 0.0,
+  c.sources.phantom = _source("fetal_brain_synth:small", weight=1.0 if use_phantom else 0.0,
                               evaluate=use_phantom)
-  c.sources.fba = _source("fetal_brain_abnormalities", size, weight=0.6 if use_real else 0.0,
+  c.sources.fba = _source("fetal_brain_abnormalities", weight=0.6 if use_real else 0.0,
                           evaluate=use_real, real=real)
-  c.sources.fpdb = _source("fetal_planes_db:brain_combined", size,
+  c.sources.fpdb = _source("fetal_planes_db:brain_combined",
                            weight=0.15 if use_real else 0.0,
                            tasks=("plane",), evaluate=use_real, real=real)
-  c.sources.hc18 = _source("hc18", size, weight=0.25 if use_real else 0.0,
+  c.sources.hc18 = _source("hc18", weight=0.25 if use_real else 0.0,
                            tasks=("abnormal", "condition"), evaluate=use_real, real=real,
                            label_defaults="abnormal=0,condition=0")
   if arg.data == "mix":
@@ -218,7 +220,6 @@ def get_config(arg=None):
   c.batch_size = 32
   c.eval_batch_size = 64
   c.num_epochs = 30
-  c.augment = True                # flip, rotation + scale, gain + gamma (fbjax.data.augment)
   c.data_cache = True             # keep decoded, resized training images in memory
   c.data_workers = 0              # grain worker processes (0: threads in this process)
   c.model = dict(
@@ -244,8 +245,6 @@ def get_config(arg=None):
   # counted where its abnormal label is a task), not HC18's many normals.
   c.decision_sources = ("fba", "fpdb") if use_real else ()
   c.num_images = 8
-  c.input = "image"
-  c.align = ml_collections.ConfigDict(dict(ALIGN, seg_workdir=arg.seg_workdir))
   c.rot180 = False
   c.eval_rot180 = False
 
@@ -291,7 +290,7 @@ def get_config(arg=None):
   if arg.demo:
     # The main job's size: 64 px phantom, a small encoder; ~3 minutes on 2 CPU cores
     # (measured with the demo autoencoder: plane accuracy 0.55 after 25 epochs, 0.73 after 60).
-    c.image_size = (64, 64)
+    c.input.size = (64, 64)
     c.model.ae = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
                       latent_channels=16, latent_dim=128, groups=8)
     c.batch_size = 32
@@ -301,9 +300,8 @@ def get_config(arg=None):
     c.anomaly.max_fit_images = 600
 
   if arg.runlocal:
-    c.image_size = (32, 32)
-    c.sources.phantom = _source("fetal_brain_synth:tiny", c.image_size, weight=1.0,
-                                evaluate=True)
+    c.input.size = (32, 32)
+    c.sources.phantom = _source("fetal_brain_synth:tiny", weight=1.0, evaluate=True)
     for k in ("fba", "fpdb", "hc18"):
       c.sources[k].weight, c.sources[k].eval = 0.0, False
     c.condition_classes = labels.PHANTOM_CONDITIONS
@@ -313,11 +311,11 @@ def get_config(arg=None):
     c.batch_size = 8
     c.num_epochs = 2
   if arg.size:
-    c.image_size = (int(arg.size), int(arg.size))
+    c.input.size = (int(arg.size), int(arg.size))
   if arg.input != "image":
     set_input(c, arg.input, arg.seg_workdir)
     if arg.runlocal:
-      c.align.size = c.image_size = (24, 32)
+      c.input.size = (24, 32)
   set_encoder(c, arg.encoder)
   if arg.heads:
     if arg.data != "real" or arg.variant != "finetune":
@@ -327,8 +325,6 @@ def get_config(arg=None):
   if share and arg.data == "real" and arg.variant in ("finetune", "frozen") \
       and not arg.runlocal:
     add_phantom_planes(c, share)
-  for s in c.sources.values():
-    s.size = tuple(c.image_size)   # the trainer reads every source at `image_size`
   return c
 
 

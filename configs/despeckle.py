@@ -3,12 +3,12 @@ r"""Self-supervised despeckler (structured blind spots; no clean targets).
 Arguments (after the colon, comma separated):
   runlocal          tiny phantom (64 px), small network: a CPU smoke run of about a minute.
   data=NAME         fetal_brain_synth[:tiny|small|full] (default: small, 128 px) or hc18
-                    (real images; give --config.data.manual_dir).
+                    (real images; give --config.sources.hc18.manual_dir).
 
   python -m launch.train --config configs/despeckle.py --workdir ~/runs/despeckle
   python -m launch.train --config configs/despeckle.py:runlocal --workdir /tmp/despeckle
   python -m launch.train --config configs/despeckle.py:data=hc18 \
-      --config.data.manual_dir=../shared/data/hc18 --workdir ~/runs/despeckle_hc18
+      --config.sources.hc18.manual_dir=../shared/data/hc18 --workdir ~/runs/despeckle_hc18
   python -m launch.sweep --config configs/despeckle.py --workdir ~/runs/despeckle_sweep
 
 Use the result in front of another model: --config.enhance.chain=learned
@@ -28,7 +28,9 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False, data="fetal_brain_synth")
   c = common.base(arg)
   c.trainer = "despeckle"
-  c.data = common.data(arg.data, size=(128, 128), augment=False)
+  c.input = common.model_input("image", (128, 128))
+  c.sources = common.sources(common.data(arg.data))
+  c.augment = False
   c.crop = 64                      # training crop (px); 0 = whole images
   c.batch_size = 32
   c.num_epochs = 0
@@ -41,11 +43,12 @@ def get_config(arg=None):
                      grad_clip=1.0, schedule="warmup_cosine", warmup_epochs=1.0,
                      end_lr_fraction=0.01)
   if arg.data == "hc18":
-    c.data.size = (256, 256)       # letterboxed 800x540 images keep more of their speckle
+    c.input.size = (256, 256)      # letterboxed 800x540 images keep more of their speckle
     c.blind_spot.mask_hw = (3, 7)
   if arg.runlocal:
-    c.data = common.data("fetal_brain_synth:tiny" if arg.data == "fetal_brain_synth"
-                         else arg.data, size=(64, 64), augment=False)
+    c.input.size = (64, 64)
+    c.sources = common.sources(common.data(
+        "fetal_brain_synth:tiny" if arg.data == "fetal_brain_synth" else arg.data))
     c.crop = 32
     c.batch_size = 8
     c.total_steps = 40

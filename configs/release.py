@@ -80,7 +80,8 @@ def get_config(arg=None):
       fetal_brain_abnormalities=dict(builder="fetal_brain_abnormalities", config="",
                                      folder="fetal_brain_abnormalities"),
       phantom=dict(builder="fetal_brain_synth", config="small", folder="")))
-  seg_data = ["data.manual_dir={real_data}/hc18", *_data("data", "phantom"),
+  seg_data = ["sources.hc18.manual_dir={real_data}/hc18",
+              *_data("sources.hc18", "sources.phantom"),
               "wandb.mode={wandb_mode}", "seed={seed}"]
   cls_data = ["real_data={real_data}", *_real("fba", "fpdb", "hc18"),
               *_data("sources.fba", "sources.fpdb", "sources.hc18", "sources.phantom"),
@@ -112,14 +113,15 @@ def get_config(arg=None):
 
   if arg.smoke:
     tiny_seg = ["model.width=4", "model.depth=3", "model.max_width=16", "model.groups=2",
-                "phantom.config=tiny", "batch_size=8", "eval_batch_size=8"]
+                "sources.phantom.config=tiny", "batch_size=8", "eval_batch_size=8"]
     for name, steps, size in (("seg_stage1", 150, "(48, 72)"), ("seg_stage2", 100, "(48, 48)")):
       m = c.models[name]
       m.overrides = tuple(o for o in m.overrides if not o.startswith(
           ("total_steps", "eval_every", "checkpoint_every"))) + (
               f"total_steps={steps}", f"eval_every={steps}", f"checkpoint_every={steps}",
-              f"data.size={size}", f"phantom.size={size}", *tiny_seg,
-              f"data.max_examples={SMOKE_EXAMPLES}", f"phantom.max_examples={SMOKE_EXAMPLES}")
+              f"input.size={size}", *tiny_seg,
+              f"sources.hc18.max_examples={SMOKE_EXAMPLES}",
+              f"sources.phantom.max_examples={SMOKE_EXAMPLES}")
     c.models.seg_stage2.overrides += ("crop.copies=1",)
     for name in ("anomaly_ae", "planes", "abnormal"):
       m = c.models[name]

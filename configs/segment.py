@@ -18,30 +18,34 @@ Arguments (the part of `--config` after the colon, comma separated):
                   `stage1_workdir`, the stage-1 model inference runs first
 
   python -m launch.train --config configs/segment.py --workdir ~/runs/seg \
-      --config.data.manual_dir=../shared/data/hc18
+      --config.sources.hc18.manual_dir=../shared/data/hc18
   python -m launch.train --config configs/segment.py:data=phantom --workdir ~/runs/seg_phantom
   python -m launch.train --config configs/segment.py:variant=device --workdir ~/runs/seg_dev \
-      --config.data.manual_dir=../shared/data/hc18
+      --config.sources.hc18.manual_dir=../shared/data/hc18
   python -m launch.train --config configs/segment.py:runlocal --workdir /tmp/seg_local
   python -m launch.train --config configs/segment.py:stage=2 --workdir ~/runs/seg2 \
-      --config.data.manual_dir=../shared/data/hc18 --config.stage1_workdir=~/runs/seg
-  python -m launch.evaluate --config configs/segment.py:stage=2 --workdir ~/runs/seg2 \
-      --config.data.manual_dir=../shared/data/hc18 --split validation
-  python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg \
-      --config.data.manual_dir=../shared/data/hc18 --split validation --out ~/runs/seg/eval
+      --config.sources.hc18.manual_dir=../shared/data/hc18 --config.stage1_workdir=~/runs/seg
+  python -m launch.evaluate --workdir ~/runs/seg2 \
+      --config.sources.hc18.manual_dir=../shared/data/hc18 --split validation
+  python -m launch.evaluate --workdir ~/runs/seg \
+      --config.sources.hc18.manual_dir=../shared/data/hc18 --split validation --out ~/runs/seg/eval
   python -m launch.sweep --config configs/segment.py --workdir ~/runs/seg_sweep
 
-`config.data` is HC18 (the real data); `config.phantom` the phantom.
-`train_on` names the blocks trained on, `train_weights` their shares of an
-epoch, `eval_on` the blocks validated during training.
+`config.sources.hc18` is HC18 (the real data), `config.sources.phantom` the
+phantom; each block's `weight` is its share of a training epoch (0: not trained
+on) and `eval` says whether it is validated on (`fbjax.schema`). The network
+reads `config.input` (stage 1: the letterboxed image; stage 2: head crops).
 """
 
 from __future__ import annotations
 
+import ml_collections
+
 from configs import common
 from fbjax.enhance import modules as enhance_lib
 
-MIXES = {"mix": ("data", "phantom"), "hc18": ("data",), "phantom": ("phantom",)}
+# The share of a training epoch of HC18 and of the phantom, per `data=`.
+MIXES = {"mix": (0.7, 0.3), "hc18": (1.0, 0.0), "phantom": (0.0, 1.0)}
 SIZES = {"default": (128, 192), "device": (256, 384)}
 # Stage 2: the crop grid per variant, and the fine grid both stages are run from
 # (HC18's native 540x800: crops are taken at the image's own resolution).
@@ -72,12 +76,12 @@ def get_config(arg=None):
   c = common.base(arg)
   c.trainer = "segment"
   c.variant = arg.variant
-  c.data = common.data("hc18", size=size)
-  c.phantom = common.data("fetal_brain_synth:small", size=size)
-  c.data.cache = True           # decoded, resized examples kept in memory (small data sets)
-  c.train_on = MIXES[arg.data]
-  c.train_weights = (0.7, 0.3) if arg.data == "mix" else ()
-  c.eval_on = ("data", "phantom")
+  c.input = common.model_input("image", size)
+  hc18_share, phantom_share = MIXES[arg.data]
+  c.sources = ml_collections.ConfigDict()
+  c.sources.hc18 = common.data("hc18", weight=hc18_share)
+  c.sources.phantom = common.data("fetal_brain_synth:small", weight=phantom_share)
+  c.data_cache = True           # decoded, resized examples kept in memory (small data sets)
   c.eval_method = "robust"      # head ellipse in evaluation: plain | direct | robust
   c.eval_flip = True            # evaluation/prediction: average with the mirrored image
   c.batch_size = 16
@@ -97,22 +101,25 @@ def get_config(arg=None):
   c.enhance = enhance_lib.default_config("none")
 
   if arg.variant == "device":
-    c.phantom = common.data("fetal_brain_synth:full", size=size)
+    c.sources.phantom = common.data("fetal_brain_synth:full", weight=phantom_share)
     c.model.width, c.model.depth = 32, 5
     c.batch_size = 32
     c.total_steps = 3000
 
   if arg.runlocal:
-    c.data = common.data("toy", size=(32, 48), num_examples=48)
-    c.phantom = common.data("toy", size=(32, 48), num_examples=48, seed=1)
+    c.input.size = (32, 48)
+    c.sources.hc18 = common.data("toy", weight=hc18_share, num_examples=48,
+                                 source_size=(32, 48))
+    c.sources.phantom = common.data("toy", weight=phantom_share, num_examples=48,
+                                    source_size=(32, 48), seed=1)
     c.model = dict(width=4, depth=2, max_width=16, norm="group", groups=2)
     c.batch_size = 8
     c.eval_batch_size = 8
     c.total_steps = 12
 
-  if arg.augment == "randomize":  # the training augmentation's switches live in config.data
-    c.data.augment_on = "device"
-    c.data.augment_params = dict(RANDOMIZE)
+  if arg.augment == "randomize":
+    c.augment_on = "device"
+    c.augment_params = dict(RANDOMIZE)
 
   c.stage = int(arg.stage)
   # Stage 2 requires it: the stage-1 segmenter workdir inference runs first (stage 1
@@ -121,10 +128,9 @@ def get_config(arg=None):
   if c.stage not in (1, 2):
     raise KeyError(f"unknown stage {arg.stage!r}; expected 1 or 2")
   if c.stage == 2:
-    crop = (32, 32) if arg.runlocal else CROP_SIZES[arg.variant]
-    if arg.runlocal:   # toy images keep their letterbox shape; the crops are square
-      c.data.source_size = c.phantom.source_size = tuple(c.data.size)
-    c.data.size = c.phantom.size = crop
+    # The network reads head crops (toy images keep their letterbox shape).
+    c.input = common.model_input("head_crop", (32, 32) if arg.runlocal
+                                 else CROP_SIZES[arg.variant])
     c.fine_size = (48, 64) if arg.runlocal else FINE_SIZE
     # Training crops: reference ellipse, centre shifted by up to `shift` semi-major
     # axes and scaled by up to 1 +- `zoom`; each image `copies` times per epoch.
@@ -138,7 +144,7 @@ def get_config(arg=None):
     if arg.augment == "randomize":
       # The crop fixes the head's size (head_fraction, jittered by `zoom`): no
       # further scaling, the rest of the randomisation as in stage 1.
-      c.data.augment_params.max_log_scale = 0.0
+      c.augment_params.max_log_scale = 0.0
   return c
 
 
@@ -159,7 +165,7 @@ def sweep():
   # without and with a PSF blur (its default-augmentation arm is data=phantom above;
   # evaluate all on HC18 validation).
   runs.append({"arg": "data=phantom,augment=randomize"})
-  runs.append({"arg": "data=phantom,augment=randomize", "data.augment_params.max_blur_sigma": 1.5})
+  runs.append({"arg": "data=phantom,augment=randomize", "augment_params.max_blur_sigma": 1.5})
   # The same randomisation for the HC18 + phantom mix (measured: no gain, README).
   runs.append({"arg": "data=mix,augment=randomize"})
   # Stage 2 (python -m launch.sweep ... --config.stage1_workdir=DIR): crop scale, jitter

@@ -39,7 +39,7 @@ import numpy as np
 from flax import serialization
 
 from fbjax import checkpoint as ckpt_lib
-from fbjax import inference, metrics
+from fbjax import inference, metrics, schema
 from fbjax import workdir as workdir_lib
 from fbjax.enhance import modules as enhance_lib
 from fbjax.models import autoencoder
@@ -75,8 +75,8 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 # Where a workdir's autoencoder lives, by the model kind the workdir records:
 # (its parameter subtree, the config field of its linen kwargs, of its grid size).
-AUTOENCODER_IN = {"autoencoder": ((), "model", "data.size"),
-                  "classifier": (("ae",), "model.ae", "image_size")}
+AUTOENCODER_IN = {"autoencoder": ((), "model", "input.size"),
+                  "classifier": (("ae",), "model.ae", "input.size")}
 
 
 def _field(config, dotted: str):
@@ -295,8 +295,6 @@ def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None,
   """
   import time  # noqa: PLC0415
 
-  import ml_collections  # noqa: PLC0415
-
   from fbjax import tracking  # noqa: PLC0415
   from fbjax.data import sources  # noqa: PLC0415
 
@@ -305,7 +303,7 @@ def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None,
   ae_dir = acfg.get("ae_workdir") or config.get("init_from")
   if not ae_dir or ae_dir == "none":
     return None
-  if read_config(ae_dir).get("input", "image") != "image":
+  if schema.input_of(read_config(ae_dir))["kind"] != "image":
     log(f"anomaly: {ae_dir} reads aligned heads, the anomaly score whole images: "
         "no anomaly model")
     return None
@@ -313,9 +311,6 @@ def fit_from_config(config, train_blocks: dict, eval_blocks: dict, *, log=None,
   ae = load_autoencoder(ae_dir)
   score_fn = make_score_fn(ae)
   bs = config.eval_batch_size
-  whole = ml_collections.ConfigDict({"input": "image"})
-  train_blocks = {n: sources.with_input(b, whole) for n, b in train_blocks.items()}
-  eval_blocks = {n: sources.with_input(b, whole) for n, b in eval_blocks.items()}
   normal_train = []
   per = max(1, int(acfg.max_fit_images) // len(train_blocks))
   for name, block in train_blocks.items():

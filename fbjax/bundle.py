@@ -39,6 +39,8 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
+from fbjax import schema
+
 FORMAT = 1
 DEFAULT = "fbjax_head_v1"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "models"
@@ -211,7 +213,8 @@ def assemble(folder: pathlib.Path, configs: dict, params: dict, artefacts: dict,
   from fbjax import inference  # noqa: PLC0415
 
   where = str(folder)
-  cfg = {n: ml_collections.ConfigDict(c) for n, c in configs.items()}
+  # Configs of an older schema are read in today's keys (`fbjax.schema.upgrade`).
+  cfg = {n: ml_collections.ConfigDict(schema.upgrade(c)) for n, c in configs.items()}
   first = inference.Loaded("segmenter", cfg["seg_stage1"], params["seg_stage1"], where)
   seg = inference.Loaded("segmenter", cfg["seg_stage2"], params["seg_stage2"], where,
                          stage1_model=first)

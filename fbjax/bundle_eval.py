@@ -96,13 +96,12 @@ def member_sources(member, folder, values: dict, split: str, *, trained: bool = 
   `trained`, at their training splits), aligned heads cut around the bundle's ellipses."""
   cfg = fill(member.config, values)
   with cfg.unlocked():
-    cfg.align.seg_workdir = str(folder)
+    cfg.input.seg_workdir = str(folder)
   out = {}
   for name, block in cfg.sources.items():
     if (block.weight > 0) if trained else block.get("eval", False):
-      b = sources.with_input(block, cfg)
-      out[name] = sources.block_source(b, b.train_split if trained else split,
-                                       head_table=heads.table)
+      out[name] = sources.block_source(block, block.train_split if trained else split,
+                                       model_input=cfg.input, head_table=heads.table)
   return out
 
 
@@ -235,7 +234,7 @@ def validation(bundle, *, real_data: str, data_dir: str, work: str = "",
   """Every validation measurement of a loaded bundle (see the module docstring)."""
   values = {"real_data": real_data, "data_dir": data_dir, "work": work or data_dir}
   seg = bundle.segmenter
-  seg_block = fill(seg.config, values).data
+  seg_block = fill(seg.config, values).sources.hc18
   clf = bundle.classifier
   return {"segmentation": segmentation(seg, seg_block, tta=seg_tta),
           "planes": planes(clf.members["planes"], bundle.folder, values),

@@ -84,10 +84,10 @@ def segment_config(size: Size, data_dir: str, wandb_mode: str):
   from configs import segment as seg_cfg  # noqa: PLC0415
 
   c = seg_cfg.get_config("data=phantom")
-  grid = (size.seg_grid, size.seg_grid)
-  # The phantom in the `data` block (the one evaluation reads); HC18 is not used.
-  c.data = common.data(f"fetal_brain_synth:{size.phantom}", size=grid, cache=True)
-  c.train_on, c.eval_on, c.train_weights = ("data",), ("data",), ()
+  # The phantom alone (HC18 is not used), read whole and cached.
+  c.input.size = (size.seg_grid, size.seg_grid)
+  c.sources = common.sources(common.data(f"fetal_brain_synth:{size.phantom}"))
+  c.data_cache = True
   c.total_steps = size.seg_steps
   c.model.width = size.seg_width
   if size.seg_width < 8:
@@ -102,7 +102,7 @@ def autoencoder_config(size: Size, data_dir: str, wandb_mode: str):
 
   c = ae_cfg.get_config(size.ae_arg)
   if size.ae_arg == "runlocal":   # the smoke size: the phantom's normal heads, as in `demo`
-    c.data.where = "abnormal=0"
+    c.sources.phantom.where = "abnormal=0"
   return _common(c, data_dir, wandb_mode)
 
 
@@ -139,9 +139,9 @@ def evaluate_segment(config, workdir: pathlib.Path, out: pathlib.Path, size: Siz
   """The segmentation model on the phantom's test split (per-image CSV, overlays in `out`)."""
   from fbjax import evaluate  # noqa: PLC0415
 
-  full = evaluate.evaluate_workdir(str(workdir), config, data="data", split="test",
+  full = evaluate.evaluate_workdir(str(workdir), config, data="phantom", split="test",
                                    out_dir=str(out), num_overlays=size.num_overlays // 4)
-  entry = full["sources"]["data"]
+  entry = full["sources"]["phantom"]
   return seg_headline(entry["rows"], entry["original_resolution"], config.eval_method)
 
 

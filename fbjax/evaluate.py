@@ -3,10 +3,12 @@
     summary = evaluate.evaluate_workdir(workdir, data_config, split="test", out_dir=OUT)
 
 The model comes from the workdir (`fbjax.inference.load`: its recorded kind,
-config and latest checkpoint); the data from `data_config`, a config whose
-data blocks (top-level blocks with a `name`, and `sources`) replace the
-workdir's, so the same model can be measured on another copy of a data set
-(`--config.data.manual_dir=...`, `--config.sources.fba.manual_dir=...`).
+config and latest checkpoint: what it reads, `config.input`, is the workdir's);
+the data from `data_config` and overrides of the blocks of `config.sources`,
+which may only say where the data are, so the same model can be measured on
+another copy of a data set (`--config.sources.hc18.manual_dir=...`,
+`--config.sources.fba.manual_dir=...`). By default every block the model was
+validated on during training (`eval`) is measured; `data` picks one.
 
 Per kind, with the evaluators validation runs during training (same
 prediction function, same test-time averaging), so on the validation split
@@ -40,6 +42,7 @@ from fbjax import (
   heads,
   inference,
   metrics,
+  schema,
   segment_eval,
   segment_post,
   tracking,
@@ -47,12 +50,8 @@ from fbjax import (
 )
 from fbjax.data import sources
 
-
-def data_blocks(config) -> list[str]:
-  """The fields of `config` that describe data: blocks with a `name` and a `val_split`,
-  and `sources`."""
-  return [k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)
-          and (("name" in v and "val_split" in v) or k == "sources")]
+# The block a shipped bundle's segmenter is measured on by default (its real data).
+SEGMENTER_BLOCK = "hc18"
 
 
 # What a config given to `launch.evaluate` may change in a data block the workdir was
@@ -64,14 +63,8 @@ PATH_KEYS = ("manual_dir", "data_dir")
 
 
 def _blocks(config) -> dict:
-  """{dotted name: block} of the data blocks of `config` (`data`, `phantom`, `sources.x`)."""
-  out = {}
-  for k in data_blocks(config):
-    if k == "sources":
-      out.update({f"sources.{n}": b for n, b in config.sources.items()})
-    else:
-      out[k] = config[k]
-  return out
+  """{dotted name: block} of the data blocks of `config` (`sources.hc18`, ...)."""
+  return {f"sources.{n}": b for n, b in (config.get("sources") or {}).items()}
 
 
 def _where(key: str, value):
@@ -84,6 +77,24 @@ def _same(a, b) -> bool:
   return norm(a) == norm(b)
 
 
+_ABSENT = object()
+
+
+def _lookup(config, path: str):
+  """The value at dotted `path` of `config` (`_ABSENT`: none)."""
+  node = config
+  for part in path.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return _ABSENT
+    node = node[part]
+  return node
+
+
+def _shown(v):
+  return v.to_dict() if isinstance(v, ml_collections.ConfigDict) else \
+      tuple(v) if isinstance(v, list) else v
+
+
 def _owner(config, path: str) -> str | None:
   """The data block of `config` that dotted `path` lies in (None: none)."""
   return next((b for b in sorted(_blocks(config), key=len, reverse=True)
@@ -94,11 +105,12 @@ def merged_config(trained, data_config=None, overrides: dict | None = None, *,
                   origin: str = "the workdir", strict: bool = True):
   """The trained config, told where the data are by `data_config` and `overrides`.
 
-  A data block the trained config lacks is added from `data_config` whole (sized for the
-  model). In a block the model was trained with, only `WHERE_KEYS` (which data set,
-  where its files are) may change: `overrides` (dotted paths, e.g. the command line's
-  `{"data.manual_dir": "~/hc18"}`) set them; any other override, and any other key of
-  `data_config`'s block, must equal the trained value, else a ValueError names both.
+  A data block the trained config lacks is added from `data_config` whole (read as the
+  model's `input`, like every block; measured only when named: `eval` False). In a block
+  the model was trained with, only `WHERE_KEYS` (which data set, where its files are) may
+  change: `overrides` (dotted paths, e.g. the command line's
+  `{"sources.hc18.manual_dir": "~/hc18"}`) set them; any other override, and any other
+  key of `data_config`'s block, must equal the trained value, else a ValueError names both.
   `strict=False` (the command line): `data_config`'s blocks that the model was trained
   with are left as recorded, neither compared nor taken (a config file's own defaults
   never replace what the workdir recorded); only `overrides` change them.
@@ -106,29 +118,23 @@ def merged_config(trained, data_config=None, overrides: dict | None = None, *,
   config = trained.copy_and_resolve_references()
   if data_config is None and not overrides:
     return config
-  size = tuple(config.image_size if "image_size" in config else config.data.size)
   have = _blocks(config)
   with config.unlocked():
     if data_config is not None:
-      for name, block in _blocks(data_config.copy_and_resolve_references()).items():
+      given = ml_collections.ConfigDict(schema.upgrade(json.loads(
+          data_config.copy_and_resolve_references().to_json_best_effort())))
+      for name, block in _blocks(given).items():
         if name not in have:
-          if name.startswith("sources.") and "sources" not in config:
-            continue   # a classifier's sources mean nothing to another kind of model
-          if not name.startswith("sources.") and "sources" in config:
-            continue
-          new = ml_collections.ConfigDict(block.to_dict())
-          new.size = size
-          if name.startswith("sources."):
-            config.sources[name.split(".", 1)[1]] = new
-          else:
-            config[name] = new
+          # Measured when asked for (`data`): the default is what the model was validated on.
+          config.sources[name.split(".", 1)[1]] = ml_collections.ConfigDict(
+              dict(block.to_dict(), eval=False))
           continue
         if not strict:
           continue
         for key, value in block.items():
           if key in WHERE_KEYS:
             have[name][key] = _where(key, value)
-          elif key != "size" and key in have[name] and not _same(value, have[name][key]):
+          elif key in have[name] and not _same(value, have[name][key]):
             raise ValueError(f"{name}.{key}: {origin} was trained with "
                              f"{have[name][key]!r}, the config gives {value!r}; a config "
                              f"given for evaluation only says where the data are "
@@ -137,9 +143,18 @@ def merged_config(trained, data_config=None, overrides: dict | None = None, *,
     for path, value in (overrides or {}).items():
       name = _owner(config, path)
       if name is None:
-        raise ValueError(f"--config.{path}: {origin} has no such data block (its blocks: "
-                         f"{', '.join(sorted(blocks))}); a config given for evaluation "
-                         "only says where the data are")
+        recorded = _lookup(config, path)
+        if recorded is _ABSENT:
+          raise ValueError(f"--config.{path}: {origin} has no such data block (its blocks: "
+                           f"{', '.join(sorted(blocks))}); a config given for evaluation "
+                           "only says where the data are")
+        if not _same(value, recorded):
+          raise ValueError(f"--config.{path}={value!r}: {origin} was trained with "
+                           f"{path}={_shown(recorded)}; what a model reads (its input, "
+                           "stages, settings) comes from its record, a config given for "
+                           f"evaluation only says where the data are ({', '.join(WHERE_KEYS)}"
+                           " of a block of config.sources)")
+        continue
       key = path[len(name) + 1:]
       if key in WHERE_KEYS:
         blocks[name][key] = _where(key, value)
@@ -186,8 +201,8 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
                      step: int | None = None, tta: bool | None = None,
                      real_data: str | None = None, data_dir: str | None = None,
                      overrides: dict | None = None, strict: bool = True) -> dict:
-  """Measures `workdir` on block `data` (default: a classifier's validated sources, else
-  the block `data`) at `split`
+  """Measures `workdir` on block `data` of its `config.sources` (default: every block it
+  was validated on during training, `eval`) at `split`
   (default: the block's validation split). Writes `evaluation.json` to `out_dir`
   (all but a segmenter's per-image `rows`, which `segment_eval` writes as CSV).
   `tta`: mirror averaging on or off (both stages of a two-stage segmenter) instead
@@ -202,7 +217,7 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
                            data_dir=data_dir, overrides=overrides, strict=strict)
   if data_dir is not None:
     raise ValueError(f"{workdir}: data_dir is for a bundle's data sets; a workdir's data "
-                     "blocks name their own (--config.data.data_dir=...)")
+                     "blocks name their own (--config.sources.NAME.data_dir=...)")
   workdir = os.path.abspath(workdir)
   model = inference.load(workdir, step)
   config = merged_config(model.config, data_config, overrides, origin=workdir, strict=strict)
@@ -210,12 +225,10 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
     with config.unlocked():
       config.eval_flip = bool(tta)
   model.config = config
-  if model.kind == "classifier":
-    names = [data] if data else [n for n, b in config.sources.items() if b.get("eval")]
-    blocks = {n: sources.with_input(config.sources[n], config) for n in names}
-  else:
-    names = [data or "data"]
-    blocks = {n: config[n] for n in names}
+  if data is not None and data not in config.sources:
+    raise ValueError(f"{workdir}: no data block {data!r}; it reads "
+                     f"{', '.join(config.sources)} (config.sources)")
+  blocks = {data: config.sources[data]} if data else sources.eval_blocks(config)
   summary: dict = {"workdir": workdir, "kind": model.kind, "step": step,
                    "eval_flip": bool(config.get("eval_flip", False)), "sources": {}}
   _measure(model, config, blocks, summary, split=split, out_dir=out_dir, methods=methods,
@@ -292,27 +305,28 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
   for mname, m in b.classifier.members.items():
     cfg = merged(mname)
     with cfg.unlocked():
-      cfg.align.seg_workdir = str(b.folder)
+      cfg.input.seg_workdir = str(b.folder)
     members[mname] = (m, cfg)
-  known = ["data", *sorted({n for _, c in members.values() for n in c.sources})]
+  known = sorted({*seg_cfg.sources, *(n for _, c in members.values() for n in c.sources)})
   if data is not None and data not in known:
     raise ValueError(f"{b.folder}: no data block {data!r}; the bundle reads {known}")
-  if data in (None, "data"):
+  # The segmenter on HC18 (the phantom it was also trained on is not built for a bundle's
+  # evaluation), or on the block asked for.
+  seg_pick = [n for n in seg_cfg.sources if n == (data or SEGMENTER_BLOCK)]
+  if seg_pick:
     if tta is not None:
       with seg_cfg.unlocked():
         seg_cfg.eval_flip = bool(tta)
     seg = dataclasses.replace(seg, config=seg_cfg)   # the loaded bundle stays as it is
-    _measure(seg, seg_cfg, {"data": seg_cfg.data}, summary, split=split, out_dir=out_dir,
-             methods=methods, num_overlays=num_overlays, limit=limit, batch_size=batch_size,
-             tta=tta, tag="segmenter")
+    _measure(seg, seg_cfg, {n: seg_cfg.sources[n] for n in seg_pick}, summary, split=split,
+             out_dir=out_dir, methods=methods, num_overlays=num_overlays, limit=limit,
+             batch_size=batch_size, tta=tta, tag="segmenter")
   # Each classifier on the sources it was validated on (its own tasks and label rules).
   for mname, (m, cfg) in members.items():
-    if data == "data":
-      break
     pick = [n for n, blk in cfg.sources.items() if (blk.get("eval") if data is None
                                                     else n == data)]
     m = dataclasses.replace(m, config=cfg)
-    _measure(m, cfg, {n: sources.with_input(cfg.sources[n], cfg) for n in pick}, summary,
+    _measure(m, cfg, {n: cfg.sources[n] for n in pick}, summary,
              split=split, out_dir=out_dir, methods=methods, num_overlays=num_overlays,
              limit=limit, batch_size=batch_size, tta=tta, tag=mname)
   _write(summary, out_dir)
@@ -327,7 +341,7 @@ def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, meth
   for name, block in blocks.items():
     sp = split or block.val_split
     # Labels masked to the block's tasks and heads found by fbjax.heads, as in training.
-    src = sources.block_source(block, sp, head_table=heads.table)
+    src = sources.block_source(block, sp, model_input=config.input, head_table=heads.table)
     counts = getattr(src, "head_counts", None)   # aligned heads: images without one
     if limit:
       src = sources.Subset(src, np.arange(min(limit, len(src))))
@@ -366,11 +380,11 @@ def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, meth
       keys = ("image",) if config.target == "image" else ("image", config.target)
       # Named as in training (`val/mse`) for the block trained and validated on.
       entry["metrics"] = evaluators.reconstruction(run, fn, model.params, src, keys,
-                                                   "" if name == "data" else name)[0]
+                                                   "" if len(blocks) == 1 else name)[0]
     else:
       fn = run.jit(evaluators.denoising_fn(config))
       entry["metrics"] = evaluators.denoising(run, fn, model.params, src,
-                                              "" if name == "data" else name)[0]
+                                              "" if len(blocks) == 1 else name)[0]
     summary["sources"][f"{tag}_{name}" if tag else name] = entry
 
 

@@ -3,7 +3,8 @@
     head = heads.from_segmentation(grid, probs, geometry, image.shape, method="robust")
     head = heads.with_spacing(head, spacing_mm)     # the plausible HC, where the spacing is known
     crop = heads.crop(image, head.ellipse, size=(96, 128))   # uint8, `align.head_crop`
-    ellipses, kinds = heads.table(block, split, source)   # what an aligned classifier trains on
+    ellipses, kinds = heads.table(block, split, source, config.input)   # what an aligned
+                                                                        # classifier trains on
 
 Training's aligned crops (`table`, handed to `fbjax.data.aligned`), the
 segmentation evaluation (`fbjax.segment_eval`, `launch.evaluate`) and
@@ -414,10 +415,12 @@ def cache_key(block, split: str, ids: list[str], seg_workdir: str) -> str:
   return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def table(block, split: str, source, *, cache_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
+def table(block, split: str, source, model_input=None, *,
+          cache_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
   """`compute_table` of `source` (config block `block`, `split`), cached as `.npz`.
 
-  The segmenter is `block.align.seg_workdir` (empty: masks only). `cache_dir`
+  The segmenter is the aligned input's `seg_workdir` (`model_input`, the model's
+  `config.input`; empty or no input: masks only). `cache_dir`
   defaults to `<block's data_dir>/fbjax_ellipses`; the key (`cache_key`) holds the
   data, the segmenter's checkpoint and config, and the rule (`rule()`; a change to the
   fit or the gate's features themselves bumps `RULE_VERSION`), so a new segmenter
@@ -425,7 +428,7 @@ def table(block, split: str, source, *, cache_dir: str = "") -> tuple[np.ndarray
   """
   from fbjax.data import sources  # noqa: PLC0415
 
-  seg = block.align.get("seg_workdir", "") if "align" in block else ""
+  seg = (model_input or {}).get("seg_workdir", "") or ""
   seg = os.path.expanduser(seg) if seg else ""
   ids = [example_id(source[i]) for i in range(len(source))]
   if not cache_dir:

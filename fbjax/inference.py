@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from fbjax import checkpoint as ckpt_lib
+from fbjax import schema
 from fbjax import workdir as workdir_lib
 from fbjax.data import labels
 from fbjax.enhance import modules as enhance_lib
@@ -92,7 +93,7 @@ def autoencoder_inputs(config):
   from fbjax.models import autoencoder as ae  # noqa: PLC0415
 
   channels = config.model.channels
-  enhance = enhance_lib.make_enhance_fn(config.enhance, tuple(config.data.size))
+  enhance = enhance_lib.make_enhance_fn(config.enhance, schema.size_of(config))
 
   def inputs(batch):
     x = enhance(batch["image"])
@@ -155,7 +156,7 @@ def classifier_probs_fn(config, model=None):
   from fbjax.models import autoencoder as ae_lib  # noqa: PLC0415
 
   model = model or classifier_model(config)
-  enhance = enhance_lib.make_enhance_fn(config.enhance, tuple(config.image_size))
+  enhance = enhance_lib.make_enhance_fn(config.enhance, schema.size_of(config))
 
   def probs_fn(params, images):
     x = ae_lib.to_channels(enhance(images), model.channels)
@@ -193,7 +194,7 @@ class Loaded:
     """The grid the prediction function takes (a two-stage segmenter: the fine grid)."""
     if self.two_stage:
       return tuple(self.config.fine_size)
-    return tuple(self.config.image_size if self.kind == "classifier" else self.config.data.size)
+    return schema.size_of(self.config)
 
   def stage1(self) -> Loaded:
     """The stage-1 segmenter a second-stage workdir was trained behind."""
@@ -233,7 +234,7 @@ class Loaded:
     return coarse_fine.TwoStage(
         first.make_predict(jit=jit, flip=flip), self._own_predict(jit=jit, flip=flip),
         first.size,
-        tuple(c.data.size), head_fraction=float(c.crop.head_fraction),
+        schema.size_of(c), head_fraction=float(c.crop.head_fraction),
         method=first.config.get("eval_method", "robust"),
         refine=int(c.crop.get("refine", 0)))
 
@@ -318,7 +319,7 @@ class ClassifierSet:
   the member that has it (the shipped bundle's plane model and abnormal model).
 
   It answers what prediction and evaluation ask of a `Classifier`: `tasks`, `size`,
-  `config` (the members' shared input, `align` and `image_size`, all tasks),
+  `config` (the members' shared `input`, all tasks),
   `class_names`, `params` ({member: params}), `predict_fn` / `make_predict` (the
   members' outputs merged), `logit_fn`, `calibration`, `decision`, `anomaly`.
   """
@@ -399,13 +400,12 @@ class ClassifierSet:
 
 
 def _reads(config) -> str:
-  """What a classifier reads (input, alignment, grid), comparable across members; the
-  segmenter its crops were trained behind (`align.seg_workdir`) is a record only."""
+  """What a classifier reads (`config.input`: kind, grid, alignment), comparable across
+  members; the segmenter its crops were trained behind (`seg_workdir`) is a record only."""
   import json  # noqa: PLC0415
 
-  c = config.to_dict()
-  align = {k: v for k, v in (c.get("align") or {}).items() if k != "seg_workdir"}
-  return json.dumps([c.get("input"), align, c.get("image_size")], sort_keys=True)
+  inp = {k: v for k, v in schema.input_of(config).to_dict().items() if k != "seg_workdir"}
+  return json.dumps(inp, sort_keys=True, default=list)
 
 
 def load(workdir: str | os.PathLike, step: int | None = None, *,

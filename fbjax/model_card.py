@@ -10,6 +10,8 @@ import json
 import math
 import pathlib
 
+from fbjax import schema
+
 INTENDED_USE = (
     "Research on 2-D fetal head ultrasound: head biometry (HC, BPD, OFD), brain-plane "
     "categorisation (trans-thalamic, trans-cerebellar, trans-ventricular, other) and "
@@ -45,24 +47,22 @@ CHANGES = "Changes made by fbjax to these data: images are converted to grey, re
 
 
 def _net(cfg: dict, kind: str) -> dict:
+  cfg = schema.upgrade(cfg)
+  h, w = cfg["input"]["size"]
   if kind == "seg_stage1":
-    h, w = cfg["data"]["size"]
     return {"kind": "segmenter", "role": "stage 1: locates the head on the whole image",
             "input": f"grey image in [0, 1], letterboxed to {h}x{w} (B, {h}, {w})",
             "output": f"(B, {h}, {w}, 3) probabilities of head, skull, brain"}
   if kind == "seg_stage2":
-    h, w = cfg["data"]["size"]
     return {"kind": "segmenter", "role": "stage 2: segments a square crop around stage 1's "
             f"head ellipse (major axis over {cfg['crop']['head_fraction']} of the side), "
             "pasted back into the image",
             "input": f"(B, {h}, {w}) crop of the original image, grey in [0, 1]",
             "output": f"(B, {h}, {w}, 3) probabilities of head, skull, brain"}
   if kind == "anomaly_ae":
-    h, w = cfg["image_size"]
     return {"kind": "autoencoder", "role": "unsupervised anomaly score (Mahalanobis "
             "distance of its features from normal training images)",
             "input": f"grey image letterboxed to {h}x{w}", "output": "features, reconstruction"}
-  h, w = cfg["image_size"]
   return {"kind": "classifier", "role": "heads: " + ", ".join(cfg["tasks"]),
           "input": f"aligned head (B, {h}, {w}): the image cut around the segmenter's ellipse, "
                    "major axis horizontal; both 180-degree orientations averaged",

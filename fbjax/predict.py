@@ -83,12 +83,12 @@ import numpy as np
 
 from fbjax import align as align_lib
 from fbjax import anomaly as anomaly_lib
-from fbjax import biometry, head_gate, inference, metrics, plots
+from fbjax import biometry, head_gate, inference, metrics, plots, schema
 from fbjax import heads as heads_lib
 from fbjax import inputs as inputs_lib
 from fbjax import predict_files as files
 from fbjax import workdir as workdir_lib
-from fbjax.data import io, preprocess, sources
+from fbjax.data import io, preprocess
 
 COLUMNS = (
     "file", "width", "height", "pixel_spacing_mm",
@@ -104,7 +104,7 @@ SEG_QUALITY = (*heads_lib.QUALITY, "no_segmenter")   # the head step's verdicts,
 # What a classification workdir's network reads (`input` in its config.json):
 # the letterboxed image, or the aligned head (`fbjax.heads.crop` with the
 # workdir's `align` arguments) of the segmenter's head ellipse.
-INPUTS = sources.INPUTS
+INPUTS = schema.CLASSIFIER_INPUTS
 
 
 # ---------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def _where(path, base: str = "") -> str:
 
 def check_segmenter(workdir, clf, seg_workdir) -> None:
   """An aligned-head classifier runs on crops of the segmenter its training crops came
-  from (`align.seg_workdir` in its config; a bundle's: the bundle's own), else a
+  from (`input.seg_workdir` in its config; a bundle's: the bundle's own), else a
   ValueError names both. Nothing to compare for a classifier trained on mask crops only
   or a segmenter given as an object."""
   from fbjax import bundle as bundle_lib  # noqa: PLC0415
@@ -276,44 +276,40 @@ def check_segmenter(workdir, clf, seg_workdir) -> None:
   if workdir and bundle_lib.resolve(workdir) is not None:
     recorded = str(bundle_lib.resolve(workdir))
   else:
-    recorded = (clf.config.get("align") or {}).get("seg_workdir", "")
+    recorded = schema.input_of(clf.config).get("seg_workdir", "")
     if not recorded:
       return
     recorded = _where(recorded, getattr(clf, "workdir", "") or "")
   given = _where(seg_workdir)
   if given != recorded:
     raise ValueError(f"{workdir}: its aligned-head crops were cut around the ellipses of "
-                     f"{recorded} (config.json align.seg_workdir), but --seg_workdir is "
+                     f"{recorded} (config.json input.seg_workdir), but --seg_workdir is "
                      f"{given}; give that segmenter, or --other_segmenter to run on "
                      "another's crops (they then differ from training's)")
 
 
 def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
   """What the classifier reads (`INPUTS`) and, for the aligned head, `align.aligned_head`'s
-  keyword arguments, from the workdir's config.json (`input`, `align`)."""
+  keyword arguments, from the workdir's config.json (`input`: kind, size, alignment)."""
   if clf is None:
     return "image", {}
-  kind = clf.config.get("input", "image") or "image"
+  a = schema.input_of(clf.config).to_dict()
+  kind = a.pop("kind")
   if kind not in INPUTS:
-    raise ValueError(f"{workdir}/config.json: input {kind!r}; expected one of {INPUTS}")
+    raise ValueError(f"{workdir}/config.json: input kind {kind!r}; expected one of {INPUTS}")
   if kind == "image":
     return kind, {}
   if seg is None:
     raise ValueError(f"{workdir}: the classifier reads the aligned head (config.json input "
                      "'aligned_head'), which is cut around the head ellipse of a "
                      "segmentation model: give one (--seg_workdir)")
-  a = dict(clf.config.get("align") or {})
   # `seg_workdir` names the segmenter whose ellipses cut the training crops: a record,
   # not an argument of the crop (predict uses --seg_workdir's).
-  unknown = sorted(set(a) - {"size", "head_fraction", "margin", "seg_workdir"})
+  unknown = sorted(set(a) - {"size", *schema.ALIGN_KEYS})
   if unknown:
-    raise ValueError(f"{workdir}/config.json: unknown align arguments {unknown}; "
-                     "expected size, head_fraction, margin (and seg_workdir)")
-  size = tuple(int(v) for v in a.get("size", clf.size))
-  if size != tuple(clf.size):
-    raise ValueError(f"{workdir}/config.json: align.size {size} differs from the "
-                     f"classifier's image_size {tuple(clf.size)}")
-  return kind, {"size": size,
+    raise ValueError(f"{workdir}/config.json: unknown input arguments {unknown}; "
+                     f"expected size, {', '.join(schema.ALIGN_KEYS)}")
+  return kind, {"size": tuple(int(v) for v in a["size"]),
                 "head_fraction": float(a.get("head_fraction", align_lib.DEFAULT_HEAD_FRACTION)),
                 "margin": float(a.get("margin", align_lib.DEFAULT_MARGIN))}
 

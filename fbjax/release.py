@@ -505,7 +505,7 @@ def release_rest(recipe, values: dict, state: State, out: pathlib.Path) -> dict:
     metrics = bundle_eval.validation(b, real_data=values["real_data"],
                                      data_dir=values["data_dir"], work=values["work"])
     tta_off = bundle_eval.segmentation(
-        b.segmenter, bundle.fill_paths(b.segmenter.config, values).data, tta=False)
+        b.segmenter, bundle.fill_paths(b.segmenter.config, values).sources.hc18, tta=False)
     metrics["segmentation_tta_off"] = tta_off
     evaluation = {"bundle": bundle.identity(out), "metrics": metrics,
                   "seconds": round(time.perf_counter() - t0, 1)}

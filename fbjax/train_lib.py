@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from fbjax import checkpoint as ckpt_lib
-from fbjax import optim, parallel, tracking
+from fbjax import optim, parallel, schema, tracking
 from fbjax import workdir as workdir_lib
 from fbjax.data import device_augment, pipeline
 
@@ -91,22 +91,12 @@ def eval_run(config, workdir: str = "", batch_size: int | None = None) -> Run:
   return Run(config=config, workdir=workdir, mesh=mesh, batch_size=batch_size)
 
 
-def augment_block(config):
-  """Where the augmentation switches live: `config.data` (augment, augment_on,
-  augment_params; `fbjax.data.device_augment`), or the top level for trainers
-  without a `data` block (classify)."""
-  return config.data if "data" in config and "size" in config.data else config
-
-
 def data_options(config) -> dict:
-  """The input pipeline's options: `config.data` (size, workers, ...) or top-level keys."""
-  if "data" in config and "size" in config.data:
-    d = config.data
-    return {"size": tuple(d.size), "worker_count": int(d.get("worker_count", 0)),
-            "read_threads": int(d.get("read_threads", 4)), "cache": bool(d.get("cache", False))}
-  return {"size": tuple(config.image_size), "worker_count": int(config.get("data_workers", 0)),
+  """The input pipeline's options: the grid (`config.input.size`) and the top-level
+  switches (`fbjax.schema`)."""
+  return {"size": schema.size_of(config), "worker_count": int(config.get("data_workers", 0)),
           "read_threads": int(config.get("read_threads", 4)),
-          "cache": bool(config.get("data_cache", True))}
+          "cache": bool(config.get("data_cache", False))}
 
 
 def log_source(names, source) -> None:
@@ -120,7 +110,7 @@ def train_dataset(config, source, keys):
   opts = data_options(config)
   return pipeline.make_dataset(
       source, size=opts["size"], batch_size=config.batch_size, seed=config.seed, train=True,
-      num_epochs=None, keys=keys, augment=device_augment.host_augment(augment_block(config)),
+      num_epochs=None, keys=keys, augment=device_augment.host_augment(config),
       process_index=jax.process_index(), process_count=jax.process_count(),
       worker_count=opts["worker_count"], read_threads=opts["read_threads"],
       cache=opts["cache"])
@@ -160,10 +150,9 @@ def make_update_fn(loss_fn, tx, schedule, batch_fn=None):
 
 def with_device_augment(config, batch_fn: Callable | None) -> Callable | None:
   """`batch_fn` preceded by the on-device augmentation when `augment_on="device"`."""
-  block = augment_block(config)
-  if not block.get("augment", True) or block.get("augment_on", "host") == "host":
+  if not config.get("augment", True) or config.get("augment_on", "host") == "host":
     return batch_fn
-  augment = device_augment.make_batch_fn(block)
+  augment = device_augment.make_batch_fn(config)
   if batch_fn is None:
     return augment
 

@@ -28,6 +28,8 @@ import pathlib
 
 import ml_collections
 
+from fbjax import schema
+
 CONFIG = "config.json"
 COMPLETE = "complete.json"
 METRICS = "metrics.jsonl"
@@ -50,7 +52,7 @@ MADE_BY = {
 # and how the run is logged, checkpointed and fed.
 RERUN_FREE = ("total_steps", "num_epochs", "wandb", "log_every", "eval_every",
               "checkpoint_every", "keep_checkpoints", "async_checkpoint", "num_devices",
-              "data.read_threads", "data.worker_count")
+              "read_threads", "data_workers")
 
 
 class MissingArtefact(FileNotFoundError):
@@ -105,9 +107,11 @@ def _plain(v):
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The training config a workdir records (`MissingArtefact`: not a trained workdir)."""
+  """The training config a workdir records (`MissingArtefact`: not a trained workdir), in
+  the current schema (`fbjax.schema.upgrade`: a record of an older one is read as the
+  same model in today's keys; the file is left as it is)."""
   cfg = read_json(workdir, CONFIG, why=f"{workdir} is not a trained fbjax workdir")
-  return ml_collections.ConfigDict(cfg)
+  return ml_collections.ConfigDict(schema.upgrade(cfg))
 
 
 def config_json(config) -> str:
@@ -137,7 +141,7 @@ def config_differences(recorded: dict, config) -> list[tuple[str, object, object
   """(key, recorded value, new value) where `config` differs from a recorded config,
   beyond `RERUN_FREE` (values compared as JSON, so a tuple equals its recorded list)."""
   new = _flat(json.loads(config_json(config)))
-  old = _flat(recorded)
+  old = _flat(json.loads(json.dumps(schema.upgrade(recorded))))
   missing = object()
   return [(k, old.get(k, missing), new.get(k, missing)) for k in sorted(set(old) | set(new))
           if not _free(k) and old.get(k, missing) != new.get(k, missing)

@@ -5,8 +5,8 @@ r"""Evaluates a trained workdir (any trainer) on any data set and split, without
   python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg \
       --data phantom --split test --out ~/runs/seg/eval_phantom_test
   # Another folder in the HC18 layout (training_set/, its CSV, test_set/...):
-  python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg \
-      --config.data.manual_dir=/data/other_hc18 --split train+validation --out /tmp/other
+  python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg --data hc18 \
+      --config.sources.hc18.manual_dir=/data/other_hc18 --split train+validation --out /tmp/other
   # The shipped bundle (segmenter on HC18, classifiers on the abnormalities set,
   # FETAL_PLANES_DB and HC18) on data sets laid out as ../shared/data:
   python -m launch.evaluate --workdir models/fbjax_head_v1 --real_data /data/heldout \
@@ -16,13 +16,14 @@ r"""Evaluates a trained workdir (any trainer) on any data set and split, without
       --data fba --config.sources.fba.manual_dir=/data/copy --split test
 
 The model (kind, config, weights) comes from the workdir (`fbjax.inference`):
-what it reads (sizes, stages, label rules, selection) is what it was trained
-with. `--config`, when given, only says where the data are: the data blocks
-the workdir lacks, and `--config.<block>.{name,config,manual_dir,data_dir}`
+what it reads (`config.input`: kind, size, alignment; stages, label rules,
+selection) is what it was trained with. `--config`, when given, only says
+where the data are: the blocks of `config.sources` the workdir lacks, and
+`--config.sources.<block>.{name,config,manual_dir,data_dir,max_examples}`
 overrides of the blocks it has; any other override that differs from the
-workdir's value stops with an error naming both. `--data` names the block (classifier: a
-source of `config.sources`, default: the sources validated on during
-training; other kinds: default `data`). The evaluators are those of
+workdir's value stops with an error naming both. `--data` names the block of
+`config.sources` (default: the blocks validated on during training; a shipped
+bundle's segmenter: `hc18`). The evaluators are those of
 training (`fbjax.evaluate`), so on the validation split the printed
 `val/...` numbers are those logged at the same checkpoint. Writes
 `evaluation.json` (and, for a segmenter, per-image CSV, `summary.json` and
@@ -46,7 +47,8 @@ _REAL = flags.DEFINE_string("real_data", None, "A bundle's data: the folder hold
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "A bundle's tfds data_dir (default: one "
                                 "folder per --real_data copy under $FBJAX_DATA_DIR, else the "
                                 "user cache).")
-_DATA = flags.DEFINE_string("data", None, "Config block (or classifier source) to read.")
+_DATA = flags.DEFINE_string("data", None, "The block of config.sources to read (default: "
+                            "those validated on during training).")
 _SPLIT = flags.DEFINE_string("split", None, "Split (tfds syntax, e.g. train+validation); "
                              "default: the block's validation split.")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")

@@ -22,8 +22,8 @@ AE = dict(arch="resnet", channels=1, widths=(4, 8), blocks=1, latent_channels=4,
 def tiny_config(size=(32, 32)):
   """The classify runlocal config on the in-memory toy data at `size`, CI-sized."""
   c = classify_config.get_config("runlocal")
-  c.image_size = size
-  c.sources.phantom = common.data("toy", size=size, num_examples=32)
+  c.input.size = tuple(size)
+  c.sources.phantom = common.data("toy", source_size=size, num_examples=32)
   c.sources.phantom.update(weight=1.0, tasks=("plane", "abnormal", "condition"), eval=True)
   c.model.ae = dict(AE)
   c.model.hidden = 0
@@ -53,7 +53,7 @@ def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True,
   """
   config = config or tiny_config()
   model = inference.classifier_model(config)
-  size = tuple(config.image_size)
+  size = tuple(config.input.size)
   params = random_params(model, size, seed)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt": {},
            "rng": jax.random.key_data(jax.random.key(1))}
@@ -88,7 +88,7 @@ def fake_seg_workdir(path, seed: int = 0):
   config.wandb.mode = "disabled"
   model = segment.make_model(config)
   shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jnp.zeros((1, *config.data.size)))["params"]
+                          jnp.zeros((1, *config.input.size)))["params"]
   rng = np.random.default_rng(seed)
   params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt": {},
@@ -102,11 +102,8 @@ def fake_seg_workdir(path, seed: int = 0):
 
 
 def aligned_config(size=(24, 32), head_fraction: float = 0.8, margin: float = 0.08):
-  """`tiny_config` of a classifier that reads the aligned head (`input`, `align`)."""
-  import ml_collections  # noqa: PLC0415
-
+  """`tiny_config` of a classifier that reads the aligned head (`config.input`)."""
   c = tiny_config(size)
-  c.input = "aligned_head"
-  c.align = ml_collections.ConfigDict(dict(size=tuple(size), head_fraction=head_fraction,
-                                           margin=margin))
+  c.input = common.model_input("aligned_head", size, head_fraction=head_fraction,
+                               margin=margin, seg_workdir="")
   return c

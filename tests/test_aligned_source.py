@@ -19,8 +19,8 @@ from fbjax.data import aligned, device_augment, sources
 from fbjax.trainers import classify
 from tests import classify_util
 
-ALIGN = ml_collections.ConfigDict(dict(size=(24, 32), head_fraction=0.8, margin=0.08,
-                                       seg_workdir=""))
+ALIGN = common.model_input("aligned_head", (24, 32), head_fraction=0.8, margin=0.08,
+                           seg_workdir="")
 
 
 def _example(i: int, e: Ellipse | None, hw=(90, 120)) -> dict:
@@ -39,9 +39,8 @@ HEADS = [Ellipse(60.0, 45.0, 40.0, 30.0, 0.3), Ellipse(55.0, 40.0, 35.0, 28.0, 2
 
 def test_mask_ellipses_are_the_drawn_heads_and_cached(tmp_path, monkeypatch):
   src = sources.ListSource([_example(i, e) for i, e in enumerate(HEADS)])
-  block = common.data("toy", size=(24, 32))
-  block.align = ALIGN
-  ell, kinds = heads.table(block, "train", src, cache_dir=str(tmp_path))
+  block = common.data("toy")
+  ell, kinds = heads.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
   assert list(kinds) == [1, 1, 0, 1]             # mask, mask, none, mask
   assert np.isnan(ell[2]).all()
   for got, want in zip(ell[[0, 1, 3]], [HEADS[0], HEADS[1], HEADS[3]], strict=True):
@@ -50,19 +49,18 @@ def test_mask_ellipses_are_the_drawn_heads_and_cached(tmp_path, monkeypatch):
     assert min(d, math.pi - d) < 0.03
   # Cached: a second read does not compute; another split is another file.
   monkeypatch.setattr(heads, "compute_table", lambda *a, **k: pytest.fail("recomputed"))
-  again, _ = heads.table(block, "train", src, cache_dir=str(tmp_path))
+  again, _ = heads.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
   np.testing.assert_array_equal(again, ell)
   assert len(list(tmp_path.glob("*.npz"))) == 1
   with pytest.raises(pytest.fail.Exception, match="recomputed"):
-    heads.table(block, "validation", src, cache_dir=str(tmp_path))
+    heads.table(block, "validation", src, ALIGN, cache_dir=str(tmp_path))
 
 
 def test_aligned_source_crops_from_the_original_and_counts_no_head(tmp_path):
   examples = [_example(i, e) for i, e in enumerate(HEADS)]
   src = sources.ListSource(examples)
-  block = common.data("toy", size=(24, 32))
-  block.align = ALIGN
-  ell, kinds = heads.table(block, "train", src, cache_dir=str(tmp_path))
+  block = common.data("toy")
+  ell, kinds = heads.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
   out, counts = aligned.aligned_source(src, ell, ALIGN, kinds=kinds, name="toy train")
   assert counts == {"total": 4, "no_head": 1, "mask": 3, "segmenter": 0}
   assert len(out) == 3 and [out[i]["id"] for i in range(3)] == ["ex0", "ex1", "ex3"]
@@ -81,13 +79,12 @@ def test_aligned_source_crops_from_the_original_and_counts_no_head(tmp_path):
 def test_train_groups_subsets_aligned_heads_with_their_own_ellipses(tmp_path):
   # The ellipses are computed (and cached) for the whole split, then subset with the
   # examples: each kept crop must be the crop of the same example in the full split.
-  block = common.data("toy", size=(24, 32), num_examples=48, data_dir=str(tmp_path),
+  block = common.data("toy", source_size=(24, 32), num_examples=48, data_dir=str(tmp_path),
                       train_groups=0.5)
-  block.input, block.align = "aligned_head", ALIGN
-  half = sources.block_source(block, "train", head_table=heads.table)
+  half = sources.block_source(block, "train", model_input=ALIGN, head_table=heads.table)
   full = sources.block_source(ml_collections.ConfigDict({**block.to_dict(),
                                                          "train_groups": 1.0}), "train",
-                              head_table=heads.table)
+                              model_input=ALIGN, head_table=heads.table)
   by_id = {full[i]["id"]: full[i] for i in range(len(full))}
   want = [k for k, ex in by_id.items() if sources.group_share(ex["group"]) < 0.5]
   got = [half[i]["id"] for i in range(len(half))]
@@ -106,7 +103,7 @@ def test_the_shape_rule_rejects_implausible_ellipses():
 
 def test_segmenter_checkpoint_and_data_version_are_part_of_the_cache_key(tmp_path, monkeypatch):
   seg = classify_util.fake_seg_workdir(tmp_path / "seg")
-  block = common.data("toy", size=(24, 32))
+  block = common.data("toy")
   ident = heads.checkpoint_identity(str(seg))
   assert ident.endswith(ident.split("@")[1]) and "@0:" in ident
   k1 = heads.cache_key(block, "train", ["a", "b"], str(seg))
@@ -114,7 +111,7 @@ def test_segmenter_checkpoint_and_data_version_are_part_of_the_cache_key(tmp_pat
   assert k1 != k0 and k0 != heads.cache_key(block, "test", ["a", "b"], "")
   # The builder's version is part of the key: a new phantom version redraws its images
   # under the same ids, and the old version's ellipses must not be read for them.
-  synth = common.data("fetal_brain_synth:small", size=(24, 32))
+  synth = common.data("fetal_brain_synth:small")
   version = heads.data_version("fetal_brain_synth")
   assert version.count(".") == 2
   before = heads.cache_key(synth, "train", ["a", "b"], "")
@@ -170,9 +167,13 @@ def test_random_rot180_turns_about_half_the_batch():
 
 def test_config_input_aligned_head():
   c = classify_config.get_config("runlocal,input=aligned_head")
-  assert c.input == "aligned_head" and tuple(c.image_size) == tuple(c.align.size) == (24, 32)
+  assert c.input.kind == "aligned_head" and tuple(c.input.size) == (24, 32)
+  assert (c.input.head_fraction, c.input.margin) == (0.8, 0.08)
+  assert "image_size" not in c and "align" not in c     # the input is named once
+  assert all("size" not in b for b in c.sources.values())
   assert c.augment_on == "device" and c.rot180 and c.eval_rot180
-  assert classify_config.get_config("runlocal").input == "image"
+  assert classify_config.get_config("runlocal").input.to_dict() == {"kind": "image",
+                                                                    "size": (32, 32)}
   with pytest.raises(KeyError, match="unknown input"):
     classify_config.get_config("runlocal,input=crop")
 
@@ -181,12 +182,12 @@ def test_config_input_aligned_head():
 def test_trainer_on_aligned_heads_records_input_and_calibration(tmp_path):
   c = classify_util.tiny_config(size=(32, 32))
   classify_config.set_input(c, "aligned_head")
-  c.align.size = (24, 32)
+  c.input.size = (24, 32)
   c.data_cache = False
   classify.train_and_evaluate(c, str(tmp_path))
   saved = json.loads((tmp_path / "config.json").read_text())
-  assert saved["input"] == "aligned_head" and saved["align"]["size"] == [24, 32]
-  assert saved["image_size"] == [24, 32]
+  assert saved["input"]["kind"] == "aligned_head" and saved["input"]["size"] == [24, 32]
+  assert "image_size" not in saved and "align" not in saved
   cal = json.loads((tmp_path / "calibration.json").read_text())
   assert cal["tasks"]["plane"]["temperature"] > 0
   assert cal["tasks"]["plane"]["nll_calibrated"] <= cal["tasks"]["plane"]["nll"] + 1e-9
@@ -194,7 +195,7 @@ def test_trainer_on_aligned_heads_records_input_and_calibration(tmp_path):
   # Toy labels are all normal: the one source's threshold is the pooled one.
   assert decision["per_source"]["phantom"]["abnormal_threshold"] == pytest.approx(
       decision["abnormal_threshold"])
-  # The loaded model is a function of (B, H, W) crops of `align.size`.
+  # The loaded model is a function of (B, H, W) crops of `input.size`.
   clf = inference.load(str(tmp_path), kind="classifier")
   assert clf.size == (24, 32)
   out = clf.make_predict()(np.zeros((3, 24, 32), np.float32))
@@ -213,29 +214,28 @@ def test_pretrain_variant_and_ablation_sweep():
   assert sum("input=aligned_head,seg_workdir=/seg" in a for a in args) == 2
   for r in runs:   # every entry is a valid config
     cfg = classify_config.get_config(r["arg"])
-    assert cfg.input in ("image", "aligned_head")
-    assert not cfg.init_from or cfg.init_from.endswith(cfg.input)
+    assert cfg.input.kind in ("image", "aligned_head")
+    assert not cfg.init_from or cfg.init_from.endswith(cfg.input.kind)
 
 
 def test_block_source_reads_aligned_heads_through_the_config(tmp_path, monkeypatch):
   monkeypatch.setenv("FBJAX_DATA_DIR", str(tmp_path))
   c = classify_util.tiny_config(size=(32, 32))
   classify_config.set_input(c, "aligned_head")
-  c.align.size = (24, 32)
-  block = sources.with_input(c.sources.phantom, c)
-  assert block.input == "aligned_head" and tuple(block.align.size) == (24, 32)
-  assert "input" not in c.sources.phantom          # the config's own block is unchanged
+  c.input.size = (24, 32)
+  block = c.sources.phantom
   with pytest.raises(ValueError, match="head_table"):
-    sources.block_source(block, "validation")     # the data layer finds no heads itself
-  src = sources.block_source(block, "validation", head_table=heads.table)
+    # the data layer finds no heads itself
+    sources.block_source(block, "validation", model_input=c.input)
+  src = sources.block_source(block, "validation", model_input=c.input, head_table=heads.table)
   assert src.head_counts["total"] == len(src) + src.head_counts["no_head"]
   assert src[0]["image"].shape == (24, 32, 1)
   assert list(tmp_path.glob("fbjax_ellipses/toy_*_validation_*.npz"))
-  plain = sources.with_input(c.sources.phantom, classify_util.tiny_config())
-  assert plain is c.sources.phantom
-  bad = ml_collections.ConfigDict(dict(block.to_dict(), input="crop"))
+  plain = sources.block_source(block, "validation")   # no input given: the whole image
+  assert plain[0]["image"].shape == (32, 32, 1)
+  bad = ml_collections.ConfigDict(dict(c.input.to_dict(), kind="crop"))
   with pytest.raises(ValueError, match="input='crop'"):
-    sources.block_source(bad, "validation")
+    sources.block_source(block, "validation", model_input=bad)
 
 
 def test_phantom_planes_join_real_data_at_their_share_when_asked():

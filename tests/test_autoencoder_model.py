@@ -39,7 +39,7 @@ def test_default_config_model_shapes():
 
   c = get_config()
   model = ae.Model(**c.model)
-  x = jnp.zeros((1, *c.data.size, c.model.channels))
+  x = jnp.zeros((1, *c.input.size, c.model.channels))
   shapes = jax.eval_shape(model.init, jax.random.key(0), x)
   recon, aux = jax.eval_shape(model.apply, shapes, x)
   assert recon.shape == (1, 224, 224, 1)

@@ -53,7 +53,7 @@ def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
   for n in ("fpdb", "fba", "hc18"):   # the real part of the mixture is the planes run's
     assert weights[n] == plain.sources[n].weight
   assert tuple(mixed.sources.phantom.tasks) == ("plane",) and not mixed.sources.phantom.eval
-  assert mixed.tasks == ("plane",) and mixed.input == "aligned_head"
+  assert mixed.tasks == ("plane",) and mixed.input.kind == "aligned_head"
   default = ca.run_config("planes_phantom", **kw)   # the config's share unless given
   w = {n: b.weight for n, b in default.sources.items()}
   from configs import classify as classify_config

@@ -36,7 +36,7 @@ def test_loads_by_name_and_by_path_with_every_network(shipped):
       shipped.segmenter.stage1().size)
   clf = inference.load(bundle.DEFAULT, kind="classifier")
   assert clf.tasks == ("plane", "abnormal", "condition")
-  assert clf.config.input == "aligned_head" and clf.size == (96, 128)
+  assert clf.config.input.kind == "aligned_head" and clf.size == (96, 128)
   assert clf.class_names("plane") == ("TT", "TC", "TV", "other")
   assert clf.decision["abnormal_threshold"] == shipped.classifier.decision["abnormal_threshold"]
   assert set(clf.calibration["tasks"]) == {"plane", "abnormal", "condition"}

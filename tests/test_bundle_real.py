@@ -130,9 +130,9 @@ def test_launch_evaluate_measures_the_bundle(shipped, real_manual_dir, real_data
                                 out_dir=str(tmp_path), num_overlays=2,
                                 data_dir=str(real_data_dir))
   assert s["kind"] == "bundle"
-  assert {"segmenter_data", "planes_fpdb", "planes_fba", "abnormal_fba", "abnormal_fpdb",
+  assert {"segmenter_hc18", "planes_fpdb", "planes_fba", "abnormal_fba", "abnormal_fpdb",
           "abnormal_hc18"} <= set(s["sources"])
-  seg = s["sources"]["segmenter_data"]["original_resolution"]
+  seg = s["sources"]["segmenter_hc18"]["original_resolution"]
   assert seg["num_images"] == 12 and seg["seg_dice_head"]["mean"] > 0.9
   assert "plane" in s["sources"]["planes_fpdb"]["tasks"]
   assert s["sources"]["abnormal_fba"]["abnormal_decision"]["threshold"] == pytest.approx(
@@ -181,12 +181,12 @@ def test_one_image_one_verdict_one_crop_in_training_evaluation_and_prediction(
   values = {"real_data": str(real_manual_dir), "data_dir": str(real_data_dir), "work": ""}
   cfg = bundle.fill_paths(shipped.classifier.members["planes"].config, values)
   with cfg.unlocked():
-    cfg.align.seg_workdir = str(shipped.folder)
+    cfg.input.seg_workdir = str(shipped.folder)
     cfg.sources.fpdb.max_examples = n
   block = classify.source_blocks(cfg, train=False)["fpdb"]
-  trained = sources.block_source(block, block.val_split, head_table=heads.table)
-  raw = sources.block_source(sources.with_input(cfg.sources.fpdb, {"input": "image"}),
-                             block.val_split, masked=False)
+  trained = sources.block_source(block, block.val_split, model_input=cfg.input,
+                                 head_table=heads.table)
+  raw = sources.block_source(cfg.sources.fpdb, block.val_split, masked=False)
   by_id = {heads.example_id(trained[i]): trained[i] for i in range(len(trained))}
   evaluated = {heads.example_id(seen["fpdb"][i]): seen["fpdb"][i]
                for i in range(len(seen["fpdb"]))}

@@ -115,7 +115,7 @@ def test_train_groups_keeps_a_stable_nested_share_of_groups():
 
 
 def test_block_source_subsets_only_the_training_split():
-  block = common.data("toy", size=(32, 32), num_examples=64, train_groups=0.5)
+  block = common.data("toy", source_size=(32, 32), num_examples=64, train_groups=0.5)
   train = sources.block_source(block, block.train_split)
   full = sources.get_source(block, block.train_split)
   want = [full[i]["id"] for i in range(len(full))

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.xdist_group("classify_trainer")
 
 @pytest.fixture(scope="module")
 def ae_workdir(tmp_path_factory):
-  c = trainer_util.tiny_config(**{"data.where": "abnormal=0"})
+  c = trainer_util.tiny_config(**{"sources.toy.where": "abnormal=0"})
   c.model = dict(classify_util.AE)
   c.optimizer.lr = 0.01
   w = tmp_path_factory.mktemp("ae")

@@ -164,7 +164,8 @@ def test_stage2_config_needs_a_stage1_workdir(tmp_path):
   from fbjax.trainers import segment
 
   c = segment_config.get_config("runlocal,stage=2")
-  assert tuple(c.data.size) == (32, 32) and c.stage == 2
+  assert c.input.to_dict() == {"kind": "head_crop", "size": (32, 32)} and c.stage == 2
+  assert tuple(c.sources.hc18.source_size) == (32, 48)   # toy images: letterbox-shaped
   # the crop model's cross-entropy is boundary-weighted; stage 1's is not
   assert c.loss.boundary_weight > 0 and segment_config.get_config("").loss.boundary_weight == 0
   with pytest.raises(ValueError, match="stage1_workdir"):
@@ -177,10 +178,10 @@ def test_stage2_config_needs_a_stage1_workdir(tmp_path):
   # Randomised stage 2: the crop fixes the head's size, so no device scaling;
   # the rest of RANDOMIZE as in stage 1 (stage 1's own table is left alone).
   c = segment_config.get_config("runlocal,stage=2,augment=randomize")
-  assert c.data.augment_on == "device" and c.data.augment_params.max_log_scale == 0.0
-  assert c.data.augment_params.max_rotate_deg == segment_config.RANDOMIZE["max_rotate_deg"]
+  assert c.augment_on == "device" and c.augment_params.max_log_scale == 0.0
+  assert c.augment_params.max_rotate_deg == segment_config.RANDOMIZE["max_rotate_deg"]
   assert segment_config.RANDOMIZE["max_log_scale"] > 0
-  assert segment_config.get_config("augment=randomize").data.augment_params.max_log_scale == (
+  assert segment_config.get_config("augment=randomize").augment_params.max_log_scale == (
       segment_config.RANDOMIZE["max_log_scale"])
 
 
@@ -209,19 +210,22 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
   np.testing.assert_allclose(np.asarray(seg.predict(x)), probs, atol=1e-6)
   summary = evaluate.evaluate_workdir(str(tmp_path / "s2"), c2, split="validation",
                                       methods=("robust",), num_overlays=0)
-  entry = summary["sources"]["data"]
+  # By default every block validated on in training: HC18's (here toy) and the phantom's.
+  assert set(summary["sources"]) == {"hc18", "phantom"}
+  entry = summary["sources"]["hc18"]
   assert entry["grid"] == {} and len(entry["rows"]) == 12
   assert entry["original_resolution"]["num_images"] == 12
   assert summary["eval_flip"] is True
   # `launch.evaluate --config configs/segment.py` (a stage-1 config file, as in the README)
   # on the two-stage workdir measures what the workdir recorded: the same numbers.
   c1_file = segment_config.get_config("runlocal")
-  assert tuple(c1_file.data.size) != tuple(model.config.data.size)
-  same = evaluate.evaluate_workdir(str(tmp_path / "s2"), c1_file, split="validation",
-                                   methods=("robust",), num_overlays=0, strict=False)
+  assert c1_file.input.to_dict() != model.config.input.to_dict()
+  same = evaluate.evaluate_workdir(str(tmp_path / "s2"), c1_file, data="hc18",
+                                   split="validation", methods=("robust",), num_overlays=0,
+                                   strict=False)
   timeless = (lambda d: json.dumps({k: v for k, v in d.items() if k != "seconds"},
                                     sort_keys=True, default=str))
-  assert (timeless(same["sources"]["data"]["original_resolution"])
+  assert (timeless(same["sources"]["hc18"]["original_resolution"])
           == timeless(entry["original_resolution"]))
   # (From random weights stage 1 finds few heads: the size stage 2 crops to, directly.)
   merged = dataclasses.replace(model, config=evaluate.merged_config(model.config, c1_file,
@@ -237,7 +241,7 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
       same = np.allclose(np.asarray(fn(x[:, :, ::-1]))[:, :, ::-1], np.asarray(fn(x)),
                          atol=1e-5)
       assert same == flip, (flip, hw)
-  off = evaluate.evaluate_workdir(str(tmp_path / "s2"), c2, split="validation",
+  off = evaluate.evaluate_workdir(str(tmp_path / "s2"), c2, data="hc18", split="validation",
                                   methods=("robust",), num_overlays=0, tta=False)
   # Stage 2 records the stage-1 checkpoint it was paired with: training stage 1 further
   # later does not change what the two-stage workdir runs.
@@ -248,4 +252,4 @@ def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
   x0 = np.random.default_rng(0).uniform(size=(3, 48, 64)).astype(np.float32)   # as above
   np.testing.assert_array_equal(np.asarray(again.make_predict()(x0)), np.asarray(probs))
   assert off["eval_flip"] is False
-  assert off["sources"]["data"]["original_resolution"]["num_images"] == 12
+  assert off["sources"]["hc18"]["original_resolution"]["num_images"] == 12

@@ -27,13 +27,13 @@ def flat(tree):
 p1 = train(f"{out}/one", num_devices=1)
 p8 = train(f"{out}/eight", num_devices=8)
 c = tiny_config()
-x = np.zeros((1, *c.data.size, c.model.channels), np.float32)
+x = np.zeros((1, *c.input.size, c.model.channels), np.float32)
 p0 = ae.Model(**c.model).init(jax.random.key(c.seed), x)["params"]
 # Resume onto a different device count: 2 steps on 8 devices, then step 3 on 2 devices.
 train(f"{out}/resume", num_devices=8, total_steps=2)
 pr = train(f"{out}/resume", num_devices=2, total_steps=3)
 # The same with the augmentation inside the jitted step (per-example RNG by global index).
-dev = {"data.augment_on": "device"}
+dev = {"augment_on": "device"}
 d1 = train(f"{out}/dev_one", num_devices=1, **dev)
 d8 = train(f"{out}/dev_eight", num_devices=8, **dev)
 train(f"{out}/dev_resume", num_devices=8, total_steps=2, **dev)

@@ -307,7 +307,7 @@ def test_anisotropic_scale_keeps_area_and_spacing():
 
 
 # -----------------------------------------------------------------------------
-# The switch: config.data.augment_on.
+# The switch: config.augment_on.
 # -----------------------------------------------------------------------------
 def _data_cfg(**kw):
   return ml_collections.ConfigDict({"augment": True, "augment_on": "host", **kw})

@@ -42,7 +42,7 @@ def test_every_kind_loads_and_predicts(tmp_path):
   np.testing.assert_allclose(np.asarray(out["plane"]).sum(1), 1.0, rtol=1e-5)
   # Autoencoder: its reconstruction is what the model computes with those parameters.
   c = ae_config.get_config("variant=seed,runlocal")
-  c.data.size, c.model.widths, c.wandb.mode = (32, 32), (4, 8, 16), "disabled"
+  c.input.size, c.model.widths, c.wandb.mode = (32, 32), (4, 8, 16), "disabled"
   model = autoencoder.Model(**c.model)
   params = _fake(tmp_path / "ae", c, model, jnp.zeros((1, 32, 32, 3)), "autoencoder")
   ae = inference.load(tmp_path / "ae")

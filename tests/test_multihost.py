@@ -29,7 +29,8 @@ json.dump(flat.tolist(), open(f"{out}/params_{jax.process_index()}.json", "w"))
 # The first local batch this process trained on (its own slice of the data).
 from fbjax.data import pipeline, sources
 c = tiny_config()
-ds = pipeline.make_dataset(sources.get_source(c.data, "train"), size=c.data.size, batch_size=8,
+ds = pipeline.make_dataset(sources.get_source(c.sources.toy, "train"), size=c.input.size,
+                           batch_size=8,
                            seed=c.seed, train=True, num_epochs=None, keys=("image",),
                            process_index=jax.process_index(), process_count=2)
 np.save(f"{out}/batch_{jax.process_index()}.npy", next(iter(ds))["image"])

@@ -113,9 +113,10 @@ def test_aligned_classifier_needs_a_segmenter(workdirs, tmp_path):
   with pytest.raises(ValueError, match="aligned head.*--seg_workdir"):
     predict.Predictor(workdirs[0])
   c = classify_util.aligned_config(SIZE)
-  c.align.size = (32, 32)
+  with c.input.unlocked():
+    c.input.flip = True          # not an argument of the crop
   bad = classify_util.fake_workdir(tmp_path / "bad", c, with_anomaly=False)
-  with pytest.raises(ValueError, match=r"align.size \(32, 32\) differs"):
+  with pytest.raises(ValueError, match=r"config.json: unknown input arguments \['flip'\]"):
     predict.Predictor(bad, segmenter=_circle_segmenter())
 
 
@@ -124,7 +125,7 @@ def test_calibration_temperature_scales_probabilities_and_keeps_decisions(workdi
   """calibration.json's temperatures change the probabilities predict writes as
   softmax(log p / T) does, and the abnormal decisions not at all (the threshold of
   decision.json is carried onto the calibrated scale). A config recording the segmenter
-  of its training crops (`align.seg_workdir`) reads the same."""
+  of its training crops (`input.seg_workdir`) reads the same."""
   import json
   import shutil
 
@@ -138,7 +139,7 @@ def test_calibration_temperature_scales_probabilities_and_keeps_decisions(workdi
   (calibrated_dir / "calibration.json").write_text(json.dumps(
       {"step": 0, "tasks": {t: {"temperature": v} for t, v in temps.items()}}))
   cfg = json.loads((calibrated_dir / "config.json").read_text())
-  cfg["align"]["seg_workdir"] = "/somewhere/seg"
+  cfg["input"]["seg_workdir"] = "/somewhere/seg"
   (calibrated_dir / "config.json").write_text(json.dumps(cfg))
   cal = predict.Predictor(calibrated_dir, segmenter=_circle_segmenter(), batch_size=2)
   assert cal.temperatures == temps
@@ -172,7 +173,7 @@ def test_decision_threshold_moves_onto_the_calibrated_scale(workdirs, tmp_path):
 
 
 def test_the_segmenter_must_be_the_one_the_training_crops_came_from(workdirs, tmp_path):
-  """`--seg_workdir` is compared with the classifier's recorded `align.seg_workdir` (a
+  """`--seg_workdir` is compared with the classifier's recorded `input.seg_workdir` (a
   bundle's: the bundle itself); another one stops naming both, unless asked for."""
   import json
   import shutil
@@ -184,7 +185,7 @@ def test_the_segmenter_must_be_the_one_the_training_crops_came_from(workdirs, tm
   (tmp_path / "seg_a").mkdir()
   (tmp_path / "seg_b").mkdir()
   cfg = json.loads((wd / "config.json").read_text())
-  cfg["align"]["seg_workdir"] = "../seg_a"          # relative to the classifier's workdir
+  cfg["input"]["seg_workdir"] = "../seg_a"          # relative to the classifier's workdir
   (wd / "config.json").write_text(json.dumps(cfg))
   clf = inference.load(wd, kind="classifier")
   predict.check_segmenter(str(wd), clf, str(tmp_path / "seg_a"))
@@ -219,7 +220,7 @@ def test_a_segmenter_run_unlike_training_is_said(workdirs, tmp_path, caplog):
   wd = tmp_path / "cls"
   shutil.copytree(workdirs[0], wd)
   cfg = json.loads((wd / "config.json").read_text())
-  cfg["align"]["seg_workdir"] = str(seg)
+  cfg["input"]["seg_workdir"] = str(seg)
   (wd / "config.json").write_text(json.dumps(cfg))
   with caplog.at_level("WARNING"):
     predict.Predictor(str(wd), str(seg), batch_size=2)

@@ -36,7 +36,7 @@ def test_recipe_commands_fill_the_paths_and_stage2_waits_for_stage1_only_to_star
                      "configs/segment.py:data=mix,stage=2"]
   assert "--config.stage1_workdir=/w/seg_stage1" in cmd and cmd[-2:] == ["--workdir",
                                                                          "/w/seg_stage2"]
-  assert "--config.data.manual_dir=/data/hc18" in cmd
+  assert "--config.sources.hc18.manual_dir=/data/hc18" in cmd
   assert tuple(recipe.models.seg_stage2.after) == ("seg_stage1:started",)
   assert set(recipe.models.planes.after) == {"seg_stage1", "seg_stage2"}
   planes = release.train_command(recipe, "planes", values)

@@ -13,9 +13,9 @@ import pytest
 from fbjax import checkpoint, tracking
 from tests.trainer_util import ROOT, run
 
-FLAGS = ["--config.data.name=toy", "--config.data.config=",
+FLAGS = ["--config.sources.phantom.name=toy", "--config.sources.phantom.config=",
          "--config.total_steps=64", "--config.checkpoint_every=8", "--config.log_every=1",
-         "--config.data.size=(32,32)", "--config.model.widths=(4,8,16)",
+         "--config.input.size=(32,32)", "--config.model.widths=(4,8,16)",
          "--config.wandb.mode=offline"]
 ENV = {"WANDB_MODE": "offline"}
 

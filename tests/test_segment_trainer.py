@@ -21,9 +21,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_config_variants():
   c = segment_config.get_config("data=phantom,variant=device")
-  assert c.train_on == ("phantom",) and tuple(c.data.size) == (256, 384)
-  assert c.data.name == "hc18" and c.phantom.name == "fetal_brain_synth"
-  assert segment_config.get_config("data=hc18").train_on == ("data",)
+  assert {n: b.weight for n, b in c.sources.items()} == {"hc18": 0.0, "phantom": 1.0}
+  assert c.input.to_dict() == {"kind": "image", "size": (256, 384)}
+  assert c.sources.hc18.name == "hc18" and c.sources.phantom.name == "fetal_brain_synth"
+  assert all(b.eval for b in c.sources.values())
+  hc18 = segment_config.get_config("data=hc18")
+  assert {n: b.weight for n, b in hc18.sources.items()} == {"hc18": 1.0, "phantom": 0.0}
+  mix = segment_config.get_config("data=mix")
+  assert {n: b.weight for n, b in mix.sources.items()} == {"hc18": 0.7, "phantom": 0.3}
   with pytest.raises(KeyError, match="unknown data"):
     segment_config.get_config("data=nope")
   with pytest.raises(KeyError, match="unknown augment"):
@@ -38,13 +43,14 @@ def test_config_variants():
 
 def test_data_block_keys_data_dir_by_manual_dir(tmp_path):
   c = segment_config.get_config()
-  c.data.manual_dir = str(tmp_path / "a")
-  a = sources.data_block(c.data)
-  c.data.manual_dir = str(tmp_path / "b")
-  b = sources.data_block(c.data)
+  block = c.sources.hc18
+  block.manual_dir = str(tmp_path / "a")
+  a = sources.data_block(block)
+  block.manual_dir = str(tmp_path / "b")
+  b = sources.data_block(block)
   assert a.data_dir != b.data_dir and a.data_dir.endswith(os.path.join("manual", a.data_dir[-12:]))
-  c.data.data_dir = str(tmp_path / "explicit")
-  assert sources.data_block(c.data).data_dir == str(tmp_path / "explicit")
+  block.data_dir = str(tmp_path / "explicit")
+  assert sources.data_block(block).data_dir == str(tmp_path / "explicit")
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +68,13 @@ def test_randomize_runs_the_device_chain_in_the_step(tmp_path):
   from fbjax.data import device_augment
 
   c = segment_config.get_config("runlocal,data=phantom,augment=randomize")
-  c.data.augment_params.max_blur_sigma = 1.0
-  assert c.data.augment_on == "device"
-  cfg = device_augment.from_config(c.data)
+  c.augment_params.max_blur_sigma = 1.0
+  assert c.augment_on == "device"
+  cfg = device_augment.from_config(c)
   assert cfg.max_blur_sigma == 1.0 and cfg.max_speckle_sigma > 0
   assert cfg.max_log_scale == segment_config.RANDOMIZE["max_log_scale"]
   ex = {"image": np.full((4, 4), 0.3, np.float32)}
-  assert device_augment.host_augment(c.data)(np.random.default_rng(0), ex) is ex
+  assert device_augment.host_augment(c)(np.random.default_rng(0), ex) is ex
   os.environ.setdefault("WANDB_MODE", "disabled")
   c.total_steps = 4
   segment.train_and_evaluate(c, str(tmp_path))
@@ -96,10 +102,10 @@ def test_flip_averaging_is_mirror_equivariant():
 def test_runlocal_trains_and_evaluates(trained, tmp_path):
   c, workdir = trained
   rows = tracking.read_metrics(workdir)
-  last = [r for r in rows if "val/data/dice_head" in r][-1]
+  last = [r for r in rows if "val/hc18/dice_head" in r][-1]
   first_loss = [r["train/loss"] for r in rows if "train/loss" in r]
   assert first_loss[-1] < first_loss[0]
-  assert 0.0 <= last["val/data/dice_head"] <= 1.0 and "val/phantom/dice_brain" in last
+  assert 0.0 <= last["val/hc18/dice_head"] <= 1.0 and "val/phantom/dice_brain" in last
   # Evaluation of the trained workdir writes the per-image files.
   out = tmp_path / "eval"
   full = evaluate.evaluate_workdir(workdir, c, data="phantom", split="validation",
@@ -143,16 +149,17 @@ def test_evaluate_cli_on_another_hc18_folder(trained, tmp_path, monkeypatch):
   b_names = [n for n in every if n != "001_2HC.png"]
   b = _hc18_folder(tmp_path / "b", set(b_names))
   c = c.copy_and_resolve_references()
-  c.data.name, c.data.config, c.data.manual_dir = "hc18", "", str(tmp_path / "a")
-  full = evaluate.evaluate_workdir(workdir, c, data="data", split="train+validation",
+  c.sources.hc18.update(name="hc18", config="", manual_dir=str(tmp_path / "a"))
+  full = evaluate.evaluate_workdir(workdir, c, data="hc18", split="train+validation",
                                    methods=("plain",), num_overlays=0)
-  assert full["sources"]["data"]["original_resolution"]["num_images"] == len(a) == len(every)
+  assert full["sources"]["hc18"]["original_resolution"]["num_images"] == len(a) == len(every)
   out = tmp_path / "cli"
   env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
   r = subprocess.run(
       [sys.executable, "-m", "launch.evaluate", "--config", "configs/segment.py:runlocal",
-       "--workdir", workdir, "--config.data.name=hc18", "--config.data.config=",
-       f"--config.data.manual_dir={tmp_path / 'b'}", "--split", "train+validation",
+       "--workdir", workdir, "--data", "hc18", "--config.sources.hc18.name=hc18",
+       "--config.sources.hc18.config=", f"--config.sources.hc18.manual_dir={tmp_path / 'b'}",
+       "--split", "train+validation",
        "--out", str(out), "--num_overlays", "1", "--methods", "plain,robust"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -175,7 +182,7 @@ def test_logged_validation_equals_evaluation_of_the_workdir(trained):
   steps = [r["step"] for r in rows]
   assert steps == sorted(set(steps)) and steps[-1] == c.total_steps   # one row per step
   logged = rows[-1]
-  for name in ("data", "phantom"):
+  for name in ("hc18", "phantom"):
     grid = evaluate.evaluate_workdir(workdir, c, data=name, methods=("plain",),
                                      num_overlays=0)["sources"][name]["grid"]
     assert f"val/{name}/dice_head" in grid

@@ -15,7 +15,8 @@ from configs.autoencoder import get_config as _get
 def get_config(arg=None):
   c = _get(arg)
   c.total_steps, c.log_every = 2, 1
-  c.data = common.data("toy", size=(32, 32))
+  c.input.size = (32, 32)
+  c.sources = common.sources(common.data("toy", source_size=(32, 32)))
   c.model.widths = (4, 8, 16)
   return c
 

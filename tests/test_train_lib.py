@@ -91,7 +91,7 @@ def test_autoencoder_evaluation_equals_the_logged_validation(tmp_path):
   c = trainer_util.tiny_config()
   autoencoder.train_and_evaluate(c, str(tmp_path))
   logged = tracking.read_metrics(tmp_path)[-1]
-  got = evaluate.evaluate_workdir(str(tmp_path), c)["sources"]["data"]["metrics"]
+  got = evaluate.evaluate_workdir(str(tmp_path), c)["sources"]["toy"]["metrics"]
   assert got == {"val/mse": pytest.approx(logged["val/mse"], rel=1e-6)}
   assert inference.load(tmp_path).kind == "autoencoder"
 

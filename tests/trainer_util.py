@@ -15,7 +15,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def tiny_config(**overrides):
   """The seed autoencoder at 32x32 on 64 toy images: compiles and runs in seconds."""
   c = autoencoder.get_config("variant=seed,runlocal")
-  c.data = common.data("toy", size=(32, 32), num_examples=64)
+  c.input.size = (32, 32)
+  c.sources = common.sources(common.data("toy", num_examples=64, source_size=(32, 32)))
+  c.augment, c.augment_on = True, "host"   # the host chain, exercised by resume
   c.model.widths = (4, 8, 16)
   c.batch_size = 8
   c.eval_batch_size = 8

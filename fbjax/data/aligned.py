@@ -1,7 +1,8 @@
-"""Aligned heads as a data source: the classifier's input when `config.input="aligned_head"`.
+"""Aligned heads as a data source: the classifier's input when `config.input.kind` is
+"aligned_head".
 
-    ellipses, kinds = heads.table(block, split, source)   # fbjax.heads: the head step
-    src, counts = aligned.aligned_source(source, ellipses, block.align, name="fba/train")
+    ellipses, kinds = heads.table(block, split, source, config.input)   # the head step
+    src, counts = aligned.aligned_source(source, ellipses, config.input, name="fba/train")
 
 The data layer only cuts crops: which examples hold a usable head, and where,
 is decided by `fbjax.heads` (its one rule, which prediction applies to an image
@@ -13,7 +14,7 @@ the trainers and evaluators pass it.
 
 Every example's `image` becomes `fbjax.align.head_crop(original image,
 ellipse, size=..., head_fraction=..., margin=..., pixel_aspect=...)` (uint8,
-`align.size`), made on the host from the image at its original resolution;
+`input.size`), made on the host from the image at its original resolution;
 masks are dropped (their `has_*` flags read False). The crop is drawn in one
 canonical orientation (`flip=False`); the other one, 180 degrees apart, is
 the crop rotated by 180 degrees, so the trainer draws it on the device
@@ -36,7 +37,8 @@ CACHE_FOLDER = "fbjax_ellipses"
 
 
 def align_kwargs(align_cfg) -> dict:
-  """`config.align` -> `align.aligned_head` keyword arguments (size, head_fraction, margin)."""
+  """`config.input` (kind "aligned_head") -> `align.aligned_head` keyword arguments (size,
+  head_fraction, margin)."""
   return {"size": tuple(int(v) for v in align_cfg.size),
           "head_fraction": float(align_cfg.get("head_fraction", align.DEFAULT_HEAD_FRACTION)),
           "margin": float(align_cfg.get("margin", align.DEFAULT_MARGIN))}
@@ -105,7 +107,7 @@ def aligned_source(source, ellipses: np.ndarray, align_cfg, *, kinds=None, name:
     counts.update({k: int(np.sum(np.asarray(kinds) == i)) for i, k in enumerate(KINDS) if i})
   if not ok.any():
     raise ValueError(f"{name or repr(source)}: no example has a usable head ellipse "
-                     f"({len(source)} examples); set config.align.seg_workdir to a "
+                     f"({len(source)} examples); set config.input.seg_workdir to a "
                      "segmentation workdir for data without head masks")
   keep = np.nonzero(ok)[0]
   src = source if ok.all() else sources.Subset(source, keep)

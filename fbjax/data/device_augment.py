@@ -1,6 +1,6 @@
 """Data augmentation on the device: jnp, per example, inside the jitted train step.
 
-    aug = device_augment.make_batch_fn(config.data)        # identity unless augment_on="device"
+    aug = device_augment.make_batch_fn(config)             # identity unless augment_on="device"
     batch = aug(jax.random.fold_in(step_rng, device_augment.RNG_SALT), batch)
 
 The same transforms as the host chain of fbjax/data/augment.py (left-right
@@ -31,7 +31,7 @@ transforms, each off by default (so the default chain is the host one):
                        phantom-to-HC18 ablation (README, "Phantom-only
                        transfer") it did not improve the transfer.
 
-`config.data.augment_on` chooses where the training augmentation runs:
+`config.augment_on` chooses where the training augmentation runs:
 
   "host"    (default) the grain pipeline applies `augment.augment` per example
             with numpy / OpenCV; `make_batch_fn` returns the identity.
@@ -40,8 +40,8 @@ transforms, each off by default (so the default chain is the host one):
             the update step calls the function `make_batch_fn` returns on each
             global batch before the forward pass.
 
-`config.data.augment = False` turns augmentation off in both places;
-`config.data.augment_params` (optional dict) overrides `DeviceAugmentConfig`
+`config.augment = False` turns augmentation off in both places;
+`config.augment_params` (optional dict) overrides `DeviceAugmentConfig`
 fields by name.
 
 Determinism: example `i` of the global batch draws from
@@ -86,13 +86,13 @@ class DeviceAugmentConfig(augment_lib.AugmentConfig):
 
 
 def from_config(data_cfg) -> DeviceAugmentConfig:
-  """`config.data.augment_params` (a dict, optional) -> `DeviceAugmentConfig`."""
+  """`config.augment_params` (a dict, optional) -> `DeviceAugmentConfig`."""
   params = data_cfg.get("augment_params", None) or {}
   params = dict(params.to_dict() if hasattr(params, "to_dict") else params)
   names = {f.name for f in dataclasses.fields(DeviceAugmentConfig)}
   unknown = sorted(set(params) - names)
   if unknown:
-    raise KeyError(f"config.data.augment_params: unknown field(s) {unknown}; known: "
+    raise KeyError(f"config.augment_params: unknown field(s) {unknown}; known: "
                    f"{sorted(names)}")
   if "image_keys" in params:
     params["image_keys"] = tuple(params["image_keys"])
@@ -102,7 +102,7 @@ def from_config(data_cfg) -> DeviceAugmentConfig:
 def _where(data_cfg) -> str:
   where = data_cfg.get("augment_on", "host")
   if where not in AUGMENT_ON:
-    raise ValueError(f"config.data.augment_on={where!r}; expected one of {AUGMENT_ON}")
+    raise ValueError(f"config.augment_on={where!r}; expected one of {AUGMENT_ON}")
   return where
 
 
@@ -122,8 +122,8 @@ def host_augment(data_cfg) -> Callable | None:
   device_only = sorted(f.name for f in dataclasses.fields(cfg) if f.name not in host_fields
                        and getattr(cfg, f.name) != getattr(default, f.name))
   if device_only:
-    raise ValueError(f"config.data.augment_params {device_only} exist on the device only; "
-                     "set config.data.augment_on='device'")
+    raise ValueError(f"config.augment_params {device_only} exist on the device only; "
+                     "set config.augment_on='device'")
   host_cfg = augment_lib.AugmentConfig(**{k: getattr(cfg, k) for k in host_fields})
   return lambda rng, ex: augment_lib.augment(rng, ex, host_cfg)
 

@@ -1,17 +1,17 @@
-"""Config -> random-access data source: the one place that maps `config.data` to data.
+"""Config -> random-access data source: the one place that maps a data block to data.
 
-    source = sources.get_source(config.data, "train")
-    ds = pipeline.make_dataset(source, size=config.data.size, ...)
+    source = sources.block_source(config.sources.hc18, "train", model_input=config.input)
+    ds = pipeline.make_dataset(source, size=config.input.size, ...)
 
-`config.data` fields: `name` (a builder under `datasets/`, or "toy" for a
-small in-memory set that needs no building), `config` (the builder config,
-e.g. "tiny"/"small"/"full" for the phantom), `data_dir` (where built data
-lives; default `default_data_dir()`), `manual_dir` (raw files for builders of
-real data), `size` (the network grid (H, W), used by the pipeline), and two
-optional label specs: `label_defaults` ("abnormal=0,condition=0": unknown
-labels take these values, e.g. screening images taken as normal) and `where`
-("abnormal=0": keep only these examples, e.g. an autoencoder trained on
-normal images only).
+A block of `config.sources` (`fbjax.schema`) has: `name` (a builder under
+`datasets/`, or "toy" for a small in-memory set that needs no building),
+`config` (the builder config, e.g. "tiny"/"small"/"full" for the phantom),
+`data_dir` (where built data lives; default `default_data_dir()`),
+`manual_dir` (raw files for builders of real data), and two optional label
+specs: `label_defaults` ("abnormal=0,condition=0": unknown labels take these
+values, e.g. screening images taken as normal) and `where` ("abnormal=0":
+keep only these examples, e.g. an autoencoder trained on normal images only).
+A block has no size: what the network reads is the model's `config.input`.
 
 The "toy" source is a list of examples in the decoded tfds feature layout
 (what `tfds.data_source` returns: images (H, W, 1) uint8, labels int,
@@ -29,6 +29,7 @@ import pathlib
 
 import numpy as np
 
+from fbjax import schema
 from fbjax.data import builders, labels
 from fbjax.data.features import MASKS, MEASUREMENTS
 
@@ -105,7 +106,7 @@ def get_source(data, split: str):
     n = data.get("num_examples", 64)
     if split != "train":
       n = max(8, n // 4)
-    source = toy_source(split, n, tuple(data.get("source_size", data.size)),
+    source = toy_source(split, n, tuple(data.get("source_size") or (64, 64)),
                         data.get("seed", 0))
     return filtered(source, data)
   if name not in builders.available():
@@ -118,7 +119,7 @@ def get_source(data, split: str):
 
 
 # ---------------------------------------------------------------------------
-# Label defaults and selections (`config.data.label_defaults`, `config.data.where`)
+# Label defaults and selections (a block's `label_defaults` and `where`)
 # ---------------------------------------------------------------------------
 
 LABEL_KEYS = ("plane", "abnormal", "condition")
@@ -284,26 +285,30 @@ def data_block(block):
   return out
 
 
-INPUTS = ("image", "aligned_head")
+INPUTS = schema.CLASSIFIER_INPUTS
 
 
-def block_source(block, split: str, *, masked: bool = True, head_table=None):
+def block_source(block, split: str, *, model_input=None, masked: bool = True,
+                 head_table=None):
   """The source of one config block's `split`: `get_source` of the block (its own
   data_dir per manual_dir), labels outside `block.tasks` (if given) masked.
 
-  With `block.input == "aligned_head"` every image is the aligned head of
-  `block.align` (`fbjax.data.aligned`; examples without a usable head are
-  left out and counted in the source's `head_counts`). Where the heads are is
-  `head_table(block, split, source)` -> (ellipses, kinds): `fbjax.heads.table`,
-  which the caller passes (the data layer runs no model).
+  `model_input` is the model's `config.input` (None: the image; a second-stage
+  segmenter's "head_crop" reads the image too, cropped by `fbjax.coarse_fine`). With kind
+  "aligned_head" every image is the aligned head it describes
+  (`fbjax.data.aligned`; examples without a usable head are left out and
+  counted in the source's `head_counts`). Where the heads are is
+  `head_table(block, split, source, model_input)` -> (ellipses, kinds):
+  `fbjax.heads.table`, which the caller passes (the data layer runs no model).
   """
   src = get_source(data_block(block), split)
   limit = int(block.get("max_examples", 0) or 0)
   if 0 < limit < len(src):   # smoke tests: the first N examples of the split
     src = Subset(src, np.arange(limit))
-  kind = block.get("input", "image")
-  if kind not in INPUTS:
-    raise ValueError(f"data block {block.name!r}: input={kind!r}; expected one of {INPUTS}")
+  kind = "image" if model_input is None else model_input.get("kind")
+  if kind not in schema.INPUT_KINDS:
+    raise ValueError(f"data block {block.name!r}: input={kind!r}; expected one of "
+                     f"{schema.INPUT_KINDS}")
   keep = None
   fraction = float(block.get("train_groups", 1.0))
   if fraction != 1.0 and split == block.get("train_split"):
@@ -316,10 +321,10 @@ def block_source(block, split: str, *, masked: bool = True, head_table=None):
     if head_table is None:
       raise ValueError(f"data block {block.name!r} reads aligned heads: give head_table "
                        "(fbjax.heads.table), which finds the heads")
-    ell, kinds = head_table(block, split, src)   # cached for the whole split
+    ell, kinds = head_table(block, split, src, model_input)   # cached for the whole split
     if keep is not None:
       src, ell, kinds = Subset(src, keep), ell[keep], np.asarray(kinds)[keep]
-    src, counts = aligned.aligned_source(src, ell, block.align, kinds=kinds,
+    src, counts = aligned.aligned_source(src, ell, model_input, kinds=kinds,
                                          name=f"{block.name} {split}")
     if counts["no_head"]:
       logging.info("%s %s: %d of %d examples without a usable head ellipse, left out",
@@ -334,33 +339,35 @@ def block_source(block, split: str, *, masked: bool = True, head_table=None):
   return src
 
 
-def with_input(block, config):
-  """`block` with the model's input (`config.input`, `config.align`) when the config has one.
-
-  A classifier's (or autoencoder's) input is a property of the model, not of
-  each data set: every block it reads takes it over.
-  """
-  kind = config.get("input", "image")
-  if kind == block.get("input", "image") and kind == "image":
-    return block
-  import ml_collections  # noqa: PLC0415
-
-  out = ml_collections.ConfigDict(block.to_dict())
-  out.input = kind
-  if kind == "aligned_head":
-    out.align = ml_collections.ConfigDict(config.align.to_dict())
+def training_blocks(config) -> dict:
+  """The blocks of `config.sources` trained on (`weight` > 0), in their order."""
+  out = {n: b for n, b in config.sources.items() if float(b.get("weight", 0.0)) > 0}
+  if not out:
+    raise ValueError(f"no data to train on: every block of config.sources "
+                     f"({', '.join(config.sources)}) has weight 0")
   return out
 
 
-def mixture(blocks: dict, weights=None, split_key: str = "train_split", *, head_table=None):
+def eval_blocks(config) -> dict:
+  """The blocks of `config.sources` validated on (`eval`), in their order."""
+  return {n: b for n, b in config.sources.items() if b.get("eval")}
+
+
+def mixture(blocks: dict, weights=None, split_key: str = "train_split", *, model_input=None,
+            head_table=None, wrap=None):
   """The weighted mix of `blocks` (name -> config block) at each block's `split_key`.
 
   `weights`: one per block (None: each block's `weight`, else equal shares).
-  A single block gives its source as it is; several give a `MixSource`.
+  `wrap(source)`, if given, is applied to each block's source before mixing (e.g. a
+  second-stage segmenter's head crops). A single block gives its source as it is;
+  several give a `MixSource`.
   """
   from fbjax.data.mix import MixSource  # noqa: PLC0415
 
-  srcs = [block_source(b, b[split_key], head_table=head_table) for b in blocks.values()]
+  srcs = [block_source(b, b[split_key], model_input=model_input, head_table=head_table)
+          for b in blocks.values()]
+  if wrap is not None:
+    srcs = [wrap(s) for s in srcs]
   if len(srcs) == 1:
     return srcs[0]
   if weights is None and all("weight" in b for b in blocks.values()):

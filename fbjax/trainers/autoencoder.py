@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from fbjax import evaluators, inference, parallel, train_lib
+from fbjax import evaluators, inference, parallel, schema, train_lib
 from fbjax.data import sources
 from fbjax.models import autoencoder as ae
 
@@ -43,6 +43,16 @@ def reconstruction_grid(first) -> np.ndarray:
       for a, r in zip(first["input"], first["recon"], strict=True)], axis=0)
 
 
+def one_source(config):
+  """The validation split of the one block of `config.sources` validated on."""
+  blocks = sources.eval_blocks(config)
+  if len(blocks) != 1:
+    raise ValueError(f"config.sources: one block is validated on (eval), not {len(blocks)} "
+                     f"({', '.join(blocks) or 'none'})")
+  (block,) = blocks.values()
+  return sources.block_source(block, block.val_split)
+
+
 def train_and_evaluate(config, workdir: str):
   """Trains the autoencoder described by `config`, resuming from `workdir`.
 
@@ -50,14 +60,13 @@ def train_and_evaluate(config, workdir: str):
   """
   # Process 0 builds the data set if needed; the others then open it.
   train_source, val_source = parallel.main_process_first(lambda: (
-      sources.block_source(config.data, config.data.train_split),
-      sources.block_source(config.data, config.data.val_split)))
+      sources.mixture(sources.training_blocks(config)), one_source(config)))
   model = ae.Model(**config.model)
   inputs = inference.autoencoder_inputs(config)
   eval_fn = None
 
   def init_params(rng):
-    return model.init(rng, jnp.zeros((1, *config.data.size, config.model.channels)))["params"]
+    return model.init(rng, jnp.zeros((1, *schema.size_of(config), config.model.channels)))["params"]
 
   def evaluate(run, params, step):
     nonlocal eval_fn

@@ -44,6 +44,7 @@ from fbjax import (
   optim,
   parallel,
   plots,
+  schema,
   tracking,
   train_lib,
 )
@@ -57,13 +58,13 @@ KEYS = evaluators.CLASSIFY_KEYS
 
 
 def source_blocks(config, *, train: bool) -> dict:
-  """{name: block} of the sources trained on (weight > 0) or evaluated on, each with
-  the model's input (`config.input`, `config.align`: `sources.with_input`)."""
-  out = {n: sources.with_input(b, config) for n, b in config.sources.items()
-         if ((b.weight > 0) if train else b.get("eval", False))}
+  """{name: block} of the sources trained on (weight > 0) or evaluated on (`eval`); each is
+  read as the model's `config.input`."""
+  if train:
+    return sources.training_blocks(config)
+  out = sources.eval_blocks(config)
   if not out:
-    raise ValueError("no source is " + ("trained on (every weight is 0)" if train
-                                         else "evaluated on (every eval is False)"))
+    raise ValueError("no source is evaluated on (every eval is False)")
   return out
 
 
@@ -105,21 +106,15 @@ def resolve_init(config) -> dict | None:
 
 
 def resolve_input(config) -> None:
-  """Checks `config.input`; the aligned head's grid is `config.align.size` (in place)."""
-  kind = config.get("input", "image")
+  """Checks `config.input`: a classifier reads the image or the aligned head."""
+  kind = schema.input_of(config)["kind"]
   if kind not in sources.INPUTS:
-    raise ValueError(f"config.input={kind!r}; expected one of {sources.INPUTS}")
-  if kind == "aligned_head":
-    size = tuple(int(v) for v in config.align.size)
-    if tuple(config.image_size) != size:
-      tracking.log(f"image_size {tuple(config.image_size)} -> {size}: the aligned head's size")
-      with config.unlocked():
-        config.image_size = size
+    raise ValueError(f"config.input.kind={kind!r}; a classifier reads one of {sources.INPUTS}")
 
 
 def make_loss_fn(config, model, class_w: dict):
   """Class-weighted, label-smoothed cross-entropy per head (+ reconstruction)."""
-  enhance_fn = enhance_lib.make_enhance_fn(config.enhance, tuple(config.image_size))
+  enhance_fn = enhance_lib.make_enhance_fn(config.enhance, schema.size_of(config))
   smoothing = float(config.loss.get("label_smoothing", 0.0))
   lookup = jnp.asarray(inference.condition_lookup(config.condition_classes))
 
@@ -189,7 +184,7 @@ def evaluate(run, eval_fn, params, val_sources: dict, step: int):
     k = min(config.num_images, len(res["label_plane"]))
     if k:
       imgs = list(next(iter(evaluators.host_batches(
-          sources.Subset(src, np.arange(k)), config.image_size, k, keys=("image",))))["image"])
+          sources.Subset(src, np.arange(k)), schema.size_of(config), k, keys=("image",))))["image"])
       texts = [_caption(config, res, i) for i in range(k)]
       run.writer.images(step, {f"val/{name}/examples": plots.label_grid(
           imgs, texts, columns=4, thumb=max(64, imgs[0].shape[0])) / 255.0})
@@ -231,9 +226,11 @@ def train_and_evaluate(config, workdir: str):
   """Trains the heads described by `config`, resuming from `workdir`; returns the state."""
   resolve_input(config)
   blocks = source_blocks(config, train=True)
-  mix = parallel.main_process_first(lambda: sources.mixture(blocks, head_table=heads.table))
+  mix = parallel.main_process_first(lambda: sources.mixture(
+      blocks, model_input=config.input, head_table=heads.table))
   val_sources = parallel.main_process_first(lambda: {
-      n: sources.block_source(b, b.val_split, head_table=heads.table)
+      n: sources.block_source(b, b.val_split, model_input=config.input,
+                              head_table=heads.table)
       for n, b in source_blocks(config, train=False).items()})
   train_lib.log_source(blocks, mix)
   class_w = {}
@@ -246,7 +243,7 @@ def train_and_evaluate(config, workdir: str):
   eval_fn = None
 
   def init_params(rng):
-    return model.init(rng, jnp.zeros((1, *config.image_size, model.channels)))["params"]
+    return model.init(rng, jnp.zeros((1, *schema.size_of(config), model.channels)))["params"]
 
   def warm_start(params):
     tracking.log(f"encoder initialised from {config.init_from}")
@@ -277,7 +274,8 @@ def calibrate(workdir: str, step: int | None = None, batch_size: int | None = No
   model = inference.load(workdir, step, kind="classifier")
   config = model.config.copy_and_resolve_references()
   resolve_input(config)
-  val_sources = {n: sources.block_source(b, b.val_split, head_table=heads.table)
+  val_sources = {n: sources.block_source(b, b.val_split, model_input=config.input,
+                                         head_table=heads.table)
                  for n, b in source_blocks(config, train=False).items()}
   run = train_lib.eval_run(config, model.workdir, batch_size)
   run.writer = tracking.Writer(model.workdir, config, enabled=False)

@@ -4,11 +4,11 @@
     python -m launch.evaluate --config configs/segment.py --workdir DIR --split validation
 
 What is the segmenter's own: the training data may mix several sources
-(`config.train_on` names config blocks, e.g. the phantom and HC18, mixed in
-the proportions `config.train_weights`); the loss is Dice + BCE per
+(the blocks of `config.sources` with a `weight`, e.g. the phantom and HC18, mixed in
+those proportions); the loss is Dice + BCE per
 (example, channel), averaged only where the example has that mask (HC18 has
 a head mask but no skull or brain mask); validation reports, per source in
-`config.eval_on`, Dice per channel on the network grid and, where the data
+the blocks with `eval`, Dice per channel on the network grid and, where the data
 set gives HC, the HC error of the ellipse fitted to the predicted head
 (`config.eval_method`) in mm (`fbjax.evaluators.segmentation`), with the
 prediction function used at inference (`make_predict`: evaluation mode,
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbjax import coarse_fine, evaluators, inference, losses, parallel, train_lib
+from fbjax import coarse_fine, evaluators, inference, losses, parallel, schema, train_lib
 from fbjax import workdir as workdir_lib
 from fbjax.data import sources
 from fbjax.models import unet
@@ -49,27 +49,23 @@ def crop_source(config, source, *, train: bool):
   """Stage 2: `source` as head crops (`coarse_fine.CropSource`), jittered when training."""
   cr = config.crop
   return coarse_fine.CropSource(
-      source, tuple(config.data.size), head_fraction=cr.head_fraction,
+      source, schema.size_of(config), head_fraction=cr.head_fraction,
       shift=cr.shift if train else 0.0, zoom=cr.zoom if train else 0.0,
       copies=cr.copies if train else 1, seed=config.seed)
 
 
 def block_source(config, name: str, split: str, *, train: bool = False):
-  """Block `name`'s `split` as the trainer reads it (stage 2: head crops)."""
-  src = sources.block_source(config[name], split)
+  """Block `name`'s `split` of `config.sources` as the trainer reads it (stage 2: head
+  crops)."""
+  src = sources.block_source(config.sources[name], split)
   return crop_source(config, src, train=train) if config.get("stage", 1) == 2 else src
 
 
 def train_source(config):
-  """The (possibly mixed) training source named by `config.train_on`."""
-  names = tuple(config.train_on)
-  weights = tuple(config.get("train_weights") or ()) or None
-  if config.get("stage", 1) != 2:
-    return sources.mixture({n: config[n] for n in names}, weights)
-  from fbjax.data.mix import MixSource  # noqa: PLC0415
-
-  srcs = [block_source(config, n, config[n].train_split, train=True) for n in names]
-  return srcs[0] if len(srcs) == 1 else MixSource(srcs, list(weights) if weights else None)
+  """The (possibly mixed) training source: the blocks of `config.sources` with a weight."""
+  wrap = (lambda s: crop_source(config, s, train=True)) if config.get("stage", 1) == 2 \
+      else None
+  return sources.mixture(sources.training_blocks(config), wrap=wrap)
 
 
 def check_stage1(config) -> None:
@@ -124,8 +120,8 @@ def train_and_evaluate(config, workdir: str):
   # Process 0 builds the data sets if needed; the others then open them.
   tsource, val_sources = parallel.main_process_first(lambda: (
       train_source(config),
-      {n: block_source(config, n, config[n].val_split) for n in config.eval_on}))
-  train_lib.log_source(config.train_on, tsource)
+      {n: block_source(config, n, b.val_split) for n, b in sources.eval_blocks(config).items()}))
+  train_lib.log_source(sources.training_blocks(config), tsource)
   model = make_model(config)
   eval_fn = None
 
@@ -153,5 +149,5 @@ def train_and_evaluate(config, workdir: str):
   return train_lib.train(
       config, workdir, kind="segmenter", train_source=tsource, keys=KEYS, loss_fn=loss_fn,
       evaluate=evaluate_fn, finish=finish,
-      init_params=lambda rng: model.init(rng, jnp.zeros((1, *config.data.size)))["params"],
+      init_params=lambda rng: model.init(rng, jnp.zeros((1, *schema.size_of(config))))["params"],
       shown=("dice", "hc_abs"))

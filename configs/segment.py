@@ -25,10 +25,11 @@ Arguments (the part of `--config` after the colon, comma separated):
   python -m launch.train --config configs/segment.py:runlocal --workdir /tmp/seg_local
   python -m launch.train --config configs/segment.py:stage=2 --workdir ~/runs/seg2 \
       --config.sources.hc18.manual_dir=../shared/data/hc18 --config.stage1_workdir=~/runs/seg
-  python -m launch.evaluate --workdir ~/runs/seg2 \
-      --config.sources.hc18.manual_dir=../shared/data/hc18 --split validation
-  python -m launch.evaluate --workdir ~/runs/seg \
-      --config.sources.hc18.manual_dir=../shared/data/hc18 --split validation --out ~/runs/seg/eval
+  python -m launch.evaluate --config configs/segment.py:stage=2 --workdir ~/runs/seg2 \
+      --data hc18 --config.sources.hc18.manual_dir=../shared/data/hc18 --split validation
+  python -m launch.evaluate --config configs/segment.py --workdir ~/runs/seg --data hc18 \
+      --config.sources.hc18.manual_dir=../shared/data/hc18 --split validation \
+      --out ~/runs/seg/eval
   python -m launch.sweep --config configs/segment.py --workdir ~/runs/seg_sweep
 
 `config.sources.hc18` is HC18 (the real data), `config.sources.phantom` the
@@ -112,6 +113,7 @@ def get_config(arg=None):
                                  source_size=(32, 48))
     c.sources.phantom = common.data("toy", weight=phantom_share, num_examples=48,
                                     source_size=(32, 48), seed=1)
+    c.data_cache = False         # toy images are drawn on the fly
     c.model = dict(width=4, depth=2, max_width=16, norm="group", groups=2)
     c.batch_size = 8
     c.eval_batch_size = 8

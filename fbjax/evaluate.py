@@ -60,6 +60,9 @@ SEGMENTER_BLOCK = "hc18"
 # augmentation, tasks) is what the model was trained to read.
 WHERE_KEYS = ("name", "config", "manual_dir", "data_dir", "max_examples")
 PATH_KEYS = ("manual_dir", "data_dir")
+# How a block took part in training (its share of an epoch, validated on or not): another
+# config's value is neither compared nor taken.
+TRAINING_KEYS = ("weight", "eval")
 
 
 def _blocks(config) -> dict:
@@ -134,7 +137,8 @@ def merged_config(trained, data_config=None, overrides: dict | None = None, *,
         for key, value in block.items():
           if key in WHERE_KEYS:
             have[name][key] = _where(key, value)
-          elif key in have[name] and not _same(value, have[name][key]):
+          elif key in have[name] and key not in TRAINING_KEYS \
+              and not _same(value, have[name][key]):
             raise ValueError(f"{name}.{key}: {origin} was trained with "
                              f"{have[name][key]!r}, the config gives {value!r}; a config "
                              f"given for evaluation only says where the data are "
@@ -145,9 +149,11 @@ def merged_config(trained, data_config=None, overrides: dict | None = None, *,
       if name is None:
         recorded = _lookup(config, path)
         if recorded is _ABSENT:
-          raise ValueError(f"--config.{path}: {origin} has no such data block (its blocks: "
-                           f"{', '.join(sorted(blocks))}); a config given for evaluation "
-                           "only says where the data are")
+          old = (" (config.data / config.phantom are config.sources.<name> now)"
+                 if path.split(".")[0] in ("data", "phantom") else "")
+          raise ValueError(f"--config.{path}: {origin} has no such data block{old} (its "
+                           f"blocks: {', '.join(sorted(blocks))}); a config given for "
+                           "evaluation only says where the data are")
         if not _same(value, recorded):
           raise ValueError(f"--config.{path}={value!r}: {origin} was trained with "
                            f"{path}={_shown(recorded)}; what a model reads (its input, "
@@ -158,11 +164,15 @@ def merged_config(trained, data_config=None, overrides: dict | None = None, *,
       key = path[len(name) + 1:]
       if key in WHERE_KEYS:
         blocks[name][key] = _where(key, value)
+      elif key == "size" and key not in blocks[name]:
+        raise ValueError(f"--config.{path}: a data block has no size; what the model reads "
+                         f"is its recorded input.size {_shown(config.input.size)}, which a "
+                         "config given for evaluation does not change")
       elif key not in blocks[name] or not _same(value, blocks[name][key]):
         raise ValueError(f"--config.{path}={value!r}: {origin} was trained with "
                          f"{name}.{key}={blocks[name].get(key)!r}; a config given for "
                          f"evaluation only says where the data are ({', '.join(WHERE_KEYS)} "
-                         "of a data block)")
+                         "of a block of config.sources)")
   return config
 
 
@@ -229,6 +239,9 @@ def evaluate_workdir(workdir: str, data_config=None, *, data: str | None = None,
     raise ValueError(f"{workdir}: no data block {data!r}; it reads "
                      f"{', '.join(config.sources)} (config.sources)")
   blocks = {data: config.sources[data]} if data else sources.eval_blocks(config)
+  if not blocks:
+    raise ValueError(f"{workdir}: no block of config.sources was validated on in training "
+                     f"(eval); name one with data= (it reads {', '.join(config.sources)})")
   summary: dict = {"workdir": workdir, "kind": model.kind, "step": step,
                    "eval_flip": bool(config.get("eval_flip", False)), "sources": {}}
   _measure(model, config, blocks, summary, split=split, out_dir=out_dir, methods=methods,
@@ -290,14 +303,16 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
              **{n: bundle_lib.fill_paths(m.config, values)
                 for n, m in b.classifier.members.items()}}
   for path in overrides or {}:
-    if not any(_owner(c, path) for c in configs.values()):
+    if not any(_owner(c, path) or _lookup(c, path) is not _ABSENT
+               for c in configs.values()):
       blocks = sorted({n for c in configs.values() for n in _blocks(c)})
       raise ValueError(f"--config.{path}: no model of {b.folder} reads that data block "
                        f"(blocks: {', '.join(blocks)})")
 
   def merged(name):
     c = configs[name]
-    mine = {p: v for p, v in (overrides or {}).items() if _owner(c, p)}
+    mine = {p: v for p, v in (overrides or {}).items()
+            if _owner(c, p) or _lookup(c, p) is not _ABSENT}
     return merged_config(c, data_config, mine, origin=f"{b.name}/{name}", strict=strict)
 
   seg_cfg = merged("segmenter")
@@ -310,8 +325,8 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
   known = sorted({*seg_cfg.sources, *(n for _, c in members.values() for n in c.sources)})
   if data is not None and data not in known:
     raise ValueError(f"{b.folder}: no data block {data!r}; the bundle reads {known}")
-  # The segmenter on HC18 (the phantom it was also trained on is not built for a bundle's
-  # evaluation), or on the block asked for.
+  # The segmenter on HC18 by default (the phantom it was also trained on is measured only
+  # when asked for, `data="phantom"`), or on the block asked for.
   seg_pick = [n for n in seg_cfg.sources if n == (data or SEGMENTER_BLOCK)]
   if seg_pick:
     if tta is not None:

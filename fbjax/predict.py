@@ -15,10 +15,10 @@ fitted and mapped back to the original image (`fbjax.segment_post`), so
 HC, BPD and OFD are measured in original pixels and, where the pixel spacing
 is known (`spacing_csv` or `pixel_spacing_mm`), in millimetres.
 
-A classifier whose config.json says `input: "aligned_head"` reads the aligned
+A classifier whose config.json says `input.kind: "aligned_head"` reads the aligned
 head instead of the image: `fbjax.heads.crop` (the crop training cut, from the
-8-bit image) around the segmenter's ellipse (with the config's `align`
-arguments), in both canonical orientations, the probabilities averaged; it
+8-bit image) around the segmenter's ellipse (with the alignment its `input`
+records), in both canonical orientations, the probabilities averaged; it
 needs a segmenter. A file's pixels are taken as square (a data set's
 `pixel_aspect`, which training undoes, is not known for a file).
 
@@ -101,9 +101,9 @@ SKIPPED_COLUMNS = ("file", "reason")
 # Smaller images (icons, a 3x3 test pattern) hold no head to measure: an error, not a row.
 MIN_SIDE = 8
 SEG_QUALITY = (*heads_lib.QUALITY, "no_segmenter")   # the head step's verdicts, or no segmenter
-# What a classification workdir's network reads (`input` in its config.json):
+# What a classification workdir's network reads (`input.kind` in its config.json):
 # the letterboxed image, or the aligned head (`fbjax.heads.crop` with the
-# workdir's `align` arguments) of the segmenter's head ellipse.
+# alignment of its `input`) of the segmenter's head ellipse.
 INPUTS = schema.CLASSIFIER_INPUTS
 
 

@@ -94,15 +94,19 @@ def upgrade(cfg: dict) -> dict:
     train_on = list(cfg.pop("train_on", None) or ["data"])
     weights = list(cfg.pop("train_weights", None) or [])
     eval_on = list(cfg.pop("eval_on", None) or ["data"])
+    # Every old role keeps its name but `data`: a segmenter's is HC18's place (`hc18`,
+    # whatever data set it held, as today's configs name it), another trainer's one block
+    # takes its data set's short name where that is free (else it stays `data`).
+    keys = {role: role for role in old if role != "data"}
+    if "data" in old:
+      short = "hc18" if cfg.get("trainer") == "segment" else SHORT.get(old["data"]["name"])
+      keys["data"] = short if short and short not in keys else "data"
     srcs = {}
     for role, block in old.items():
-      key = role if role != "data" else SHORT.get(block["name"], block["name"])
-      if key in srcs:
-        key = role
       new = _data_block(block)
       share = (weights[train_on.index(role)] if weights else 1.0) if role in train_on else 0.0
       new.update(weight=float(share), eval=role in eval_on)
-      srcs[key] = new
+      srcs[keys[role]] = new
       del cfg[role]
     cfg["sources"] = srcs
   elif "image_size" in cfg or "align" in cfg or isinstance(cfg.get("input"), str):

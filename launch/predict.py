@@ -16,7 +16,7 @@ should be images but cannot be read, and why), OUT/skipped.csv (other files),
 OUT/overlays/*.png, OUT/report.html and OUT/summary.json (see
 fbjax/predict.py). HC/BPD/OFD are in mm where the pixel spacing is known
 (from --spacing_csv or --pixel_spacing_mm), and always in pixels. A classifier
-trained on the aligned head (config.json `input: "aligned_head"`) needs
+trained on the aligned head (config.json `input.kind: "aligned_head"`) needs
 --seg_workdir: it reads the head cut out around the segmenter's ellipse
 (OUT/crops/). An image in which the segmenter's head shows no evidence of a
 fetal head (fbjax/head_gate.py) gets seg_quality "no_head", the reason in

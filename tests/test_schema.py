@@ -155,3 +155,33 @@ def test_read_config_upgrades_an_old_record_and_leaves_the_file(tmp_path):
   assert c.input.kind == "image" and tuple(c.input.size) == tuple(old["data"]["size"])
   assert set(c.sources) == {"hc18", "phantom"} and "data" not in c
   assert json.loads((tmp_path / "config.json").read_text()) == old
+
+
+# Configs as fbjax wrote them before this schema (`schema` 1), one per trainer kind.
+OLD = json.loads((REPO / "tests" / "data" / "schema1_configs.json").read_text())
+TODAY = {"segment_runlocal": (segment_config, "runlocal"),
+         "segment_runlocal_stage2": (segment_config, "runlocal,stage=2"),
+         "segment_hc18": (segment_config, "data=hc18"),
+         "autoencoder_runlocal": (autoencoder_config, "runlocal"),
+         "despeckle_runlocal": (despeckle_config, "runlocal"),
+         "classify_runlocal_aligned": (classify_config, "runlocal,input=aligned_head")}
+
+
+@pytest.mark.parametrize("name", sorted(TODAY))
+def test_an_old_record_of_every_trainer_reads_as_todays_same_config(name):
+  mod, arg = TODAY[name]
+  c = mod.get_config(arg)
+  if "real_data" in c:
+    c.real_data = OLD[name]["real_data"]
+  assert workdir.config_differences(OLD[name], c) == []
+  assert schema.upgrade(OLD[name])["input"] == json.loads(c.input.to_json())
+
+
+def test_an_old_record_keeps_the_block_it_was_trained_on():
+  """The old demo trained on its `data` block (the phantom) beside an unused `phantom`
+  block: upgraded, the trained block is kept, validated on, and the other one is not."""
+  got = schema.upgrade(OLD["demo_segment_smoke"])["sources"]
+  assert {n: (b["config"], b["weight"], b["eval"]) for n, b in got.items()} == {
+      "hc18": ("tiny", 1.0, True), "phantom": ("small", 0.0, False)}
+  ae = schema.upgrade(OLD["autoencoder_runlocal"])["sources"]
+  assert list(ae) == ["phantom"] and ae["phantom"]["config"] == "tiny"

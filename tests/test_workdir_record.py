@@ -112,3 +112,15 @@ def test_a_data_folder_written_with_the_home_folder_is_found(tmp_path, monkeypat
   monkeypatch.setenv("HOME", str(tmp_path))
   (tmp_path / "data" / "hc18").mkdir(parents=True)
   assert builders._manual_root("hc18", "~/data") == (tmp_path / "data" / "hc18").resolve()
+
+
+def test_how_a_block_took_part_in_training_is_the_records():
+  """A config of another mixture (`data=hc18`: the phantom's weight 0) given for the data
+  of a `data=mix` workdir: weights and validation flags stay the workdir's, uncompared."""
+  trained = _resolved(segment_config.get_config("data=mix"))
+  got = evaluate.merged_config(trained, segment_config.get_config("data=hc18"))
+  assert {n: b.weight for n, b in got.sources.items()} == {"hc18": 0.7, "phantom": 0.3}
+  with pytest.raises(ValueError, match=r"a data block has no size; .*input.size \(128, 192\)"):
+    evaluate.merged_config(trained, None, {"sources.hc18.size": (64, 64)})
+  with pytest.raises(ValueError, match=r"config.data / config.phantom are config.sources"):
+    evaluate.merged_config(trained, None, {"data.manual_dir": "/x"})

@@ -307,8 +307,8 @@ def block_source(block, split: str, *, model_input=None, masked: bool = True,
     src = Subset(src, np.arange(limit))
   kind = "image" if model_input is None else model_input.get("kind")
   if kind not in schema.INPUT_KINDS:
-    raise ValueError(f"data block {block.name!r}: input={kind!r}; expected one of "
-                     f"{schema.INPUT_KINDS}")
+    raise ValueError(f"data block {block.name!r} read as the model's input={kind!r} "
+                     f"(config.input.kind); expected one of {schema.INPUT_KINDS}")
   keep = None
   fraction = float(block.get("train_groups", 1.0))
   if fraction != 1.0 and split == block.get("train_split"):
@@ -351,6 +351,17 @@ def training_blocks(config) -> dict:
 def eval_blocks(config) -> dict:
   """The blocks of `config.sources` validated on (`eval`), in their order."""
   return {n: b for n, b in config.sources.items() if b.get("eval")}
+
+
+def validation_source(config):
+  """The validation split of the one block of `config.sources` validated on (`eval`): the
+  trainers of one source (autoencoder, despeckler)."""
+  blocks = eval_blocks(config)
+  if len(blocks) != 1:
+    raise ValueError(f"config.sources: one block is validated on (eval), not {len(blocks)} "
+                     f"({', '.join(blocks) or 'none'})")
+  (block,) = blocks.values()
+  return block_source(block, block.val_split)
 
 
 def mixture(blocks: dict, weights=None, split_key: str = "train_split", *, model_input=None,

@@ -43,16 +43,6 @@ def reconstruction_grid(first) -> np.ndarray:
       for a, r in zip(first["input"], first["recon"], strict=True)], axis=0)
 
 
-def one_source(config):
-  """The validation split of the one block of `config.sources` validated on."""
-  blocks = sources.eval_blocks(config)
-  if len(blocks) != 1:
-    raise ValueError(f"config.sources: one block is validated on (eval), not {len(blocks)} "
-                     f"({', '.join(blocks) or 'none'})")
-  (block,) = blocks.values()
-  return sources.block_source(block, block.val_split)
-
-
 def train_and_evaluate(config, workdir: str):
   """Trains the autoencoder described by `config`, resuming from `workdir`.
 
@@ -60,7 +50,7 @@ def train_and_evaluate(config, workdir: str):
   """
   # Process 0 builds the data set if needed; the others then open it.
   train_source, val_source = parallel.main_process_first(lambda: (
-      sources.mixture(sources.training_blocks(config)), one_source(config)))
+      sources.mixture(sources.training_blocks(config)), sources.validation_source(config)))
   model = ae.Model(**config.model)
   inputs = inference.autoencoder_inputs(config)
   eval_fn = None

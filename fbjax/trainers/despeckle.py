@@ -58,20 +58,10 @@ def make_loss_fn(model, config):
   return loss_fn
 
 
-def one_source(config):
-  """The validation split of the one block of `config.sources` validated on."""
-  blocks = sources.eval_blocks(config)
-  if len(blocks) != 1:
-    raise ValueError(f"config.sources: one block is validated on (eval), not {len(blocks)} "
-                     f"({', '.join(blocks) or 'none'})")
-  (block,) = blocks.values()
-  return sources.block_source(block, block.val_split)
-
-
 def train_and_evaluate(config, workdir: str):
   """Trains the despeckler described by `config`, resuming from `workdir`."""
   train_source, val_source = parallel.main_process_first(lambda: (
-      sources.mixture(sources.training_blocks(config)), one_source(config)))
+      sources.mixture(sources.training_blocks(config)), sources.validation_source(config)))
   model = despeckle.Model(**config.model)
   size, crop = schema.size_of(config), int(config.crop)
   eval_fn = None

@@ -100,7 +100,6 @@ ALIGN = dict(head_fraction=0.8, margin=0.08, seg_workdir="")
 # The phantom's share of data=real's training mixture, plane labels only, in the
 # sweep's arm (`phantom_planes=`; the default is none).
 PHANTOM_PLANES = 0.25
-INPUTS = schema.CLASSIFIER_INPUTS   # what a classifier may read: one definition
 # The CPU-sized encoder of the benchmarks (`encoder=small`, and every `heads=` run).
 SMALL_ENCODER = dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1,
                      latent_channels=16, latent_dim=128, groups=8)
@@ -121,8 +120,8 @@ ALIGNED_AUGMENT = dict(flip_prob=0.5, max_rotate_deg=10.0, max_log_scale=0.08,
 
 def set_input(c, kind: str, seg_workdir: str = "") -> None:
   """`config.input` and what follows from it: the grid, augmentation and test-time averaging."""
-  if kind not in INPUTS:
-    raise KeyError(f"unknown input {kind!r}; expected one of {INPUTS}")
+  if kind not in schema.CLASSIFIER_INPUTS:
+    raise KeyError(f"unknown input {kind!r}; expected one of {schema.CLASSIFIER_INPUTS}")
   if kind == "image":
     c.input = common.model_input("image", c.input.size)
     return
@@ -340,7 +339,7 @@ PRETRAIN_DIR = os.environ.get("FBJAX_PRETRAIN_DIR", os.path.expanduser("~/runs/c
 def ablation(seg_workdir: str = "") -> list[dict]:
   """From scratch vs pretrained x whole image vs aligned head (all real data)."""
   runs = []
-  for kind in INPUTS:
+  for kind in schema.CLASSIFIER_INPUTS:
     arg = f"data=real,input={kind}" + (f",seg_workdir={seg_workdir}"
                                        if kind == "aligned_head" and seg_workdir else "")
     runs.append({"arg": arg})

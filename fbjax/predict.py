@@ -101,10 +101,6 @@ SKIPPED_COLUMNS = ("file", "reason")
 # Smaller images (icons, a 3x3 test pattern) hold no head to measure: an error, not a row.
 MIN_SIDE = 8
 SEG_QUALITY = (*heads_lib.QUALITY, "no_segmenter")   # the head step's verdicts, or no segmenter
-# What a classification workdir's network reads (`input.kind` in its config.json):
-# the letterboxed image, or the aligned head (`fbjax.heads.crop` with the
-# alignment of its `input`) of the segmenter's head ellipse.
-INPUTS = schema.CLASSIFIER_INPUTS
 
 
 # ---------------------------------------------------------------------------
@@ -289,14 +285,15 @@ def check_segmenter(workdir, clf, seg_workdir) -> None:
 
 
 def classifier_input(workdir, clf, seg) -> tuple[str, dict]:
-  """What the classifier reads (`INPUTS`) and, for the aligned head, `align.aligned_head`'s
-  keyword arguments, from the workdir's config.json (`input`: kind, size, alignment)."""
+  """What the classifier reads (`schema.CLASSIFIER_INPUTS`) and, for the aligned head,
+  `align.aligned_head`'s keyword arguments, from the workdir's config.json (`input`)."""
   if clf is None:
     return "image", {}
   a = schema.input_of(clf.config).to_dict()
   kind = a.pop("kind")
-  if kind not in INPUTS:
-    raise ValueError(f"{workdir}/config.json: input kind {kind!r}; expected one of {INPUTS}")
+  if kind not in schema.CLASSIFIER_INPUTS:
+    raise ValueError(f"{workdir}/config.json: input kind {kind!r}; expected one of "
+                     f"{schema.CLASSIFIER_INPUTS}")
   if kind == "image":
     return kind, {}
   if seg is None:

@@ -285,9 +285,6 @@ def data_block(block):
   return out
 
 
-INPUTS = schema.CLASSIFIER_INPUTS
-
-
 def block_source(block, split: str, *, model_input=None, masked: bool = True,
                  head_table=None):
   """The source of one config block's `split`: `get_source` of the block (its own

@@ -108,8 +108,9 @@ def resolve_init(config) -> dict | None:
 def resolve_input(config) -> None:
   """Checks `config.input`: a classifier reads the image or the aligned head."""
   kind = schema.input_of(config)["kind"]
-  if kind not in sources.INPUTS:
-    raise ValueError(f"config.input.kind={kind!r}; a classifier reads one of {sources.INPUTS}")
+  if kind not in schema.CLASSIFIER_INPUTS:
+    raise ValueError(f"config.input.kind={kind!r}; a classifier reads one of "
+                     f"{schema.CLASSIFIER_INPUTS}")
 
 
 def make_loss_fn(config, model, class_w: dict):

@@ -18,8 +18,8 @@ import pathlib
 import cv2
 import numpy as np
 
-from fbjax import align
 from fbjax.data import builders
+from fbjax.geometry import align
 
 HC18 = ("010_HC.png", "102_HC.png", "204_HC.png", "306_HC.png", "404_HC.png", "507_2HC.png",
         "617_2HC.png", "721_HC.png")
@@ -33,7 +33,7 @@ ATTRIBUTION = (
     "FETAL_PLANES_DB, X. P. Burgos-Artizzu et al., BCNatal Barcelona "
     "(doi:10.5281/zenodo.3904280), CC BY 4.0; head masks from M. Alzubaidi et al.",
     "(doi:10.1016/j.dib.2023.109708), CC BY 4.0. Images resized, cropped, rotated and "
-    "masked by fbjax.align.",
+    "masked by fbjax.geometry.align.",
 )
 TILE_H = 96
 SIZE = (96, 128)

@@ -116,7 +116,7 @@ def baselines(config) -> dict:
   import cv2
   import numpy as np
 
-  from fbjax import schema
+  from fbjax.core import schema
   from fbjax.data import pipeline, sources
 
   block = data_block(config)
@@ -140,7 +140,7 @@ def train_variant(variant: str, out: pathlib.Path) -> dict:
   import jax
   import numpy as np
 
-  from fbjax import tracking
+  from fbjax.runtime import tracking
   from fbjax.trainers import autoencoder as trainer
 
   config = make_config(variant)
@@ -163,9 +163,11 @@ def speed_variant(variant: str) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from fbjax import inference, optim, parallel, schema, train_lib
+  from fbjax.core import schema
   from fbjax.data import sources
+  from fbjax.evaluation import inference
   from fbjax.models import autoencoder as ae
+  from fbjax.runtime import optim, parallel, train_lib
   from fbjax.trainers import autoencoder as trainer
 
   config = make_config(variant)
@@ -267,7 +269,7 @@ def main(argv):
 
   import jax
 
-  from fbjax import tracking
+  from fbjax.runtime import tracking
 
   tracking.quiet_library_logs()
   out = pathlib.Path(_OUT.value or tempfile.mkdtemp(prefix="ae_bench_"))

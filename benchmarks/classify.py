@@ -46,8 +46,8 @@ from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fbjax import baselines  # noqa: E402  (after the path: the benchmark runs as a script)
-from fbjax import workdir as workdir_lib  # noqa: E402
+from fbjax.core import workdir as workdir_lib  # noqa: E402
+from fbjax.evaluation import baselines  # noqa: E402  (after the path: the benchmark runs as a script)
 
 _REAL = flags.DEFINE_string("real_data", os.environ.get("FBJAX_REAL_DATA", "../shared/data"),
                             "Folder holding fetal_brain_abnormalities/, fetal_planes_db/, hc18/.")
@@ -151,7 +151,7 @@ def train_classify(arg: str, s: dict, steps: int, init_from: str, workdir: str) 
 
 
 def _binary(y, score, threshold=None) -> dict:
-  from fbjax import metrics
+  from fbjax.core import metrics
 
   out = {"n": int((y >= 0).sum()), "n_abnormal": int((y == 1).sum()),
          "auroc": metrics.auroc(y, score),
@@ -169,7 +169,7 @@ def ae_outputs(am, source, batch_size=64) -> dict:
   import jax.numpy as jnp
   import numpy as np
 
-  from fbjax import anomaly, evaluators
+  from fbjax.evaluation import anomaly, evaluators
 
   fn = anomaly.make_score_fn(am.ae)
   feats, recon, bright, inb = [], [], [], []
@@ -199,8 +199,8 @@ baseline_probs = baselines.probs
 
 
 def _summaries(clf, res: dict) -> dict:
-  """Per task, `metrics.classification_summary` (`fbjax.evaluators.classification`)."""
-  from fbjax import evaluators
+  """Per task, `metrics.classification_summary` (`fbjax.evaluation.evaluators.classification`)."""
+  from fbjax.evaluation import evaluators
 
   return evaluators.classification(res, {t: clf.class_names(t) for t in clf.tasks}, "test")[1]
 
@@ -213,8 +213,9 @@ def _table(summary: dict) -> dict:
 def eval_phantom(workdir: str) -> dict:
   import numpy as np
 
-  from fbjax import anomaly, evaluators, inference, metrics
+  from fbjax.core import metrics
   from fbjax.data import sources
+  from fbjax.evaluation import anomaly, evaluators, inference
 
   clf = inference.load(workdir, kind="classifier")
   src = sources.block_source(clf.config.sources.phantom, "test", masked=False)
@@ -264,7 +265,8 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
   import jax.numpy as jnp
   import numpy as np
 
-  from fbjax import evaluators, plots, saliency
+  from fbjax.core import plots
+  from fbjax.evaluation import evaluators, saliency
 
   idx = [int(i) for i in np.argsort(-probs)[: num * 3] if y[i] == 1][:num]
   if not idx:
@@ -290,7 +292,8 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
   seg = None
   if _SEG.value:
     from fbjax import predict
-    from fbjax.data import pipeline, preprocess
+    from fbjax.data import pipeline
+    from fbjax.geometry import preprocess
 
     seg = predict.load_segmenter(_SEG.value)
   patch = max(4, h // 8)
@@ -334,8 +337,9 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
 def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
   import numpy as np
 
-  from fbjax import anomaly, evaluators, inference, metrics
+  from fbjax.core import metrics
   from fbjax.data import sources
+  from fbjax.evaluation import anomaly, evaluators, inference
 
   clf = inference.load(workdir, kind="classifier")
   cfg = clf.config
@@ -427,7 +431,8 @@ def speed_segmenter(size=(128, 128), width=8, depth=4):
   import jax.numpy as jnp
   import numpy as np
 
-  from fbjax import biometry, predict
+  from fbjax import predict
+  from fbjax.geometry import biometry
   from fbjax.models import unet
 
   model = unet.Model(width=width, depth=depth)
@@ -449,8 +454,10 @@ def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
   import cv2
   import numpy as np
 
-  from fbjax import inference, predict, schema
+  from fbjax import predict
+  from fbjax.core import schema
   from fbjax.data import pipeline, sources
+  from fbjax.evaluation import inference
 
   clf_cfg = inference.load(cls_workdir, kind="classifier").config
   block = type(clf_cfg.sources.phantom)(clf_cfg.sources.phantom.to_dict())

@@ -111,7 +111,7 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
 
 
 def baseline(train_srcs, test_src, task: str, num_classes: int):
-  from fbjax import baselines
+  from fbjax.evaluation import baselines
 
   return baselines.fit_and_predict(train_srcs, test_src, task, num_classes)
 
@@ -124,7 +124,7 @@ def baseline(train_srcs, test_src, task: str, num_classes: int):
 def reliability_png(probs_before, probs_after, y, path) -> dict:
   import cv2
 
-  from fbjax import metrics
+  from fbjax.core import metrics
 
   size, m = 300, 30
   img = np.full((size, size, 3), 255, np.uint8)
@@ -148,8 +148,8 @@ def reliability_png(probs_before, probs_after, y, path) -> dict:
 
 
 def calibrated(workdir, task, p):
-  from fbjax import metrics
-  from fbjax import workdir as workdir_lib
+  from fbjax.core import metrics
+  from fbjax.core import workdir as workdir_lib
 
   cal = workdir_lib.read_json(workdir, workdir_lib.CALIBRATION)
   t = cal["tasks"][task]["temperature"]
@@ -171,7 +171,7 @@ def source_image(ident: str) -> str:
 
 
 def ids_of(src) -> list[str]:
-  from fbjax import heads as heads_lib
+  from fbjax.evaluation import heads as heads_lib
 
   return [heads_lib.example_id(src[i]) for i in range(len(src))]
 
@@ -192,7 +192,7 @@ def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
   crop, brightness), and they sit in one split: per image, a few source images
   weigh many times. Groups are (source image, label).
   """
-  from fbjax import metrics
+  from fbjax.core import metrics
 
   groups = source_groups(ids, y)
   yy = np.array([lab for _, lab in groups])
@@ -211,7 +211,7 @@ def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
 def task_report(clf, workdir, res, task, out_dir, tag, base_probs) -> dict:
   import cv2
 
-  from fbjax import metrics, plots
+  from fbjax.core import metrics, plots
 
   y, p = res[f"label_{task}"], res[task]
   names = clf.class_names(task)
@@ -246,7 +246,8 @@ def occlusion(clf, src, probs, y, num: int) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from fbjax import align, evaluators, saliency
+  from fbjax.evaluation import evaluators, saliency
+  from fbjax.geometry import align
 
   idx = [int(i) for i in np.argsort(-probs) if y[i] == 1][:num]
   if not idx:
@@ -281,9 +282,10 @@ def occlusion(clf, src, probs, y, num: int) -> dict:
 
 
 def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occlusion: int):
-  from fbjax import evaluators, inference, metrics
-  from fbjax import heads as heads_lib
+  from fbjax.core import metrics
   from fbjax.data import sources
+  from fbjax.evaluation import evaluators, inference
+  from fbjax.evaluation import heads as heads_lib
 
   clf = inference.load(workdir, kind="classifier")
   blocks = clf.config.sources
@@ -313,7 +315,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
     return out
   test = src("fba", "test")
   res = evaluators.predict_source(clf, test, 64)
-  from fbjax import workdir as workdir_lib
+  from fbjax.core import workdir as workdir_lib
 
   decision = workdir_lib.read_json(workdir, workdir_lib.DECISION)
   thr = decision["abnormal_threshold"]   # pooled over `decision_sources` (what predict uses)
@@ -323,7 +325,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   b_ab = baseline(train_srcs[:1], test, "abnormal", 2)
   b_va = baseline(train_srcs[:1], src("fba", "validation"), "abnormal", 2)
   val = src("fba", "validation")
-  from fbjax import baselines
+  from fbjax.evaluation import baselines
   _, yv = baselines.thumbnail_features(val)
   b_thr = metrics.threshold_at_specificity(b_va[yv["abnormal"] == 0, 1], 0.95)
   b_sens, b_spec = metrics.sensitivity_specificity(y, b_ab[:, 1], b_thr)
@@ -375,9 +377,10 @@ class _MasksHidden:
 
 def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.Path) -> dict:
   """Phantom test split: crops from the mask's ellipse and from the segmenter's."""
-  from fbjax import evaluators, metrics
-  from fbjax import heads as heads_lib
+  from fbjax.core import metrics
   from fbjax.data import aligned, sources
+  from fbjax.evaluation import evaluators
+  from fbjax.evaluation import heads as heads_lib
 
   test = src("phantom", "test")
   res = evaluators.predict_source(clf, test, 64)
@@ -409,9 +412,9 @@ def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.
 def plane_predictions(workdir: str, splits) -> dict:
   """Per split, a plane run's probabilities and labels on FETAL_PLANES_DB and the
   abnormalities set's normals (the images of `evaluate_run`), with their ids."""
-  from fbjax import evaluators, inference
-  from fbjax import heads as heads_lib
   from fbjax.data import sources
+  from fbjax.evaluation import evaluators, inference
+  from fbjax.evaluation import heads as heads_lib
 
   clf = inference.load(workdir, kind="classifier")
   out = {}
@@ -434,7 +437,7 @@ def ensemble_planes(workdirs: list[str]) -> dict:
   Whether to average is read from validation (macro-F1 over the four planes); the
   test numbers of every member and of the mean are reported beside it.
   """
-  from fbjax import metrics
+  from fbjax.core import metrics
 
   splits = ("validation", "test")
   out: dict = {"members": workdirs, **{s: {} for s in splits}}
@@ -466,9 +469,9 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
   """The first aligned crops of each real source's training split, with their ids."""
   import cv2
 
-  from fbjax import heads as heads_lib
-  from fbjax import plots
+  from fbjax.core import plots
   from fbjax.data import sources
+  from fbjax.evaluation import heads as heads_lib
 
   tiles, texts, counts = [], [], {}
   for name in ("fpdb", "fba", "hc18"):

@@ -18,7 +18,7 @@ r"""Real-data builders and input pipeline: build time and read speed (prints JSO
    `images_per_cpu_second` (images over the process's CPU time) is also
    given, and the load average before and after.
 3. HC18: the worst relative HC error of the ellipse fitted to `head_mask`
-   (fbjax.biometry.measure) against the CSV over all labelled images.
+   (fbjax.geometry.biometry.measure) against the CSV over all labelled images.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from fbjax import biometry  # noqa: E402
 from fbjax.data import builders, pipeline  # noqa: E402
+from fbjax.geometry import biometry  # noqa: E402
 
 DATASETS = ("hc18", "fetal_planes_db", "fetal_brain_abnormalities")
 
@@ -93,7 +93,7 @@ def hc18_mask_error(data_dir: str) -> dict:
   return {"images": len(errs), "worst_relative_error": round(float(worst[0]), 6),
           "worst_id": worst[1], "mean_relative_error": round(float(e.mean()), 6),
           "mean_abs_relative_error": round(float(np.abs(e).mean()), 6),
-          "fit": "fbjax.biometry.measure(head_mask, spacing, method='direct')"}
+          "fit": "fbjax.geometry.biometry.measure(head_mask, spacing, method='direct')"}
 
 
 def main(argv=None) -> None:

@@ -58,7 +58,8 @@ from tests import enhance_reference as ref  # noqa: E402
 
 def phantom_split(split: str, n: int, size: int) -> dict:
   """n phantom images of a split's stream (no overlays) as float arrays."""
-  from fbjax.data import builders, phantom
+  from fbjax.data import builders
+  from fbjax.phantom import simulator as phantom
   seeds = builders.builder_module("fetal_brain_synth").SPLIT_SEEDS
   exs = [phantom.simulate(seeds[split], i, size=size, overlays=False) for i in range(n)]
   out = {k: np.stack([e[k] for e in exs]) for k in ("image", "clean", "brain_mask", "skull_mask")}
@@ -73,7 +74,8 @@ def hc18_image(size: int) -> np.ndarray | None:
   path = pathlib.Path(root or "") / "hc18" / "training_set" / "010_HC.png"
   if not root or not path.exists():
     return None
-  from fbjax.data import io, preprocess
+  from fbjax.data import io
+  from fbjax.geometry import preprocess
   img, _ = preprocess.letterbox(io.read_image(path), (size, size))
   return io.float_to_uint8(img)
 

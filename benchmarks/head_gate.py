@@ -1,4 +1,4 @@
-r"""The "not a fetal head" gate (`fbjax.head_gate`): its evidence on heads and non-heads.
+r"""The "not a fetal head" gate (`fbjax.geometry.head_gate`): its evidence on heads and non-heads.
 
     python benchmarks/head_gate.py --seg_workdir ~/runs/seg \
         --hc18 ../shared/data/hc18 --num_train 200 > head_gate.json
@@ -6,7 +6,7 @@ r"""The "not a fetal head" gate (`fbjax.head_gate`): its evidence on heads and n
 Positives are HC18 images of the `train` split (`fbjax.data.splits.assign`,
 the builder's rule), up to `--num_train`, on which thresholds are proposed,
 and every image of the `validation` split, on which the false rejection
-rate of `fbjax.head_gate.THRESHOLDS` (the gate `launch.predict` applies) is
+rate of `fbjax.geometry.head_gate.THRESHOLDS` (the gate `launch.predict` applies) is
 measured. Negatives are synthetic 800x540 pictures (`negatives`): blank
 (black, grey, white), noise (uniform, Rayleigh speckle), smooth gradients,
 random filled shapes, an abdomen-like speckled disc without a skull, and a
@@ -36,8 +36,10 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fbjax import head_gate, heads, predict  # noqa: E402
+from fbjax import predict  # noqa: E402
 from fbjax.data import splits  # noqa: E402
+from fbjax.evaluation import heads  # noqa: E402
+from fbjax.geometry import head_gate  # noqa: E402
 
 KINDS = ("black", "grey", "white", "uniform_noise", "speckle", "gradient", "shapes",
          "abdomen", "femur")

@@ -11,7 +11,7 @@ workers, `cpu_ms_per_image`) and the 1-minute load average are printed too;
 reaches when it has the cores to itself. `stage_cpu_ms` splits one process's
 CPU time per image into simulation, PNG encoding and file writing.
 
-Realism (`fbjax.data.realism`: grain FWHM in mm, ring / interior intensity,
+Realism (`fbjax.phantom.realism`: grain FWHM in mm, ring / interior intensity,
 grey-level percentiles and EMD), by HC tercile (small / middle / large
 heads), HC18 against the phantom:
   * HC18: the training images of one half of the patients (`--subset`; the
@@ -45,8 +45,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from fbjax.data import builder_utils, phantom, phantom_export, phantom_sheet, realism  # noqa: E402,I001
-
+from fbjax.data import builder_utils
+from fbjax.phantom import export as phantom_export
+from fbjax.phantom import realism
+from fbjax.phantom import sheet as phantom_sheet
+from fbjax.phantom import simulator as phantom  # noqa: E402,I001
 
 REALISM_SEED = 7          # salt of the HC18 tuning / held-out split (by patient)
 TUNE_SEEDS, HELD_OUT_SEEDS = (100,), (101, 102)   # phantom streams

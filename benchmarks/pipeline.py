@@ -93,9 +93,11 @@ class Mode:
     import jax
     import jax.numpy as jnp
 
-    from fbjax import inference, optim, parallel, schema, train_lib
+    from fbjax.core import schema
     from fbjax.data import device_augment, pipeline
+    from fbjax.evaluation import inference
     from fbjax.models import autoencoder as ae
+    from fbjax.runtime import optim, parallel, train_lib
     from fbjax.trainers import autoencoder as trainer
 
     config = make_config(augment_on)
@@ -136,7 +138,7 @@ class Mode:
     self.runs: dict[str, list[float]] = {}
 
   def next_batch(self):
-    from fbjax import parallel
+    from fbjax.runtime import parallel
 
     return parallel.shard_batch(next(self.it), self.mesh)
 
@@ -189,8 +191,8 @@ def main(argv):
   del argv
   import jax
 
-  from fbjax import parallel, tracking
   from fbjax.data import sources
+  from fbjax.runtime import parallel, tracking
 
   tracking.quiet_library_logs()
   t0 = time.perf_counter()

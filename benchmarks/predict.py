@@ -19,7 +19,7 @@ Prints one JSON object on stdout:
   time per image says what the loop reaches on idle cores when the machine
   is shared (`loadavg` before and after; the loop's threads and XLA's use
   the cores in parallel, so this is the rate with every core busy on it).
-- `listing`: `fbjax.inputs.scan` over `--list_files` empty files (1,000 per
+- `listing`: `fbjax.predict.inputs.scan` over `--list_files` empty files (1,000 per
   folder) in a fresh process, with the shard filter and the resume check of a
   run; `peak_traced_mib` is the peak of Python allocations (tracemalloc)
   and `rss_growth_mib` the growth of the maximum resident set during the listing.
@@ -28,12 +28,12 @@ Without `--input`, `--num_images` phantom images (`launch.phantom`, 256 px)
 are exported to a temporary folder; without `--workdir`, a classification
 workdir with random weights (`tests/classify_util.py`; the same networks and
 cost as a trained one) is written, reading the aligned head
-(`--classifier_input aligned_head`, crops of `fbjax.align.DEFAULT_SIZE`) or
+(`--classifier_input aligned_head`, crops of `fbjax.geometry.align.DEFAULT_SIZE`) or
 the whole image, and likewise a segmentation workdir
 (configs/segment.py:runlocal U-Net) without `--seg_workdir`.
 
 The alignment step runs for the images whose head passes the "not a fetal
-head" gate (`fbjax.head_gate`): `classified` counts the rows with a plane.
+head" gate (`fbjax.geometry.head_gate`): `classified` counts the rows with a plane.
 A random segmenter finds no real head, so measure the alignment with a
 trained one (`--seg_workdir`) on real scans (`--input`).
 """
@@ -134,7 +134,8 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
 
 
 def in_process(args, folder: pathlib.Path) -> dict:
-  from fbjax import inputs, predict  # noqa: PLC0415
+  from fbjax import predict  # noqa: PLC0415
+  from fbjax.predict import inputs
 
   p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size,
                         seg_tta=predict.SEG_TTA[args.segmenter_tta])
@@ -194,7 +195,8 @@ def main():
     from tests import classify_util  # noqa: PLC0415
 
     if not args.workdir:
-      from fbjax import align, schema  # noqa: PLC0415
+      from fbjax.core import schema  # noqa: PLC0415
+      from fbjax.geometry import align
 
       if args.classifier_input == "aligned_head":
         config = classify_util.aligned_config(align.DEFAULT_SIZE)
@@ -209,7 +211,7 @@ def main():
     result["segmenter_tta"] = args.segmenter_tta
     folder = pathlib.Path(args.input) if args.input else None
     if folder is None and args.num_images > 0:
-      from fbjax.data import phantom_export  # noqa: PLC0415
+      from fbjax.phantom import export as phantom_export  # noqa: PLC0415
 
       t0 = time.perf_counter()
       phantom_export.export(tmp / "phantom", num=args.num_images, seed=0, size=256, workers=2)

@@ -18,7 +18,7 @@ Per arm: the whole command's wall time (start-up, compilation, report included) 
 images/s; the prediction loop's images/s (`summary.json`); batch-1 latency (median of
 `--latency_images` single images through `Predictor.infer` + `finish`, in this process,
 after a warm-up); and for the bundle's settings the HC18 validation biometry of that
-setting (`fbjax.bundle_eval.segmentation`, 152 images none of the arms trained on), so
+setting (`fbjax.evaluation.bundle_eval.segmentation`, 152 images none of the arms trained on), so
 the JSON says what a faster setting costs. Ratios to `demo` are of the same run.
 """
 
@@ -98,7 +98,8 @@ def latency(workdir, seg_workdir, files, *, tta=None, stages=None) -> dict:
 
 def validation_cost(real: pathlib.Path, data_dir: str) -> dict:
   """HC18 validation biometry of each bundle setting (the accuracy side of the trade)."""
-  from fbjax import bundle, bundle_eval
+  from fbjax.core import bundle
+  from fbjax.evaluation import bundle_eval
 
   b = bundle.load(bundle.DEFAULT)
   block = bundle.fill_paths(b.segmenter.config, {"real_data": str(real), "data_dir": data_dir,

@@ -16,7 +16,7 @@ Stages (`--stages`, comma separated; default all):
             stage=2: head crops around the reference ellipse, jittered) behind
             the mixed model, timed (`--stage2_steps`, default as many steps as
             fit in --stage2_train_minutes)
-  hc18_two_stage  both stages on HC18's validation split (`fbjax.coarse_fine`)
+  hc18_two_stage  both stages on HC18's validation split (`fbjax.evaluation.coarse_fine`)
   phantom_two_stage  both stages on the phantom's test split
   phantom   evaluate it on the phantom's test split
   transfer  train a phantom-only model (data=phantom) and evaluate it on HC18 validation;
@@ -96,8 +96,9 @@ def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
   import jax
   import jax.numpy as jnp
 
-  from fbjax import losses, schema
-  from fbjax.optim import make_optimizer
+  from fbjax.core import schema
+  from fbjax.models import losses
+  from fbjax.runtime.optim import make_optimizer
   from fbjax.trainers import segment
 
   model = segment.make_model(c)
@@ -159,8 +160,8 @@ def _train(c, workdir):
 
 
 def _evaluate(c, workdir: str, *, data: str, **kwargs) -> dict:
-  """The original-resolution summary of `fbjax.evaluate` (the `launch.evaluate` one)."""
-  from fbjax import evaluate
+  """The original-resolution summary of `fbjax.jobs.evaluate` (the `launch.evaluate` one)."""
+  from fbjax.jobs import evaluate
 
   full = evaluate.evaluate_workdir(workdir, c, data=data, **kwargs)
   entry = full["sources"][data]
@@ -184,8 +185,9 @@ def _speed(c, workdir, repeats: int) -> dict:
   import jax
   import numpy as np
 
-  from fbjax import biometry, inference, segment_eval, segment_post
   from fbjax.data import pipeline, sources
+  from fbjax.evaluation import inference, segment_eval
+  from fbjax.geometry import biometry, segment_post
 
   model = inference.load(workdir, kind="segmenter")
   predict = model.make_predict()
@@ -269,7 +271,9 @@ def _table(res: dict) -> str:
 def main(argv):
   del argv
   os.environ.setdefault("WANDB_MODE", "disabled")
-  from fbjax import schema, segment_post, tracking
+  from fbjax.core import schema
+  from fbjax.geometry import segment_post
+  from fbjax.runtime import tracking
 
   work = pathlib.Path(_WORKDIR.value).resolve()  # orbax needs absolute paths
   work.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ r"""The head-ellipse fit's parameters chosen by group K-fold, not on the set the
   python benchmarks/segment_fit_cv.py --workdir /tmp/segbench/stage2 \
       --hc18 ../shared/data/hc18 --split validation --folds 5 --out /tmp/fit_cv.json
 
-The segmenter of `--workdir` (one or two stages: `fbjax.inference.load`)
+The segmenter of `--workdir` (one or two stages: `fbjax.evaluation.inference.load`)
 predicts every image of the split once; each fit variant (the direct fit,
 and RANSAC with inlier bands of `--bands` times the head radius) then
 measures every image; for a two-stage segmenter each number of stage-2
@@ -51,8 +51,10 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   del argv
   os.environ.setdefault("WANDB_MODE", "disabled")
-  from fbjax import biometry, inference, metrics, segment_eval, segment_post
+  from fbjax.core import metrics
   from fbjax.data import sources
+  from fbjax.evaluation import inference, segment_eval
+  from fbjax.geometry import biometry, segment_post
 
   model = inference.load(_WORKDIR.value, kind="segmenter")
   block = model.config.sources.hc18.copy_and_resolve_references()

@@ -21,7 +21,8 @@ import time
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fbjax.data import builder_testing, builders, labels, splits
+from fbjax.core import labels
+from fbjax.data import builder_testing, builders, splits
 
 BUILDS = (("hc18", None), ("fetal_planes_db", "brain"), ("fetal_planes_db", "brain_640"),
           ("fetal_planes_db", "brain_combined"), ("fetal_brain_abnormalities", None),

@@ -13,7 +13,7 @@ Arguments (the part of `--config` after the colon, comma separated):
                   not, normal or not, HC18's test images too, and the phantom): the
                   encoder that `init_from` then fine-tunes
   size=N          the network grid N x N (default 128; demo 64)
-  input=aligned_head  the network sees the aligned head (`fbjax.align.aligned_head` of
+  input=aligned_head  the network sees the aligned head (`fbjax.geometry.align.aligned_head` of
                   the original image, `config.input`), not the letterboxed image
   phantom_planes=F  the phantom's planes (plane labels only, crops from its head masks)
                   as the share F of data=real's training mixture (default 0: measured
@@ -54,7 +54,7 @@ The autoencoder for `init_from` (normal images only, see `configs/autoencoder.py
   python -m launch.train --config configs/classify.py:data=real,variant=autoencoder \
       --config.real_data=../shared/data --workdir ~/runs/ae_real
 
-`config.input` is what the network reads (`fbjax.schema`: the letterboxed image or
+`config.input` is what the network reads (`fbjax.core.schema`: the letterboxed image or
 the aligned head, its grid and alignment), named once; every source is read as it.
 `config.sources` holds one data block per source (`fbjax.data.sources`:
 `block_source` reads one block, `mixture` mixes the blocks trained on): its
@@ -73,8 +73,7 @@ import os
 import ml_collections
 
 from configs import common
-from fbjax import schema
-from fbjax.data import labels
+from fbjax.core import labels, schema
 
 # The sixteen classes of the fetal brain abnormalities set, in fbjax's order.
 REAL_CONDITIONS = tuple(c for c in labels.CONDITIONS if c not in (
@@ -93,7 +92,7 @@ def _source(name, *, weight, tasks=TASKS, evaluate=True, real=None, **kw):
   return block
 
 
-# The aligned head's grid and crop (the keyword arguments of `fbjax.align.aligned_head`)
+# The aligned head's grid and crop (the keyword arguments of `fbjax.geometry.align.aligned_head`)
 # and where the head ellipse comes from when an example has no ground-truth mask.
 ALIGNED_SIZE = (96, 128)
 ALIGN = dict(head_fraction=0.8, margin=0.08, seg_workdir="")

@@ -16,7 +16,7 @@ import ast
 
 import ml_collections
 
-from fbjax import schema
+from fbjax.core import schema
 from fbjax.enhance import modules as enhance_modules
 
 # Where each data set's builder finds its files and which builder config / splits to use.
@@ -84,7 +84,7 @@ def data(name: str, *, weight: float = 1.0, evaluate: bool = True,
 
 def sources(*blocks) -> ml_collections.ConfigDict:
   """`config.sources` of single-source trainers: each block under its data set's short
-  name (`fbjax.schema.SHORT`: phantom, fba, fpdb, hc18, toy)."""
+  name (`fbjax.core.schema.SHORT`: phantom, fba, fpdb, hc18, toy)."""
   out = ml_collections.ConfigDict()
   for b in blocks:
     out[schema.SHORT[b.name]] = b
@@ -92,7 +92,7 @@ def sources(*blocks) -> ml_collections.ConfigDict:
 
 
 def model_input(kind: str = "image", size=(224, 224), **align) -> ml_collections.ConfigDict:
-  """`config.input`: what the network reads (`fbjax.schema`), named once."""
+  """`config.input`: what the network reads (`fbjax.core.schema`), named once."""
   if kind not in schema.INPUT_KINDS:
     raise KeyError(f"unknown input {kind!r}; expected one of {schema.INPUT_KINDS}")
   unknown = sorted(set(align) - set(schema.ALIGN_KEYS))
@@ -118,7 +118,7 @@ def benchmark_data(config, *, size: int, read_threads: int, worker_count: int, c
 def base(arg) -> ml_collections.ConfigDict:
   """Fields every trainer reads; task configs fill in model and optimizer."""
   c = ml_collections.ConfigDict()
-  c.schema = schema.VERSION     # the layout of this config (`fbjax.schema`)
+  c.schema = schema.VERSION     # the layout of this config (`fbjax.core.schema`)
   c.seed = 0
   c.batch_size = 32             # global, over all devices and processes
   c.num_epochs = 30

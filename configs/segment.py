@@ -12,7 +12,7 @@ Arguments (the part of `--config` after the colon, comma separated):
                   augmentation chain with wide geometry (rotation +-30 degrees, scale
                   0.70-1.42, anisotropy), speckle, depth gain, shadows, gain and gamma
                   (RANDOMIZE; fbjax/data/device_augment.py)
-  stage=2         the second stage of coarse-to-fine segmentation (fbjax/coarse_fine.py):
+  stage=2         the second stage of coarse-to-fine segmentation (fbjax/evaluation/coarse_fine.py):
                   trained on head crops (160x160, the head's major axis over 0.75 of
                   the side) around the reference ellipse, jittered; the workdir records
                   `stage1_workdir`, the stage-1 model inference runs first
@@ -34,7 +34,7 @@ Arguments (the part of `--config` after the colon, comma separated):
 
 `config.sources.hc18` is HC18 (the real data), `config.sources.phantom` the
 phantom; each block's `weight` is its share of a training epoch (0: not trained
-on) and `eval` says whether it is validated on (`fbjax.schema`). The network
+on) and `eval` says whether it is validated on (`fbjax.core.schema`). The network
 reads `config.input` (stage 1: the letterboxed image; stage 2: head crops).
 """
 
@@ -92,7 +92,7 @@ def get_config(arg=None):
   c.total_steps = 1200
   c.model = dict(width=8, depth=4, max_width=256, norm="group", groups=8)
   # boundary_weight > 0: the BCE weighs the pixels within boundary_width of a mask's
-  # edge 1 + boundary_weight times (fbjax.losses.boundary_band).
+  # edge 1 + boundary_weight times (fbjax.models.losses.boundary_band).
   c.loss = dict(dice_weight=1.0, bce_weight=1.0, boundary_weight=0.0, boundary_width=2)
   c.optimizer = dict(name="adam", lr=3e-3, b1=0.9, b2=0.999, weight_decay=0.0,
                      grad_clip=1.0, schedule="warmup_cosine", warmup_epochs=0.5,

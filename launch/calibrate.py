@@ -16,6 +16,9 @@ import os
 
 from absl import app, flags
 
+from fbjax.runtime import tracking
+from fbjax.trainers import classify
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained classification workdir.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Evaluation batch (default: the config's).")
@@ -25,8 +28,6 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from fbjax import tracking  # noqa: PLC0415 (after flag parsing: grain needs it)
-  from fbjax.trainers import classify  # noqa: PLC0415
 
   tracking.quiet_library_logs()
   workdir = os.path.expanduser(_WORKDIR.value)

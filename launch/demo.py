@@ -7,10 +7,15 @@ Builds the phantom data set, trains the segmentation U-Net, the autoencoder and
 its plane / abnormal / condition heads, evaluates them on the phantom's test
 split, predicts over the 2,949-image unlabelled split and writes
 `OUT/predict/report.html`, `OUT/report.png` and `OUT/metrics.json` (see
-fbjax/demo.py). Rerunning with the same `--out` reuses finished trainings.
+fbjax/jobs/demo.py). Rerunning with the same `--out` reuses finished trainings.
 """
 
+import os
+
 from absl import app, flags
+
+from fbjax.jobs import demo
+from fbjax.runtime import tracking
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Output folder.")
 _SIZE = flags.DEFINE_enum("size", "demo", ["demo", "smoke"], "demo: the main job; smoke: toy size.")
@@ -23,9 +28,7 @@ _WANDB = flags.DEFINE_enum("wandb_mode", None, ["online", "offline", "disabled"]
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  import os  # noqa: PLC0415
 
-  from fbjax import demo, tracking  # noqa: PLC0415
 
   tracking.quiet_library_logs()
   demo.run(_OUT.value, size=_SIZE.value, data_dir=_DATA_DIR.value,

@@ -15,7 +15,7 @@ r"""Evaluates a trained workdir (any trainer) on any data set and split, without
   python -m launch.evaluate --config configs/classify.py:data=real --workdir ~/runs/cls \
       --data fba --config.sources.fba.manual_dir=/data/copy --split test
 
-The model (kind, config, weights) comes from the workdir (`fbjax.inference`):
+The model (kind, config, weights) comes from the workdir (`fbjax.evaluation.inference`):
 what it reads (`config.input`: kind, size, alignment; stages, label rules,
 selection) is what it was trained with. `--config`, when given, only says
 where the data are: the blocks of `config.sources` the workdir lacks, and
@@ -24,7 +24,7 @@ overrides of the blocks it has; any other override that differs from the
 workdir's value stops with an error naming both. `--data` names the block of
 `config.sources` (default: the blocks validated on during training; a shipped
 bundle's segmenter: `hc18`). The evaluators are those of
-training (`fbjax.evaluate`), so on the validation split the printed
+training (`fbjax.jobs.evaluate`), so on the validation split the printed
 `val/...` numbers are those logged at the same checkpoint. Writes
 `evaluation.json` (and, for a segmenter, per-image CSV, `summary.json` and
 overlays) under `--out` (default `<workdir>/eval/<data>_<split>`), and
@@ -36,6 +36,10 @@ import os
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from fbjax.core import bundle
+from fbjax.jobs import evaluate
+from fbjax.runtime import tracking
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]) whose "
                                           "data blocks are read (default: the workdir's).",
@@ -66,11 +70,9 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from fbjax import evaluate, tracking  # noqa: PLC0415 (after flag parsing: grain needs it)
 
   tracking.quiet_library_logs()
   name = f"{_DATA.value or 'default'}_{(_SPLIT.value or 'val_split').replace('+', '_')}"
-  from fbjax import bundle  # noqa: PLC0415
 
   found = bundle.resolve(_WORKDIR.value)
   # A bundle stays as shipped (its manifest lists its files): its results go elsewhere.

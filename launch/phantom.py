@@ -4,7 +4,7 @@ r"""Exports the fetal head phantom as files, and draws contact sheets.
     python -m launch.phantom --contact_sheet docs/phantom_contact_sheet.png --size 160
 
 The export writes `images/`, `clean/`, `masks/{head,skull,brain}/` (PNG, masks
-0/255) and `labels.csv`; see `fbjax.data.phantom_export`. `--contact_sheet`
+0/255) and `labels.csv`; see `fbjax.phantom.export`. `--contact_sheet`
 writes a grid of every plane x condition (image beside its masks) and, when
 real HC18 images are found under `--real_data` (default: $FBJAX_REAL_DATA,
 its `hc18/` folder), a second sheet `<name>_hc18.png` with HC18 images
@@ -17,7 +17,8 @@ import os
 
 from absl import app, flags
 
-from fbjax.data import phantom_export, phantom_sheet
+from fbjax.phantom import export as phantom_export
+from fbjax.phantom import sheet as phantom_sheet
 
 _NUM = flags.DEFINE_integer("num", 0, "Number of images to export.")
 _SEED = flags.DEFINE_integer("seed", 0, "Phantom stream seed.")

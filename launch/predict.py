@@ -14,12 +14,12 @@ card is models/fbjax_head_v1/docs/README.md). Writes OUT/predictions.csv (one ro
 image), OUT/errors.csv (files that
 should be images but cannot be read, and why), OUT/skipped.csv (other files),
 OUT/overlays/*.png, OUT/report.html and OUT/summary.json (see
-fbjax/predict.py). HC/BPD/OFD are in mm where the pixel spacing is known
+fbjax/predict/__init__.py). HC/BPD/OFD are in mm where the pixel spacing is known
 (from --spacing_csv or --pixel_spacing_mm), and always in pixels. A classifier
 trained on the aligned head (config.json `input.kind: "aligned_head"`) needs
 --seg_workdir: it reads the head cut out around the segmenter's ellipse
 (OUT/crops/). An image in which the segmenter's head shows no evidence of a
-fetal head (fbjax/head_gate.py) gets seg_quality "no_head", the reason in
+fetal head (fbjax/geometry/head_gate.py) gets seg_quality "no_head", the reason in
 no_head_reason, and no plane, condition, abnormal or biometry.
 
 Speed: --segmenter_tta off runs the segmenter once per image instead of on the
@@ -39,7 +39,12 @@ OUT/shards/; the last one to finish merges them, or run
 (launch/slurm/predict_array.sh runs the shards as a SLURM job array.)
 """
 
+import jax
 from absl import app, flags
+
+from fbjax import predict
+from fbjax.core import bundle
+from fbjax.runtime import parallel
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained classification workdir "
                                "(configs/classify.py), with its anomaly model, or a bundle "
@@ -89,7 +94,6 @@ _WANDB = flags.DEFINE_enum("wandb", None, ["online", "offline", "disabled"],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from fbjax import predict  # noqa: PLC0415
 
   if _MERGE.value:
     predict.merge(_MERGE.value, wandb_mode=_WANDB.value)
@@ -98,7 +102,6 @@ def main(argv):
     raise app.UsageError("give --input and --out (or --merge OUT)")
   workdir, seg_workdir = _WORKDIR.value, _SEG.value
   if not workdir and not seg_workdir:
-    from fbjax import bundle  # noqa: PLC0415
 
     workdir = seg_workdir = bundle.DEFAULT
     print(f"no model given: the shipped bundle {bundle.resolve(bundle.DEFAULT)}")
@@ -108,9 +111,7 @@ def main(argv):
     raise app.UsageError("--spacing_column needs --spacing_csv")
   num_shards, shard_index = _NUM_SHARDS.value, _SHARD.value
   if num_shards is None or shard_index is None:
-    import jax  # noqa: PLC0415
 
-    from fbjax import parallel  # noqa: PLC0415
 
     parallel.initialize(_DISTRIBUTED.value)
     num_shards = jax.process_count() if num_shards is None else num_shards

@@ -6,10 +6,14 @@ r"""Trains every model of the shipped bundle from the public data and packs the 
 One command, resumable: run it again after an interruption and it continues
 (finished trainings are kept, a killed one resumes from its last checkpoint).
 The recipe (models, configs, steps, seeds) is `configs/release.py`; the steps
-are described in `fbjax/release.py`. `--only train` stops after the trainings.
+are described in `fbjax/jobs/release.py`. `--only train` stops after the trainings.
 """
 
+import tensorflow_datasets as tfds
 from absl import app, flags
+
+from fbjax.jobs import release
+from fbjax.runtime import tracking
 
 _CONFIG = flags.DEFINE_string("config", "configs/release.py", "The recipe (path[:arg]).")
 _REAL = flags.DEFINE_string("real_data", None, "Folder holding hc18/, fetal_planes_db/, "
@@ -25,9 +29,7 @@ flags.mark_flags_as_required(["real_data", "work"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  import tensorflow_datasets as tfds  # noqa: PLC0415
 
-  from fbjax import release, tracking  # noqa: PLC0415
 
   tracking.quiet_library_logs()
   tfds.disable_progress_bar()

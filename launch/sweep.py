@@ -16,7 +16,7 @@ import shlex
 
 from absl import app, flags
 
-from fbjax import sweep
+from fbjax.runtime import sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file with get_config() and sweep().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")

@@ -16,6 +16,9 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from fbjax.core import workdir as workdir_lib
+from fbjax.runtime import parallel, tracking
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
@@ -28,7 +31,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from fbjax import parallel, tracking  # noqa: PLC0415 (after flag parsing: grain needs it)
 
   tracking.quiet_library_logs()
 
@@ -36,7 +38,6 @@ def main(argv):
   config = _CONFIG.value
   trainer = importlib.import_module(f"fbjax.trainers.{config.trainer}")
   logging.info("config:\n%s", config)
-  from fbjax import workdir as workdir_lib  # noqa: PLC0415
 
   try:
     trainer.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value))

@@ -11,9 +11,10 @@ import numpy as np
 
 from configs import classify as classify_config
 from configs import common
-from fbjax import anomaly, inference, tracking
-from fbjax import checkpoint as ckpt_lib
+from fbjax.core import checkpoint as ckpt_lib
+from fbjax.evaluation import anomaly, inference
 from fbjax.models import autoencoder
+from fbjax.runtime import tracking
 
 AE = dict(arch="resnet", channels=1, widths=(4, 8), blocks=1, latent_channels=4, latent_dim=8,
           groups=2)

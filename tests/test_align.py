@@ -1,4 +1,4 @@
-"""The aligned head (`fbjax.align`) on analytic ellipses and on real HC18 heads."""
+"""The aligned head (`fbjax.geometry.align`) on analytic ellipses and on real HC18 heads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax import align, biometry
-from fbjax.biometry import Ellipse
+from fbjax.geometry import align, biometry
+from fbjax.geometry.biometry import Ellipse
 
 SIZE = (96, 128)
 FRACTION = 0.8

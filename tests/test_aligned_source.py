@@ -13,9 +13,10 @@ import pytest
 
 from configs import classify as classify_config
 from configs import common
-from fbjax import align, biometry, evaluators, heads, inference
-from fbjax.biometry import Ellipse
 from fbjax.data import aligned, device_augment, sources
+from fbjax.evaluation import evaluators, heads, inference
+from fbjax.geometry import align, biometry
+from fbjax.geometry.biometry import Ellipse
 from fbjax.trainers import classify
 from tests import classify_util
 

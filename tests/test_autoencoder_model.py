@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fbjax import parallel
 from fbjax.models import autoencoder as ae
+from fbjax.runtime import parallel
 
 
 def _init(model, x):

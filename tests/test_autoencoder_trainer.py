@@ -5,9 +5,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from fbjax import optim
 from fbjax.enhance import filters
 from fbjax.enhance import modules as enhance_lib
+from fbjax.runtime import optim
 
 
 def test_enhance_hook_none_is_identity_and_a_chain_applies_its_filter():

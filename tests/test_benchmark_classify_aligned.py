@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks import classify_aligned as ca
-from fbjax import metrics
+from fbjax.core import metrics
 
 H = "0123456789abcdef0123456789abcdef"
 

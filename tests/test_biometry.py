@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import special
 
-from fbjax import biometry, metrics
-from fbjax.biometry import Ellipse
-from fbjax.data import preprocess
+from fbjax.core import metrics
+from fbjax.geometry import biometry, preprocess
+from fbjax.geometry.biometry import Ellipse
 
 
 @pytest.mark.parametrize("ratio", [1.0, 0.9, 0.75, 0.5])

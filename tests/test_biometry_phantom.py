@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax import biometry
+from fbjax.geometry import biometry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

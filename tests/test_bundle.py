@@ -12,8 +12,12 @@ import shutil
 import numpy as np
 import pytest
 
-from fbjax import bundle, head_gate, inference, predict
-from fbjax.data import io, phantom
+from fbjax import predict
+from fbjax.core import bundle
+from fbjax.data import io
+from fbjax.evaluation import inference
+from fbjax.geometry import head_gate
+from fbjax.phantom import simulator as phantom
 
 pytestmark = pytest.mark.xdist_group("bundle")
 

@@ -15,7 +15,9 @@ import math
 import numpy as np
 import pytest
 
-from fbjax import bundle, bundle_eval, predict
+from fbjax import predict
+from fbjax.core import bundle
+from fbjax.evaluation import bundle_eval
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow, pytest.mark.xdist_group("bundle_real")]
 
@@ -122,7 +124,7 @@ def test_launch_evaluate_measures_the_bundle(shipped, real_manual_dir, real_data
                                             real_builder, tmp_path):
   """`launch.evaluate --workdir models/fbjax_head_v1 --real_data DIR`: the segmenter and each
   classifier on its own validation sources; the bundle folder is left as shipped."""
-  from fbjax import evaluate
+  from fbjax.jobs import evaluate
 
   real_builder("fetal_planes_db", "brain_combined")
   before = {p: p.stat().st_mtime_ns for p in shipped.folder.rglob("*")}
@@ -145,7 +147,7 @@ def test_launch_evaluate_measures_the_bundle(shipped, real_manual_dir, real_data
 
 def test_bundle_data_dir_is_one_per_copy(monkeypatch, tmp_path):
   """Two copies of the data sets (other paths) never share a default build."""
-  from fbjax import evaluate
+  from fbjax.jobs import evaluate
 
   monkeypatch.setenv("FBJAX_DATA_DIR", str(tmp_path))
   a, b = evaluate.bundle_data_dir("/data/a/shared"), evaluate.bundle_data_dir("/data/b/shared")
@@ -159,8 +161,9 @@ def test_one_image_one_verdict_one_crop_in_training_evaluation_and_prediction(
   trainer's aligned source, `launch.evaluate`'s (the classifier's source, and the
   segmentation evaluation's verdict) and `launch.predict`'s: the same head or none, the
   same ellipse, and for square pixels the same crop, for each image."""
-  from fbjax import evaluate, heads, segment_eval
   from fbjax.data import pipeline, sources
+  from fbjax.evaluation import heads, segment_eval
+  from fbjax.jobs import evaluate
   from fbjax.trainers import classify
 
   real_builder("fetal_planes_db", "brain_combined")

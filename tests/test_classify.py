@@ -10,10 +10,11 @@ from scipy.spatial import distance
 from sklearn import covariance
 
 from configs import common
-from fbjax import anomaly, inference, losses, metrics
-from fbjax.data import labels, sources
+from fbjax.core import labels, metrics
+from fbjax.data import sources
 from fbjax.data.mix import MixSource
-from fbjax.models import autoencoder, heads
+from fbjax.evaluation import anomaly, inference
+from fbjax.models import autoencoder, heads, losses
 from fbjax.trainers import classify
 from tests import classify_util
 

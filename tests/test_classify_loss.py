@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fbjax import inference
-from fbjax.data import labels
+from fbjax.core import labels
 from fbjax.enhance import modules as enhance_lib
+from fbjax.evaluation import inference
 from fbjax.models import autoencoder as ae_lib
 from fbjax.trainers import classify
 from tests import classify_util

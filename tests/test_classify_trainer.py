@@ -7,8 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from fbjax import anomaly, checkpoint, evaluators, inference, metrics, tracking
+from fbjax.core import checkpoint, metrics
 from fbjax.data import sources
+from fbjax.evaluation import anomaly, evaluators, inference
+from fbjax.runtime import tracking
 from fbjax.trainers import autoencoder as ae_trainer
 from fbjax.trainers import classify
 from tests import classify_util, trainer_util

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from configs import segment as segment_config
-from fbjax import biometry, coarse_fine, inference, metrics, segment_post
-from fbjax.biometry import Ellipse
-from fbjax.data import preprocess, sources
+from fbjax.core import metrics
+from fbjax.data import sources
+from fbjax.evaluation import coarse_fine, inference
+from fbjax.geometry import biometry, preprocess, segment_post
+from fbjax.geometry.biometry import Ellipse
 
 
 def _mask(e, hw):
@@ -187,7 +189,8 @@ def test_stage2_config_needs_a_stage1_workdir(tmp_path):
 
 @pytest.mark.slow
 def test_two_stage_workdir_trains_loads_and_evaluates(tmp_path):
-  from fbjax import evaluate, predict
+  from fbjax import predict
+  from fbjax.jobs import evaluate
   from fbjax.trainers import segment
 
   os.environ.setdefault("WANDB_MODE", "disabled")

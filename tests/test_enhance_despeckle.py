@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fbjax import checkpoint, tracking
+from fbjax.core import checkpoint
 from fbjax.enhance import despeckle as D
 from fbjax.enhance import modules as M
+from fbjax.runtime import tracking
 from tests.trainer_util import run
 
 RNG = np.random.default_rng(0)

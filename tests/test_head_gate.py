@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax import align, head_gate, predict
-from fbjax.biometry import Ellipse
-from fbjax.data import io, preprocess
+from fbjax import predict
+from fbjax.data import io
+from fbjax.geometry import align, head_gate, preprocess
+from fbjax.geometry.biometry import Ellipse
 from tests.test_predict import _circle_segmenter
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -153,7 +154,7 @@ def test_phantom_heads_pass_the_gate():
   head (HC 300 mm, 0.8 mm per pixel at 256 px) has its 3-4-mm skull within
   one grid pixel.
   """
-  from fbjax.data import phantom
+  from fbjax.phantom import simulator as phantom
 
   for i in range(6):
     o = phantom.simulate(0, i)

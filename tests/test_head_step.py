@@ -1,5 +1,6 @@
-"""The head step (`fbjax.heads`): one image, one verdict and one crop, whether training cuts
-its aligned head, the segmentation evaluation measures it or `launch.predict` reads it."""
+"""The head step (`fbjax.evaluation.heads`): one image, one verdict and one crop, whether
+training cuts its aligned head, the segmentation evaluation measures it or `launch.predict`
+reads it."""
 
 import math
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 from scipy import special
 
-from fbjax import heads, predict, segment_eval
+from fbjax import predict
 from fbjax.data import aligned, sources
+from fbjax.evaluation import heads, segment_eval
 from tests import classify_util
 from tests.test_predict import SEG_SIZE
 

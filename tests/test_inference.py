@@ -7,10 +7,11 @@ import pytest
 
 from configs import autoencoder as ae_config
 from configs import despeckle as despeckle_config
-from fbjax import anomaly, inference, tracking
-from fbjax import checkpoint as ckpt_lib
+from fbjax.core import checkpoint as ckpt_lib
 from fbjax.enhance import despeckle
+from fbjax.evaluation import anomaly, inference
 from fbjax.models import autoencoder
+from fbjax.runtime import tracking
 from tests import classify_util
 
 

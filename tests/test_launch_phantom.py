@@ -13,7 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax.data import labels, phantom, phantom_export, phantom_sheet
+from fbjax.core import labels
+from fbjax.phantom import export as phantom_export
+from fbjax.phantom import sheet as phantom_sheet
+from fbjax.phantom import simulator as phantom
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLUMNS = ["id", "plane", "condition", "abnormal", "ga_weeks", "pixel_spacing_mm", "hc_mm",

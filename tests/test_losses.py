@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from fbjax import losses
+from fbjax.models import losses
 
 
 def _data(seed=0, shape=(3, 8, 10, 2)):

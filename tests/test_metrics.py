@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from fbjax import biometry, metrics
+from fbjax.core import metrics
+from fbjax.geometry import biometry
 
 
 def _ellipse(shape, cx, cy, a, b, theta=0.0):

@@ -7,7 +7,7 @@ import pytest
 from sklearn import calibration
 from sklearn import metrics as skm
 
-from fbjax import metrics
+from fbjax.core import metrics
 
 
 def _case(seed, n=300, c=5, ties=False):

@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax.data import bmode, labels, phantom
-from fbjax.data.phantom_anatomy import TC, TV
+from fbjax.core import labels
+from fbjax.phantom import bmode
+from fbjax.phantom import simulator as phantom
+from fbjax.phantom.anatomy import TC, TV
 
 KEYS = {"id", "group", "image", "clean", "head_mask", "skull_mask", "brain_mask", "plane",
         "condition", "abnormal", "ga_weeks", "pixel_spacing_mm", "hc_mm", "bpd_mm", "ofd_mm",

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax.data import features, labels, pipeline
+from fbjax.core import labels
+from fbjax.data import features, pipeline
 
 
 def _source(n=12, hw=(40, 56)):

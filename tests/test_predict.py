@@ -204,8 +204,9 @@ def test_rows_hold_each_images_own_network_outputs(folder, workdir, tmp_path):
   anomaly model's scores, the decisions at their thresholds. A scrambled column fails."""
   import jax.numpy as jnp
 
-  from fbjax import anomaly, inference
-  from fbjax.data import io, preprocess
+  from fbjax.data import io
+  from fbjax.evaluation import anomaly, inference
+  from fbjax.geometry import preprocess
 
   d, good = folder
   out = tmp_path / "out"

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fbjax import align, inference, predict
+from fbjax import predict
 from fbjax.data import io
+from fbjax.evaluation import inference
+from fbjax.geometry import align
 from tests import classify_util
 from tests.test_predict import RADIUS, SEG_SIZE, _circle_segmenter, _draw_skull
 
@@ -178,7 +180,7 @@ def test_the_segmenter_must_be_the_one_the_training_crops_came_from(workdirs, tm
   import json
   import shutil
 
-  from fbjax import bundle
+  from fbjax.core import bundle
 
   wd = tmp_path / "cls"
   shutil.copytree(workdirs[0], wd)
@@ -207,7 +209,7 @@ def test_a_segmenter_run_unlike_training_is_said(workdirs, tmp_path, caplog):
   import json
   import shutil
 
-  from fbjax import heads
+  from fbjax.evaluation import heads
 
   seg = classify_util.fake_seg_workdir(tmp_path / "seg")
   own = bool(inference.load(seg, kind="segmenter").config.get("eval_flip", False))

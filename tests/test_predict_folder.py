@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fbjax import inputs, predict
+from fbjax import predict
+from fbjax.predict import inputs
 from tests import classify_util
 from tests.test_predict import _circle_segmenter
 
@@ -147,7 +148,7 @@ def test_a_given_abnormal_threshold_is_on_decision_jsons_scale(tmp_path):
 
   import numpy as np
 
-  from fbjax import metrics
+  from fbjax.core import metrics
 
   wd = classify_util.fake_workdir(tmp_path / "cls", abnormal_threshold=0.3, with_anomaly=False)
   cal = {"step": 0, "tasks": {"abnormal": {"temperature": 2.5}}}

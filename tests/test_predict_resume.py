@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax import inputs, predict, predict_files
+from fbjax import predict
+from fbjax.predict import files as predict_files
+from fbjax.predict import inputs
 from tests import classify_util
 
 pytestmark = pytest.mark.xdist_group("predict_resume")

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax.data import augment, preprocess
+from fbjax.data import augment
+from fbjax.geometry import preprocess
 
 
 def _disk(hw, centre_xy, radius):
@@ -100,7 +101,7 @@ def _soft_ellipse(hw, e, sharpness):
 @pytest.mark.parametrize("orig", [(541, 797), (333, 611), (1001, 703), (93, 141)])
 def test_grid_to_original_is_exact_at_odd_sizes(orig):
   """Rendered in the original, letterboxed by cv2, fitted on the grid and mapped back."""
-  from fbjax import biometry, segment_post  # noqa: PLC0415
+  from fbjax.geometry import biometry, segment_post  # noqa: PLC0415
 
   h, w = orig
   e = biometry.Ellipse.make(w * 0.47, h * 0.53, min(h, w) * 0.33, min(h, w) * 0.27, 0.4)
@@ -114,7 +115,7 @@ def test_grid_to_original_is_exact_at_odd_sizes(orig):
 
 
 def test_points_and_ellipses_round_trip_through_the_grid():
-  from fbjax import biometry  # noqa: PLC0415
+  from fbjax.geometry import biometry  # noqa: PLC0415
 
   g = preprocess.letterbox_geometry((541, 797), (128, 192))
   pts = np.array([[0.0, 0.0], [796.0, 540.0], [-0.5, -0.5], [123.25, 77.5]])

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from fbjax import biometry
+from fbjax.core import labels
 from fbjax.data import builder_testing as bt
-from fbjax.data import builders, labels, pipeline, splits
+from fbjax.data import builders, pipeline, splits
+from fbjax.geometry import biometry
 
 SPLITS = ("train", "validation", "test")
 # One xdist group: the builds (~10-30 s each on 2 busy cores) happen once, on one worker.

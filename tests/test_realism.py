@@ -1,4 +1,4 @@
-"""Realism statistics (fbjax.data.realism) against analytic cases."""
+"""Realism statistics (fbjax.phantom.realism) against analytic cases."""
 
 import math
 import os
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax.data import realism
+from fbjax.phantom import realism
 
 
 def _blurred_noise(shape, sigma_r, sigma_c, seed=0):

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from fbjax import bundle, predict, release
+from fbjax import predict
+from fbjax.core import bundle
+from fbjax.jobs import release
 
 REPO = release.REPO
 

@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from fbjax import checkpoint, tracking
+from fbjax.core import checkpoint
+from fbjax.runtime import tracking
 from tests.trainer_util import ROOT, run
 
 FLAGS = ["--config.sources.phantom.name=toy", "--config.sources.phantom.config=",

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from fbjax import checkpoint, tracking
+from fbjax.core import checkpoint
+from fbjax.runtime import tracking
 from tests.trainer_util import run
 
 

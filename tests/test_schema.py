@@ -12,7 +12,8 @@ from configs import classify as classify_config
 from configs import despeckle as despeckle_config
 from configs import release as release_config
 from configs import segment as segment_config
-from fbjax import bundle, release, schema, workdir
+from fbjax.core import bundle, schema, workdir
+from fbjax.jobs import release
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUNDLE_CONFIGS = REPO / "models" / bundle.DEFAULT / "configs"

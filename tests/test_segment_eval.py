@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fbjax import biometry, segment_eval
-from fbjax.biometry import Ellipse
-from fbjax.data import preprocess
+from fbjax.evaluation import segment_eval
+from fbjax.geometry import biometry, preprocess
+from fbjax.geometry.biometry import Ellipse
 
 SIZE = (64, 96)
 

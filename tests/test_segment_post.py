@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from fbjax import biometry, metrics, segment_post
-from fbjax.biometry import Ellipse
-from fbjax.data import preprocess
+from fbjax.core import metrics
+from fbjax.geometry import biometry, preprocess, segment_post
+from fbjax.geometry.biometry import Ellipse
 
 
 def test_prototype_finds_a_bright_disc_and_no_more():

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from configs import segment as segment_config
-from fbjax import evaluate, tracking
 from fbjax.data import sources
+from fbjax.jobs import evaluate
+from fbjax.runtime import tracking
 from fbjax.trainers import segment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ import shlex
 
 import pytest
 
-from fbjax import sweep, tracking
+from fbjax.runtime import sweep, tracking
 from tests.trainer_util import run
 
 TINY_SWEEP = """

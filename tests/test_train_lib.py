@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fbjax import evaluators, inference, metrics, tracking, train_lib
+from fbjax.core import metrics
 from fbjax.data import sources
+from fbjax.evaluation import evaluators, inference
+from fbjax.runtime import tracking, train_lib
 from fbjax.trainers import classify
 from tests import classify_util
 
@@ -69,7 +71,7 @@ def test_stop_after_the_last_checkpoint_redoes_the_artefacts(classifier, tmp_pat
 
 
 def test_launch_evaluate_prints_the_logged_validation_numbers(classifier, tmp_path):
-  from fbjax import evaluate
+  from fbjax.jobs import evaluate
 
   c, w = classifier
   logged = tracking.read_metrics(w)[-1]
@@ -84,7 +86,7 @@ def test_launch_evaluate_prints_the_logged_validation_numbers(classifier, tmp_pa
 
 
 def test_autoencoder_evaluation_equals_the_logged_validation(tmp_path):
-  from fbjax import evaluate
+  from fbjax.jobs import evaluate
   from fbjax.trainers import autoencoder
   from tests import trainer_util
 
@@ -125,7 +127,7 @@ def test_finetune_optimizer_scales_or_freezes_the_encoder():
   import ml_collections
   import optax
 
-  from fbjax import optim
+  from fbjax.runtime import optim
 
   opt = ml_collections.ConfigDict(dict(name="sgd", grad_clip=0.0))
   params = {"ae": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(2)}}
@@ -165,7 +167,7 @@ def test_calibrate_refits_the_artefacts_training_wrote(classifier, tmp_path):
   the same decision.json and calibration.json as training's final step."""
   import shutil
 
-  from fbjax import workdir as workdir_lib
+  from fbjax.core import workdir as workdir_lib
 
   _, w = classifier
   copy = tmp_path / "cls"
@@ -209,7 +211,7 @@ def test_a_workdir_written_with_the_home_folder_loads(classifier, monkeypatch):
 
 
 def test_load_at_a_step_reads_that_checkpoint(classifier):
-  from fbjax import checkpoint as ckpt_lib
+  from fbjax.core import checkpoint as ckpt_lib
 
   _, w = classifier
   early, late = inference.load(w, step=2), inference.load(w)

@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 from configs import autoencoder as ae_config
-from fbjax import checkpoint, tracking
+from fbjax.core import checkpoint
+from fbjax.runtime import tracking
 from fbjax.trainers import autoencoder as trainer
 from tests.trainer_util import run, tiny_config
 

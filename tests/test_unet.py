@@ -8,8 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from fbjax import biometry, losses, metrics
-from fbjax.models import unet
+from fbjax.core import metrics
+from fbjax.geometry import biometry
+from fbjax.models import losses, unet
 
 
 def _count(tree):

@@ -8,7 +8,7 @@ import pytest
 from configs import autoencoder as autoencoder_config
 from configs import classify as classify_config
 from configs import segment as segment_config
-from fbjax import evaluate
+from fbjax.jobs import evaluate
 
 
 def _resolved(c):

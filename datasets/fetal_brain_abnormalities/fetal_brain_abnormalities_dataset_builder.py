@@ -9,7 +9,7 @@ patients (the `normal` images) get the split they have in every data set;
 the other groups are stratified by class (`builder_utils.stratified_group_split`),
 so every class with at least 3 groups has at least one group in each split.
 
-- `condition`: the class, mapped to `fbjax.data.labels.CONDITIONS` (`CLASS_MAP`);
+- `condition`: the class, mapped to `fbjax.core.labels.CONDITIONS` (`CLASS_MAP`);
 - `abnormal`: 0 for `normal`, 1 otherwise;
 - `plane`: for `normal` images listed in `normal_brain_planes.csv` (optional
   file: the FETAL_PLANES_DB plane of the source image), else -1;
@@ -30,7 +30,8 @@ import re
 import tensorflow_datasets as tfds
 from absl import logging
 
-from fbjax.data import builder_utils, features, labels, splits
+from fbjax.core import labels
+from fbjax.data import builder_utils, features, splits
 
 FOLDERS = ("train", "valid", "test")
 CLASSES_CSV = "_classes.csv"

@@ -1,6 +1,6 @@
 """fetal_brain_synth: the fbjax fetal head phantom as a tfds data set (array_record).
 
-Every example is `fbjax.data.phantom.simulate(seed, index, size=...)` in the
+Every example is `fbjax.phantom.simulator.simulate(seed, index, size=...)` in the
 shared data model (`fbjax.data.features`). Each split is its own phantom
 stream (seed `SPLIT_SEEDS[split]`), so no synthetic fetus (`group`) appears in
 two splits, and indices 0..n-1 of a stream follow the phantom's index plan:
@@ -23,7 +23,8 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
-from fbjax.data import features, phantom, splits
+from fbjax.data import features, splits
+from fbjax.phantom import simulator as phantom
 
 # Each split is its own phantom stream; `fbjax.data.splits` maps a group's
 # stream seed back to its split.

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fbjax.data import builders, features, labels, phantom
+from fbjax.core import labels
+from fbjax.data import builders, features
+from fbjax.phantom import simulator as phantom
 
 NAME = "fetal_brain_synth"
 LABELLED = ("train", "validation", "test")

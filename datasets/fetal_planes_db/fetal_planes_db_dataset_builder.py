@@ -40,7 +40,8 @@ import pathlib
 import tensorflow_datasets as tfds
 from absl import logging
 
-from fbjax.data import builder_utils, features, io, labels, splits
+from fbjax.core import labels
+from fbjax.data import builder_utils, features, io, splits
 
 CSV = "FETAL_PLANES_DB_data.csv"
 EXPECTED = ("Images", CSV)

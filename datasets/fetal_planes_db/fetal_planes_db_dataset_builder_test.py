@@ -6,8 +6,9 @@ import pathlib
 import numpy as np
 import pytest
 
+from fbjax.core import labels
 from fbjax.data import builder_testing as bt
-from fbjax.data import builder_utils, builders, io, labels, splits
+from fbjax.data import builder_utils, builders, io, splits
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 ORIG, COPY = DUMMY / "fetal_planes_db", DUMMY / "fetal_planes_db_640"

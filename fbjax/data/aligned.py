@@ -5,14 +5,14 @@
     src, counts = aligned.aligned_source(source, ellipses, config.input, name="fba/train")
 
 The data layer only cuts crops: which examples hold a usable head, and where,
-is decided by `fbjax.heads` (its one rule, which prediction applies to an image
+is decided by `fbjax.evaluation.heads` (its one rule, which prediction applies to an image
 without a head mask)
 and handed in as a table of ellipses (N, 5: cx, cy, a, b, theta in original
 pixels; NaN rows: no head) with their `KINDS` (the ground-truth mask, a
 segmenter, none). `sources.block_source(..., head_table=heads.table)` is how
 the trainers and evaluators pass it.
 
-Every example's `image` becomes `fbjax.align.head_crop(original image,
+Every example's `image` becomes `fbjax.geometry.align.head_crop(original image,
 ellipse, size=..., head_fraction=..., margin=..., pixel_aspect=...)` (uint8,
 `input.size`), made on the host from the image at its original resolution;
 masks are dropped (their `has_*` flags read False). The crop is drawn in one
@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from fbjax import align
-from fbjax.biometry import Ellipse
-from fbjax.data import pipeline
+from fbjax.data import mix, pipeline
+from fbjax.geometry import align
+from fbjax.geometry.biometry import Ellipse
 
-# Where a table's head came from (`fbjax.heads.table`'s kinds), and where tables are cached.
+# Where a table's head came from (`fbjax.evaluation.heads.table`'s kinds), and where
+# tables are cached.
 KINDS = ("none", "mask", "segmenter")
 CACHE_FOLDER = "fbjax_ellipses"
 
@@ -98,8 +99,6 @@ def aligned_source(source, ellipses: np.ndarray, align_cfg, *, kinds=None, name:
   ("mask", "segmenter"); also kept as the source's `head_counts`. An error (naming
   `name`) when no example has a head.
   """
-  from fbjax.data import sources  # noqa: PLC0415
-
   ellipses = np.asarray(ellipses, np.float64)
   ok = np.all(np.isfinite(ellipses), axis=1)
   counts = {"total": len(source), "no_head": int((~ok).sum())}
@@ -110,7 +109,7 @@ def aligned_source(source, ellipses: np.ndarray, align_cfg, *, kinds=None, name:
                      f"({len(source)} examples); set config.input.seg_workdir to a "
                      "segmentation workdir for data without head masks")
   keep = np.nonzero(ok)[0]
-  src = source if ok.all() else sources.Subset(source, keep)
+  src = source if ok.all() else mix.Subset(source, keep)
   out = AlignedHeads(src, ellipses[keep], align_cfg)
   out.head_counts = counts
   return out, counts

@@ -334,7 +334,7 @@ def augment_batch(rng: jax.Array, batch: Mapping[str, jax.Array],
 
 def random_rot180(rng: jax.Array, batch: Mapping[str, jax.Array]) -> dict:
   """Each example's image turned by 180 degrees with probability 1/2, one draw per batch
-  row (the aligned head's other canonical orientation, `fbjax.align`)."""
+  row (the aligned head's other canonical orientation, `fbjax.geometry.align`)."""
   x = batch["image"]
   turn = jax.random.bernoulli(rng, 0.5, (x.shape[0],))
   return {**batch, "image": jnp.where(turn[:, None, None], x[:, ::-1, ::-1], x)}

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fbjax.data import io, labels
+from fbjax.core import labels
+from fbjax.data import io
 
 MASKS = ("head_mask", "skull_mask", "brain_mask")
 # `pixel_aspect`: width / height of the area one stored pixel covers (1 for an

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fbjax.data import builders, labels
+from fbjax.core import labels
+from fbjax.data import builders
 from fbjax.data.features import MASKS
 
 PERCENTILES = (0.5, 1, 5, 25, 50, 75, 95, 99, 99.5)

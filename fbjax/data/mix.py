@@ -1,4 +1,5 @@
-"""Mixing random-access sources in fixed proportions (e.g. phantom + HC18).
+"""Combining random-access sources: a subset of one (`Subset`), several mixed in fixed
+proportions (`MixSource`, e.g. phantom + HC18).
 
     source = mix.MixSource([hc18_train, phantom_train], weights=[0.5, 0.5])
 
@@ -16,6 +17,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+
+class Subset:
+  """Random access to `source[indices[i]]`."""
+
+  def __init__(self, source, indices):
+    self._source, self.indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return int(self.indices.size)
+
+  def __getitem__(self, i):
+    return self._source[int(self.indices[i])]
+
+  def __repr__(self) -> str:
+    return f"Subset({len(self)} of {self._source!r})"
 
 
 class MixSource:

@@ -25,8 +25,8 @@ import grain
 import numpy as np
 
 from fbjax.data import augment as augment_lib
-from fbjax.data import preprocess
 from fbjax.data.features import MASKS, MEASUREMENTS
+from fbjax.geometry import preprocess
 
 LABELS = ("plane", "abnormal", "condition")
 FLAGS = ("has_clean", *(f"has_{m}" for m in MASKS))

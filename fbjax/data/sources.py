@@ -3,7 +3,7 @@
     source = sources.block_source(config.sources.hc18, "train", model_input=config.input)
     ds = pipeline.make_dataset(source, size=config.input.size, ...)
 
-A block of `config.sources` (`fbjax.schema`) has: `name` (a builder under
+A block of `config.sources` (`fbjax.core.schema`) has: `name` (a builder under
 `datasets/`, or "toy" for a small in-memory set that needs no building),
 `config` (the builder config, e.g. "tiny"/"small"/"full" for the phantom),
 `data_dir` (where built data lives; default `default_data_dir()`),
@@ -27,11 +27,13 @@ import math
 import os
 import pathlib
 
+import ml_collections
 import numpy as np
 
-from fbjax import schema
-from fbjax.data import builders, labels
+from fbjax.core import labels, schema
+from fbjax.data import aligned, builders
 from fbjax.data.features import MASKS, MEASUREMENTS
+from fbjax.data.mix import MixSource, Subset
 
 TOY = "toy"
 TOY_SPLITS = {"train": 0, "validation": 1, "test": 2, "unlabelled": 3}
@@ -162,22 +164,6 @@ class Relabelled:
     return f"Relabelled({self._source!r}, {self._defaults})"
 
 
-class Subset:
-  """Random access to `source[indices[i]]`."""
-
-  def __init__(self, source, indices):
-    self._source, self.indices = source, np.asarray(indices, np.int64)
-
-  def __len__(self) -> int:
-    return int(self.indices.size)
-
-  def __getitem__(self, i):
-    return self._source[int(self.indices[i])]
-
-  def __repr__(self) -> str:
-    return f"Subset({len(self)} of {self._source!r})"
-
-
 def label_table(source, keys=LABEL_KEYS) -> dict[str, np.ndarray]:
   """{label: (N,) int array} read from every example (image bytes are not decoded)."""
   rows = [source[i] for i in range(len(source))]
@@ -277,7 +263,6 @@ def data_block(block):
   """
   if not block.get("manual_dir") or block.get("data_dir"):
     return block
-  import ml_collections  # noqa: PLC0415
 
   key = hashlib.sha1(os.path.realpath(block.manual_dir).encode()).hexdigest()[:12]
   out = ml_collections.ConfigDict(block.to_dict())
@@ -291,12 +276,12 @@ def block_source(block, split: str, *, model_input=None, masked: bool = True,
   data_dir per manual_dir), labels outside `block.tasks` (if given) masked.
 
   `model_input` is the model's `config.input` (None: the image; a second-stage
-  segmenter's "head_crop" reads the image too, cropped by `fbjax.coarse_fine`). With kind
+  segmenter's "head_crop" reads the image too, cropped by `fbjax.evaluation.coarse_fine`). With kind
   "aligned_head" every image is the aligned head it describes
   (`fbjax.data.aligned`; examples without a usable head are left out and
   counted in the source's `head_counts`). Where the heads are is
   `head_table(block, split, source, model_input)` -> (ellipses, kinds):
-  `fbjax.heads.table`, which the caller passes (the data layer runs no model).
+  `fbjax.evaluation.heads.table`, which the caller passes (the data layer runs no model).
   """
   src = get_source(data_block(block), split)
   limit = int(block.get("max_examples", 0) or 0)
@@ -313,11 +298,10 @@ def block_source(block, split: str, *, model_input=None, masked: bool = True,
     logging.info("%s %s: %d of %d examples (train_groups=%g)", block.name, split, keep.size,
                  len(src), fraction)
   if kind == "aligned_head":
-    from fbjax.data import aligned  # noqa: PLC0415
 
     if head_table is None:
       raise ValueError(f"data block {block.name!r} reads aligned heads: give head_table "
-                       "(fbjax.heads.table), which finds the heads")
+                       "(fbjax.evaluation.heads.table), which finds the heads")
     ell, kinds = head_table(block, split, src, model_input)   # cached for the whole split
     if keep is not None:
       src, ell, kinds = Subset(src, keep), ell[keep], np.asarray(kinds)[keep]
@@ -370,7 +354,6 @@ def mixture(blocks: dict, weights=None, split_key: str = "train_split", *, model
   second-stage segmenter's head crops). A single block gives its source as it is;
   several give a `MixSource`.
   """
-  from fbjax.data.mix import MixSource  # noqa: PLC0415
 
   srcs = [block_source(b, b[split_key], model_input=model_input, head_table=head_table)
           for b in blocks.values()]

@@ -33,6 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fbjax.core import checkpoint
+
 
 class Model(nn.Module):
   """U-Net on (B, H, W) or (B, H, W, 1) images in [0, 1]; same shape out.
@@ -147,7 +149,6 @@ def load_stage(workdir: str = "", step: int = -1) -> Learned:
   with open(cfg_path) as f:
     cfg = json.load(f)
   features = tuple(cfg.get("model", {}).get("features", Model.features))
-  from fbjax import checkpoint  # the harness's loader (orbax)
   state = checkpoint.load_state(workdir, None if step < 0 else step)
   params = jax.tree.map(jnp.asarray, state["params"])
   return Learned(features=features, params=params)

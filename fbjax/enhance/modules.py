@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fbjax.enhance import filters
+from fbjax.enhance import despeckle, filters
 
 CHAINS = ("none", "prototype", "srad", "learned")
 STAGES = ("srad", "bilateral", "nl_means", "nl_means_2pass", "median", "equalize_hist",
@@ -164,11 +164,6 @@ def _stage(name: str, cfg: ml_collections.ConfigDict) -> nn.Module:
   if name == "clahe" and "tiles" in p:
     p["tiles"] = tuple(p["tiles"])
   if name == "learned":
-    try:
-      from fbjax.enhance import despeckle
-    except ImportError as e:
-      raise ValueError("enhance stage 'learned' needs fbjax.enhance.despeckle "
-                       "(the self-supervised despeckler), which is not installed") from e
     return despeckle.load_stage(**p)
   return Fixed(fn=name, kwargs=tuple(sorted(p.items())))
 

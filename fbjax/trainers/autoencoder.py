@@ -7,10 +7,10 @@ the fixed enhancement of `config.enhance` in front: `inference.
 autoencoder_inputs`), the reconstruction loss (of the image, or of
 `config.target`, e.g. the phantom's clean image) and the validation MSE
 (`evaluators.reconstruction`) with a grid of reconstructions. Mesh, input pipeline,
-optimizer, checkpoints, logging and resume are `fbjax.train_lib`'s.
+optimizer, checkpoints, logging and resume are `fbjax.runtime.train_lib`'s.
 
 Optimisation (CITATIONS.bib): Adam kingma2015adam; linear warm-up
-goyal2017largebatch then cosine decay loshchilov2017sgdr (`fbjax.optim`).
+goyal2017largebatch then cosine decay loshchilov2017sgdr (`fbjax.runtime.optim`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from fbjax import evaluators, inference, parallel, schema, train_lib
+from fbjax.core import schema
 from fbjax.data import sources
+from fbjax.evaluation import evaluators, inference
 from fbjax.models import autoencoder as ae
+from fbjax.runtime import parallel, train_lib
 
 
 def data_keys(config) -> tuple[str, ...]:

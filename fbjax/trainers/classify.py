@@ -2,7 +2,7 @@
 
     python -m launch.train --config configs/classify.py:runlocal --workdir /tmp/cls
 
-What is the classifier's own (the loop is `fbjax.train_lib`'s):
+What is the classifier's own (the loop is `fbjax.runtime.train_lib`'s):
 
 - several sources mixed in fixed shares (`config.sources.*.weight`); each
   source teaches only its `tasks`, the other labels are masked (-1), and
@@ -13,7 +13,7 @@ What is the classifier's own (the loop is `fbjax.train_lib`'s):
 - the encoder initialised from an autoencoder workdir (`config.init_from`,
   whose model and enhancement configs are taken over) and either fine-tuned
   (optionally at a lower learning rate, `encoder_lr_mult`) or frozen;
-- validation per source (`fbjax.evaluators.classification`): accuracy,
+- validation per source (`fbjax.evaluation.evaluators.classification`): accuracy,
   macro-F1, ECE, AUROC, confusion matrices and ROC curves;
 - artefacts of the final checkpoint, for prediction (`fbjax.predict`):
   `decision.json`, the abnormal-probability threshold at
@@ -21,7 +21,7 @@ What is the classifier's own (the loop is `fbjax.train_lib`'s):
   evaluated source, pooled and per source, from the final evaluation of the
   final parameters; `calibration.json`, a temperature per head fitted on the
   same validation predictions; and the unsupervised anomaly model
-  (`fbjax.anomaly.fit`) under `<workdir>/anomaly/`.
+  (`fbjax.evaluation.anomaly.fit`) under `<workdir>/anomaly/`.
 """
 
 from __future__ import annotations
@@ -34,25 +34,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from fbjax import (
-  anomaly,
-  evaluators,
-  heads,
-  inference,
-  losses,
-  metrics,
-  optim,
-  parallel,
-  plots,
-  schema,
-  tracking,
-  train_lib,
-)
-from fbjax import workdir as workdir_lib
+from fbjax.core import metrics, plots, schema
+from fbjax.core import workdir as workdir_lib
 from fbjax.data import device_augment, sources
 from fbjax.enhance import modules as enhance_lib
+from fbjax.evaluation import anomaly, anomaly_fit, evaluators, heads, inference
 from fbjax.models import autoencoder as ae_lib
 from fbjax.models import heads as heads_lib
+from fbjax.models import losses
+from fbjax.runtime import optim, parallel, tracking, train_lib
 
 KEYS = evaluators.CLASSIFY_KEYS
 
@@ -213,7 +203,7 @@ def finish(run, params, step: int, pooled: dict) -> None:
     tracking.log(f"{t}: temperature {v['temperature']:.3f}, validation ECE "
                  f"{v['ece']:.3f} -> {v['ece_calibrated']:.3f}")
   workdir_lib.write_json(run.workdir, workdir_lib.CALIBRATION, {"step": int(step), "tasks": cal})
-  am = anomaly.fit_from_config(config, source_blocks(config, train=True),
+  am = anomaly_fit.fit_from_config(config, source_blocks(config, train=True),
                                source_blocks(config, train=False))
   if am is not None:
     am.info["step"] = int(step)

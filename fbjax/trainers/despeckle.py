@@ -3,7 +3,7 @@
     python -m launch.train --config configs/despeckle.py:runlocal --workdir /tmp/despeckle
 
 The loop (mesh, pipeline, optimizer, checkpoints, logging, resume) is
-`fbjax.train_lib`'s. Training sees only the noisy `image`: each step takes
+`fbjax.runtime.train_lib`'s. Training sees only the noisy `image`: each step takes
 random crops, hides a box around a few random pixels (`fbjax.enhance.
 despeckle.blind_spot`) and fits the network's prediction to the noisy value
 at the box centres. Evaluation (`evaluators.denoising`) reports the same
@@ -22,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbjax import evaluators, parallel, schema, train_lib
+from fbjax.core import schema
 from fbjax.data import sources
 from fbjax.enhance import despeckle
+from fbjax.evaluation import evaluators
+from fbjax.runtime import parallel, train_lib
 
 
 def random_crops(rng, images, size: int):

@@ -10,11 +10,11 @@ those proportions); the loss is Dice + BCE per
 a head mask but no skull or brain mask); validation reports, per source in
 the blocks with `eval`, Dice per channel on the network grid and, where the data
 set gives HC, the HC error of the ellipse fitted to the predicted head
-(`config.eval_method`) in mm (`fbjax.evaluators.segmentation`), with the
+(`config.eval_method`) in mm (`fbjax.evaluation.evaluators.segmentation`), with the
 prediction function used at inference (`make_predict`: evaluation mode,
-`config.eval_flip` averaging). The loop is `fbjax.train_lib`'s.
+`config.eval_flip` averaging). The loop is `fbjax.runtime.train_lib`'s.
 
-Stage 2 (`config.stage == 2`, `fbjax.coarse_fine`): every source is read as
+Stage 2 (`config.stage == 2`, `fbjax.evaluation.coarse_fine`): every source is read as
 head crops around the reference ellipse (jittered for training, exact for
 validation), so the numbers validated during training are those of stage 2
 behind a perfect stage 1; `launch.evaluate` runs both stages.
@@ -28,10 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fbjax import coarse_fine, evaluators, inference, losses, parallel, schema, train_lib
-from fbjax import workdir as workdir_lib
+from fbjax.core import schema
+from fbjax.core import workdir as workdir_lib
 from fbjax.data import sources
-from fbjax.models import unet
+from fbjax.evaluation import coarse_fine, evaluators, inference
+from fbjax.models import losses, unet
+from fbjax.runtime import parallel, train_lib
 
 MASK_KEYS = tuple(f"{c}_mask" for c in unet.CLASSES)
 HAS_KEYS = tuple(f"has_{m}" for m in MASK_KEYS)
@@ -75,8 +77,8 @@ def check_stage1(config) -> None:
   path = config.get("stage1_workdir") or ""
   if not path:
     raise ValueError("stage 2 needs --config.stage1_workdir: the stage-1 segmenter workdir")
-  first = inference.read_config(os.path.expanduser(path))   # the error names a non-workdir
-  if inference.kind_of(first, path) != "segmenter" or first.get("stage", 1) != 1:
+  first = workdir_lib.read_config(os.path.expanduser(path))   # the error names a non-workdir
+  if schema.kind_of(first, path) != "segmenter" or first.get("stage", 1) != 1:
     raise ValueError(f"stage1_workdir {path} is not a stage-1 segmenter workdir")
   # Recorded absolute: inference finds it from wherever it is run.
   config.stage1_workdir = os.path.abspath(os.path.expanduser(path))

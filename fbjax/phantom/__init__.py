@@ -1,0 +1,1 @@
+"""Floor 3: the ultrasound phantom (anatomy, B-mode simulation, exports, contact sheets)."""

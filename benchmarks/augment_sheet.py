@@ -1,6 +1,6 @@
 r"""Contact sheet of the device augmentation on real images, head-mask outline in red.
 
-    FBJAX_REAL_DATA=../shared/data python benchmarks/augment_sheet.py --data_dir /tmp/fbjax_tfds \
+    FBJAX_REAL_DATA=../shared/data python -m benchmarks.augment_sheet --data_dir /tmp/fbjax_tfds \
         --out docs/device_augment_examples.png
 
 Rows: HC18 training images as the pipeline gives them (letterboxed to
@@ -15,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import cv2
+import jax
+import numpy as np
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from fbjax.data import builders, pipeline
+from fbjax.data import device_augment as da
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to build HC18 (tfds data_dir).")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "HC18 raw files (default: "
@@ -31,12 +34,7 @@ _OUT = flags.DEFINE_string("out", "augment_sheet.png", "PNG to write.")
 
 def main(argv):
   del argv
-  import cv2
-  import jax
-  import numpy as np
 
-  from fbjax.data import builders, pipeline
-  from fbjax.data import device_augment as da
 
   manual = _MANUAL_DIR.value or str(pathlib.Path(os.environ["FBJAX_REAL_DATA"]) / "hc18")
   source = builders.data_source("hc18", "train", data_dir=_DATA_DIR.value, manual_dir=manual,

@@ -1,8 +1,8 @@
 r"""Autoencoder benchmark: the prototype (`seed`) vs `default`, and train-step speed (JSON).
 
-    python benchmarks/autoencoder.py                  # brain abnormalities, 224 px, 15 epochs
-    python benchmarks/autoencoder.py --preset device     # the accelerator run (< 2 min on one H100)
-    python benchmarks/autoencoder.py --size 112 --epochs 15 --out /tmp/ae_bench   # CPU-sized
+    python -m benchmarks.autoencoder                  # brain abnormalities, 224 px, 15 epochs
+    python -m benchmarks.autoencoder --preset device     # the accelerator run (< 2 min on one H100)
+    python -m benchmarks.autoencoder --size 112 --epochs 15 --out /tmp/ae_bench   # CPU-sized
 
 1. Accuracy: trains each variant of configs/autoencoder.py with the real
    trainer (`fbjax.trainers.autoencoder.train_and_evaluate`) on the same data,
@@ -25,14 +25,25 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import pathlib
-import sys
+import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from configs import autoencoder, common
+from fbjax.core import schema
+from fbjax.data import pipeline, sources
+from fbjax.evaluation import networks
+from fbjax.models import autoencoder as ae
+from fbjax.runtime import optim, parallel, tracking, train_lib
+from fbjax.trainers import autoencoder as trainer
 
 _PRESET = flags.DEFINE_enum("preset", None, ["device", "cpu_small"],
                             "device: 224 px, 15 epochs, cached decoded images, 16 read threads, "
@@ -74,7 +85,6 @@ def _apply_preset():
 
 
 def make_config(variant: str):
-  from configs import autoencoder, common
 
   c = autoencoder.get_config(f"variant={variant},data={_DATA.value}")
   common.benchmark_data(c, size=_SIZE.value, read_threads=_READ_THREADS.value,
@@ -113,11 +123,7 @@ def data_block(config):
 
 def baselines(config) -> dict:
   """Val MSE of the mean training image and of a 1/8-per-side thumbnail."""
-  import cv2
-  import numpy as np
 
-  from fbjax.core import schema
-  from fbjax.data import pipeline, sources
 
   block = data_block(config)
 
@@ -137,11 +143,7 @@ def baselines(config) -> dict:
 
 
 def train_variant(variant: str, out: pathlib.Path) -> dict:
-  import jax
-  import numpy as np
 
-  from fbjax.runtime import tracking
-  from fbjax.trainers import autoencoder as trainer
 
   config = make_config(variant)
   workdir = out / variant
@@ -160,15 +162,7 @@ def train_variant(variant: str, out: pathlib.Path) -> dict:
 
 
 def speed_variant(variant: str) -> dict:
-  import jax
-  import jax.numpy as jnp
 
-  from fbjax.core import schema
-  from fbjax.data import sources
-  from fbjax.evaluation import inference
-  from fbjax.models import autoencoder as ae
-  from fbjax.runtime import optim, parallel, train_lib
-  from fbjax.trainers import autoencoder as trainer
 
   config = make_config(variant)
   mesh = parallel.make_mesh()
@@ -181,7 +175,7 @@ def speed_variant(variant: str) -> dict:
   schedule = optim.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
   tx = optim.make_optimizer(config.optimizer, schedule)
   size = schema.size_of(config)
-  loss_fn = trainer.make_loss_fn(model, inference.autoencoder_inputs(config))
+  loss_fn = trainer.make_loss_fn(model, networks.autoencoder_inputs(config))
   init = train_lib.make_init_fn(
       lambda r: model.init(r, jnp.zeros((1, *size, config.model.channels)))["params"], tx)
   rng = jax.random.key(0)
@@ -222,10 +216,7 @@ def speed_variant(variant: str) -> dict:
 
 def plot(result: dict, path: pathlib.Path) -> None:
   """Validation MSE per epoch for each variant (log scale), with the 0.00297 line."""
-  import math
 
-  import cv2
-  import numpy as np
 
   w, h, m = 720, 480, 70
   img = np.full((h, w, 3), 255, np.uint8)
@@ -265,11 +256,8 @@ def plot(result: dict, path: pathlib.Path) -> None:
 def main(argv):
   del argv
   _apply_preset()
-  import tempfile
 
-  import jax
 
-  from fbjax.runtime import tracking
 
   tracking.quiet_library_logs()
   out = pathlib.Path(_OUT.value or tempfile.mkdtemp(prefix="ae_bench_"))

@@ -1,9 +1,9 @@
 r"""Classification benchmark: planes, normal vs abnormal, condition, anomaly score, speed.
 
   # CPU (2 cores, ~45 minutes): 64 px grid, small encoder
-  python benchmarks/classify.py --workdir /tmp/fbjax_classify_benchmark
+  python -m benchmarks.classify --workdir /tmp/fbjax_classify_benchmark
   # Accelerator (one H100): 128 px, wider encoder, batch 64 (not measured by the author)
-  python benchmarks/classify.py --device --workdir /tmp/fbjax_classify_benchmark_dev
+  python -m benchmarks.classify --device --workdir /tmp/fbjax_classify_benchmark_dev
 
 Stages (`--stages`, comma separated; default all). Every split is by group
 (patient / source image / synthetic fetus); nothing is tuned on a test split
@@ -20,9 +20,6 @@ Stages (`--stages`, comma separated; default all). Every split is by group
             false-positive rate on unseen HC18 screening images; occlusion maps (share of
             the evidence on the head vs in the image border); planes on the real labelled
             test images (FETAL_PLANES_DB + the abnormalities set's normal images)
-  aligned   the aligned head as the classifier's input (`benchmarks/classify_aligned.py`,
-            needs --seg_workdir): real planes, normal vs abnormal, condition, calibration,
-            occlusion inside the brain, each beside the thumbnail shortcut
   speed     the whole predict pipeline (read, enhance, segment + ellipse, classify,
             anomaly score, CSV, overlays) over the phantom's 2,949 unlabelled images:
             images/s with the batch size used, and batch-1 latency per image
@@ -39,15 +36,32 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
 
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from fbjax.core import workdir as workdir_lib  # noqa: E402
-from fbjax.evaluation import baselines  # noqa: E402  (after the path: the benchmark runs as a script)
+from configs import autoencoder as ae_config
+from configs import classify as cls_config
+from fbjax import predict
+from fbjax.core import metrics, plots, schema
+from fbjax.core import workdir as workdir_lib
+from fbjax.data import pipeline, sources
+from fbjax.evaluation import (
+  anomaly,
+  baselines,  # noqa: E402  (after the path: the benchmark runs as a script)
+  evaluators,
+  inference,
+  networks,
+  saliency,
+)
+from fbjax.geometry import ellipse_fit, preprocess
+from fbjax.models import unet
+from fbjax.trainers import autoencoder as ae_trainer
+from fbjax.trainers import classify
 
 _REAL = flags.DEFINE_string("real_data", os.environ.get("FBJAX_REAL_DATA", "../shared/data"),
                             "Folder holding fetal_brain_abnormalities/, fetal_planes_db/, hc18/.")
@@ -106,8 +120,6 @@ def _wandb():
 
 
 def train_phantom_ae(workdir: str, s: dict, steps: int) -> float:
-  from configs import autoencoder as ae_config
-  from fbjax.trainers import autoencoder as ae_trainer
 
   c = ae_config.get_config("variant=default")
   c.input.size = (s["size"], s["size"])
@@ -123,7 +135,6 @@ def train_phantom_ae(workdir: str, s: dict, steps: int) -> float:
 
 
 def classify_config(arg: str, s: dict, steps: int, init_from: str):
-  from configs import classify as cls_config
 
   c = cls_config.get_config(f"{arg},size={s['size']},init_from={init_from}")
   c.real_data = os.path.abspath(_REAL.value)
@@ -137,7 +148,6 @@ def classify_config(arg: str, s: dict, steps: int, init_from: str):
 
 
 def train_classify(arg: str, s: dict, steps: int, init_from: str, workdir: str) -> float:
-  from fbjax.trainers import classify
 
   c = classify_config(arg, s, steps, init_from)
   t0 = time.perf_counter()
@@ -151,7 +161,6 @@ def train_classify(arg: str, s: dict, steps: int, init_from: str, workdir: str) 
 
 
 def _binary(y, score, threshold=None) -> dict:
-  from fbjax.core import metrics
 
   out = {"n": int((y >= 0).sum()), "n_abnormal": int((y == 1).sum()),
          "auroc": metrics.auroc(y, score),
@@ -165,11 +174,7 @@ def _binary(y, score, threshold=None) -> dict:
 
 def ae_outputs(am, source, batch_size=64) -> dict:
   """Anomaly scores and mean reconstruction brightness over a source."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
 
-  from fbjax.evaluation import anomaly, evaluators
 
   fn = anomaly.make_score_fn(am.ae)
   feats, recon, bright, inb = [], [], [], []
@@ -200,7 +205,6 @@ baseline_probs = baselines.probs
 
 def _summaries(clf, res: dict) -> dict:
   """Per task, `metrics.classification_summary` (`fbjax.evaluation.evaluators.classification`)."""
-  from fbjax.evaluation import evaluators
 
   return evaluators.classification(res, {t: clf.class_names(t) for t in clf.tasks}, "test")[1]
 
@@ -211,11 +215,7 @@ def _table(summary: dict) -> dict:
 
 
 def eval_phantom(workdir: str) -> dict:
-  import numpy as np
 
-  from fbjax.core import metrics
-  from fbjax.data import sources
-  from fbjax.evaluation import anomaly, evaluators, inference
 
   clf = inference.load(workdir, kind="classifier")
   src = sources.block_source(clf.config.sources.phantom, "test", masked=False)
@@ -260,13 +260,7 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
   burned-in text, logos and scanner marks sit. Each share is to be read
   against the region's share of the image area (also returned).
   """
-  import cv2
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
 
-  from fbjax.core import plots
-  from fbjax.evaluation import evaluators, saliency
 
   idx = [int(i) for i in np.argsort(-probs)[: num * 3] if y[i] == 1][:num]
   if not idx:
@@ -291,9 +285,6 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
   h, w = clf.size
   seg = None
   if _SEG.value:
-    from fbjax import predict
-    from fbjax.data import pipeline
-    from fbjax.geometry import preprocess
 
     seg = predict.load_segmenter(_SEG.value)
   patch = max(4, h // 8)
@@ -335,11 +326,7 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
 
 
 def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
-  import numpy as np
 
-  from fbjax.core import metrics
-  from fbjax.data import sources
-  from fbjax.evaluation import anomaly, evaluators, inference
 
   clf = inference.load(workdir, kind="classifier")
   cfg = clf.config
@@ -372,7 +359,7 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
   p_va = baseline_probs(m_ab, x_va, 2)[:, 1]
   b_thr = metrics.threshold_at_specificity(p_va[y_va["abnormal"] == 0], 0.95)
   p_te = baseline_probs(m_ab, x_te, 2)[:, 1]
-  lookup = inference.condition_lookup(cfg.condition_classes)
+  lookup = networks.condition_lookup(cfg.condition_classes)
   yc_tr = np.where(y_tr["condition"] >= 0, lookup[np.maximum(y_tr["condition"], 0)], -1)
   yc_te = np.where(y_te["condition"] >= 0, lookup[np.maximum(y_te["condition"], 0)], -1)
   m_c = baseline_fit(x_tr, yc_tr)
@@ -427,20 +414,14 @@ def speed_segmenter(size=(128, 128), width=8, depth=4):
   (random weights: the compute is that of a trained one; default: the main job's demo
   segmenter) whose head map is replaced by a plausible ellipse, so the ellipse fit and
   the overlay cost what they cost."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
 
-  from fbjax import predict
-  from fbjax.geometry import biometry
-  from fbjax.models import unet
 
   model = unet.Model(width=width, depth=depth)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *size)))["params"]
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: (0.05 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-  e = biometry.Ellipse.make(size[1] / 2, size[0] / 2, 0.32 * size[1], 0.26 * size[1], 0.3)
-  head = jnp.asarray(biometry.rasterize(e, size).astype(np.float32))
+  e = ellipse_fit.Ellipse.make(size[1] / 2, size[0] / 2, 0.32 * size[1], 0.26 * size[1], 0.3)
+  head = jnp.asarray(ellipse_fit.rasterize(e, size).astype(np.float32))
 
   def fn(images):
     logits, _ = model.apply({"params": params}, images)
@@ -451,13 +432,7 @@ def speed_segmenter(size=(128, 128), width=8, depth=4):
 
 
 def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
-  import cv2
-  import numpy as np
 
-  from fbjax import predict
-  from fbjax.core import schema
-  from fbjax.data import pipeline, sources
-  from fbjax.evaluation import inference
 
   clf_cfg = inference.load(cls_workdir, kind="classifier").config
   block = type(clf_cfg.sources.phantom)(clf_cfg.sources.phantom.to_dict())
@@ -584,15 +559,8 @@ def main(argv):
     timing["cls_real_s"] = train_classify("data=real", s, s["steps"][3], ae_w, cls_w)
     result["real"] = eval_real(cls_w, out)
   if "aligned" in _STAGES.value:
-    # The aligned head as the input (benchmarks/classify_aligned.py): needs --seg_workdir.
-    from benchmarks import classify_aligned
-
-    if not _SEG.value:
-      raise ValueError("the aligned stage needs --seg_workdir (head ellipses of FETAL_PLANES_DB "
-                       "and the abnormalities set)")
-    result["aligned"] = classify_aligned.main_run(
-        real=os.path.abspath(_REAL.value), seg=os.path.abspath(_SEG.value),
-        data_dir=_DATA_DIR.value, workdir=str(out / "aligned"), steps=s["steps"][3])
+    raise ValueError("the aligned-head stage is its own benchmark: python -m "
+                     "benchmarks.classify_aligned --seg_workdir ... (no benchmark runs another)")
   if "speed" in _STAGES.value:
     cls_w = str(out / "cls_phantom")
     if not (pathlib.Path(cls_w) / "config.json").exists():

@@ -1,6 +1,6 @@
 r"""Classification of the aligned head on real images: planes, normal vs abnormal, condition.
 
-  python benchmarks/classify_aligned.py --seg_workdir /tmp/seg --workdir /tmp/cls_aligned \
+  python -m benchmarks.classify_aligned --seg_workdir /tmp/seg --workdir /tmp/cls_aligned \
       --real_data ../shared/data --data_dir /tmp/tfds --steps 600
 
 Also `benchmarks/classify.py --stages=aligned` (same flags). Every split is by group
@@ -42,67 +42,32 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import sys
 import time
 
+import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import classify as classify_config
+from configs import classify_aligned as experiments
+from fbjax.core import metrics, plots
+from fbjax.core import workdir as workdir_lib
+from fbjax.data import aligned, sources
+from fbjax.evaluation import (
+  baselines,
+  evaluators,
+  head_tables,
+  inference,
+  networks,
+  saliency,
+)
+from fbjax.evaluation import source_images as by_image
+from fbjax.geometry import align
+from fbjax.trainers import classify
 
-RUNS = ("planes", "planes_hc18", "abnormal")
-EXTRA_RUNS = ("phantom", "planes_phantom")   # not in the default `--runs`
-TT = 0
 BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's semi-axes
-
-
-def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size=(96, 128),
-               init_from: str = "", input_kind: str = "aligned_head",
-               class_weighting: str = "", seed: int = 0,
-               phantom_share: float | None = None, train_groups: float = 1.0):
-  from configs import classify as classify_config
-
-  run = run.removesuffix("+pretrained")
-  variant = "pretrain" if run == "pretrain" else "finetune"
-  head = input_kind == "aligned_head"
-  data = "phantom" if run == "phantom" else "real"
-  heads = "planes" if run.startswith("planes") else "abnormal" if run == "abnormal" else ""
-  if run not in RUNS + EXTRA_RUNS + ("pretrain",):
-    raise ValueError(f"unknown run {run!r}; expected one of {RUNS + EXTRA_RUNS}")
-  # The plane and abnormal runs are the config's `heads=` runs (configs/classify.py).
-  c = classify_config.get_config(f"data={data},input={input_kind},phantom_planes=0," + (
-      f"seg_workdir={seg}," if head else "") + f"variant={variant},encoder=small"
-      + (f",heads={heads}" if heads else ""))
-  c.init_from = init_from
-  c.real_data = real
-  if class_weighting:
-    c.class_weighting = class_weighting
-  c.seed = seed
-  # The network's grid (`config.input`; an aligned head's input already carries its
-  # alignment and segmenter, `seg_workdir`).
-  c.input.size = tuple(size)
-  c.batch_size = 32
-  c.total_steps = steps
-  c.eval_every = steps
-  c.log_every = 50
-  c.anomaly.ae_workdir = "none"
-  c.wandb.mode = os.environ.get("WANDB_MODE", "disabled")
-  if not heads:
-    c.sources.fpdb.update(weight=0.0, eval=False)
-  for name, b in c.sources.items():
-    b.data_dir = data_dir
-    if b.name != "fetal_brain_synth":
-      b.manual_dir = real
-    if name != "phantom":   # a learning curve over the real training patients
-      b.train_groups = train_groups
-  if run == "pretrain":
-    c.sources.fpdb.update(weight=0.15, tasks=(), where="")
-  elif run == "planes_hc18":
-    c.sources.hc18.update(weight=0.25, tasks=("plane",), label_defaults=f"plane={TT}")
-  elif run == "planes_phantom":   # real 0.6 + 0.4 as above, the phantom its share of all
-    classify_config.add_phantom_planes(c, classify_config.PHANTOM_PLANES
-                                       if phantom_share is None else phantom_share)
-  return c
 
 
 # ---------------------------------------------------------------------------
@@ -111,7 +76,6 @@ def run_config(run: str, *, real: str, seg: str, data_dir: str, steps: int, size
 
 
 def baseline(train_srcs, test_src, task: str, num_classes: int):
-  from fbjax.evaluation import baselines
 
   return baselines.fit_and_predict(train_srcs, test_src, task, num_classes)
 
@@ -122,9 +86,7 @@ def baseline(train_srcs, test_src, task: str, num_classes: int):
 
 
 def reliability_png(probs_before, probs_after, y, path) -> dict:
-  import cv2
 
-  from fbjax.core import metrics
 
   size, m = 300, 30
   img = np.full((size, size, 3), 255, np.uint8)
@@ -148,70 +110,14 @@ def reliability_png(probs_before, probs_after, y, path) -> dict:
 
 
 def calibrated(workdir, task, p):
-  from fbjax.core import metrics
-  from fbjax.core import workdir as workdir_lib
 
   cal = workdir_lib.read_json(workdir, workdir_lib.CALIBRATION)
   t = cal["tasks"][task]["temperature"]
   return t, metrics.apply_temperature(p, t)
 
 
-_RF_SUFFIX = re.compile(r"\.rf\.[0-9a-f]{32}\.jpg$", re.IGNORECASE)
-
-
-def source_image(ident: str) -> str:
-  """The source image an example's id comes from: the file name without folder,
-  extension, the abnormalities export's `.rf.<hash>.jpg`, `_png_jpg` and `_aug_<k>`
-  (its augmented copies of one image share it; a FETAL_PLANES_DB image and its copy
-  in the abnormalities set share it too)."""
-  name = _RF_SUFFIX.sub("", ident.rsplit("/", 1)[-1])
-  name = re.sub(r"\.(png|jpe?g)$", "", name, flags=re.IGNORECASE)
-  name = re.sub(r"_(png_jpg|jpg|png)$", "", name)
-  return re.sub(r"_aug_\d+$", "", name)
-
-
-def ids_of(src) -> list[str]:
-  from fbjax.evaluation import heads as heads_lib
-
-  return [heads_lib.example_id(src[i]) for i in range(len(src))]
-
-
-def source_groups(ids, y) -> dict:
-  """{(source image, label): indices} of the examples with a known label."""
-  groups: dict = {}
-  for i, (k, lab) in enumerate(zip(ids, y, strict=True)):
-    if lab >= 0:
-      groups.setdefault((source_image(k), int(lab)), []).append(i)
-  return groups
-
-
-def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
-  """Each source image counted once: its copies' probabilities averaged.
-
-  The abnormalities set holds up to 17 augmented copies of one image (rotation,
-  crop, brightness), and they sit in one split: per image, a few source images
-  weigh many times. Groups are (source image, label).
-  """
-  from fbjax.core import metrics
-
-  groups = source_groups(ids, y)
-  yy = np.array([lab for _, lab in groups])
-  pp = np.stack([np.mean(p[v], axis=0) for v in groups.values()])
-  cm = metrics.confusion_matrix(yy, pp.argmax(1), num_classes)
-  out = {"n_source_images": len(groups), "n_images": int(np.sum(np.asarray(y) >= 0)),
-         "accuracy": metrics.accuracy(yy, pp.argmax(1)),
-         "macro_f1": metrics.macro_f1(yy, pp.argmax(1), num_classes, classes=classes),
-         "per_class_f1": [round(float(v), 4) for v in metrics.per_class_scores(cm)["f1"]],
-         "support": cm.sum(1).tolist(), "confusion_matrix": cm.tolist()}
-  if num_classes == 4:
-    out["macro_f1_tt_tc_tv"] = metrics.macro_f1(yy, pp.argmax(1), classes=[0, 1, 2])
-  return out
-
-
 def task_report(clf, workdir, res, task, out_dir, tag, base_probs) -> dict:
-  import cv2
 
-  from fbjax.core import metrics, plots
 
   y, p = res[f"label_{task}"], res[task]
   names = clf.class_names(task)
@@ -243,11 +149,7 @@ def task_report(clf, workdir, res, task, out_dir, tag, base_probs) -> dict:
 
 def occlusion(clf, src, probs, y, num: int) -> dict:
   """Share of the abnormal logit's occlusion evidence inside the brain of the aligned crop."""
-  import jax
-  import jax.numpy as jnp
 
-  from fbjax.evaluation import evaluators, saliency
-  from fbjax.geometry import align
 
   idx = [int(i) for i in np.argsort(-probs) if y[i] == 1][:num]
   if not idx:
@@ -282,10 +184,6 @@ def occlusion(clf, src, probs, y, num: int) -> dict:
 
 
 def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occlusion: int):
-  from fbjax.core import metrics
-  from fbjax.data import sources
-  from fbjax.evaluation import evaluators, inference
-  from fbjax.evaluation import heads as heads_lib
 
   clf = inference.load(workdir, kind="classifier")
   blocks = clf.config.sources
@@ -294,7 +192,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
 
   def src(name, split):
     s = sources.block_source(blocks[name], split, model_input=clf.config.input,
-                             head_table=heads_lib.table)
+                             head_table=head_tables.table)
     out["no_head"][f"{name}/{split}"] = getattr(s, "head_counts", None)   # whole images: none
     return s
 
@@ -307,15 +205,13 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
     merged = {k: np.concatenate([r[k] for r in res]) for k in ("plane", "label_plane")}
     base = np.concatenate([baseline(train_srcs, s, "plane", 4) for s in tests])
     out["plane"] = task_report(clf, workdir, merged, "plane", out_dir, run, base)
-    ids = [i for s in tests for i in ids_of(s)]
-    out["plane"]["by_source_image"] = by_source_image(merged["label_plane"], merged["plane"],
-                                                      ids, 4)
-    out["plane"]["baseline_by_source_image"] = by_source_image(merged["label_plane"], base,
-                                                               ids, 4)
+    ids = [i for s in tests for i in by_image.ids_of(s)]
+    y_plane = merged["label_plane"]
+    out["plane"]["by_source_image"] = by_image.by_source_image(y_plane, merged["plane"], ids, 4)
+    out["plane"]["baseline_by_source_image"] = by_image.by_source_image(y_plane, base, ids, 4)
     return out
   test = src("fba", "test")
   res = evaluators.predict_source(clf, test, 64)
-  from fbjax.core import workdir as workdir_lib
 
   decision = workdir_lib.read_json(workdir, workdir_lib.DECISION)
   thr = decision["abnormal_threshold"]   # pooled over `decision_sources` (what predict uses)
@@ -325,7 +221,6 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   b_ab = baseline(train_srcs[:1], test, "abnormal", 2)
   b_va = baseline(train_srcs[:1], src("fba", "validation"), "abnormal", 2)
   val = src("fba", "validation")
-  from fbjax.evaluation import baselines
   _, yv = baselines.thumbnail_features(val)
   b_thr = metrics.threshold_at_specificity(b_va[yv["abnormal"] == 0, 1], 0.95)
   b_sens, b_spec = metrics.sensitivity_specificity(y, b_ab[:, 1], b_thr)
@@ -340,16 +235,17 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
                      "sensitivity": sens, "specificity": spec,
                      "baseline_auroc": metrics.auroc(y, b_ab[:, 1]),
                      "baseline_sensitivity": b_sens, "baseline_specificity": b_spec}
-  lookup = inference.condition_lookup(clf.config.condition_classes)
+  lookup = networks.condition_lookup(clf.config.condition_classes)
   b_c = baseline(train_srcs[:1], test, "condition", len(lookup))
   b_c = b_c[:, [i for i in range(len(lookup)) if lookup[i] >= 0]]
   out["condition"] = task_report(clf, workdir, res, "condition", out_dir, run, b_c)
-  ids, n_cond = ids_of(test), len(clf.class_names("condition"))
-  out["condition"]["by_source_image"] = by_source_image(res["label_condition"],
-                                                        res["condition"], ids, n_cond)
-  out["condition"]["baseline_by_source_image"] = by_source_image(res["label_condition"], b_c,
-                                                                 ids, n_cond)
-  groups = source_groups(ids, y)
+  ids, n_cond = by_image.ids_of(test), len(clf.class_names("condition"))
+  y_cond = res["label_condition"]
+  out["condition"]["by_source_image"] = by_image.by_source_image(y_cond, res["condition"], ids,
+                                                                 n_cond)
+  out["condition"]["baseline_by_source_image"] = by_image.by_source_image(y_cond, b_c, ids,
+                                                                          n_cond)
+  groups = by_image.source_groups(ids, y)
   yg = np.array([lab for _, lab in groups])
   pg = np.array([np.mean(p[v]) for v in groups.values()])
   sg, cg = metrics.sensitivity_specificity(yg, pg, thr)
@@ -377,10 +273,6 @@ class _MasksHidden:
 
 def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.Path) -> dict:
   """Phantom test split: crops from the mask's ellipse and from the segmenter's."""
-  from fbjax.core import metrics
-  from fbjax.data import aligned, sources
-  from fbjax.evaluation import evaluators
-  from fbjax.evaluation import heads as heads_lib
 
   test = src("phantom", "test")
   res = evaluators.predict_source(clf, test, 64)
@@ -394,7 +286,7 @@ def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.
   if not seg:
     return out
   raw = sources.block_source(clf.config.sources.phantom, "test", masked=False)
-  ell, kinds = heads_lib.compute_table(_MasksHidden(raw), seg)
+  ell, kinds = head_tables.compute_table(_MasksHidden(raw), seg)
   seg_src, counts = aligned.aligned_source(raw, ell, clf.config.input, kinds=kinds,
                                            name="fetal_brain_synth test (segmenter)")
   r = evaluators.predict_source(clf, seg_src, 64)
@@ -412,9 +304,6 @@ def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.
 def plane_predictions(workdir: str, splits) -> dict:
   """Per split, a plane run's probabilities and labels on FETAL_PLANES_DB and the
   abnormalities set's normals (the images of `evaluate_run`), with their ids."""
-  from fbjax.data import sources
-  from fbjax.evaluation import evaluators, inference
-  from fbjax.evaluation import heads as heads_lib
 
   clf = inference.load(workdir, kind="classifier")
   out = {}
@@ -422,11 +311,11 @@ def plane_predictions(workdir: str, splits) -> dict:
     p, y, ids = [], [], []
     for name in ("fpdb", "fba"):
       s = sources.block_source(clf.config.sources[name], split, model_input=clf.config.input,
-                               head_table=heads_lib.table)
+                               head_table=head_tables.table)
       r = evaluators.predict_source(clf, s, 64)
       p.append(r["plane"])
       y.append(r["label_plane"])
-      ids += ids_of(s)
+      ids += by_image.ids_of(s)
     out[split] = {"plane": np.concatenate(p), "label_plane": np.concatenate(y), "ids": ids}
   return out
 
@@ -437,7 +326,6 @@ def ensemble_planes(workdirs: list[str]) -> dict:
   Whether to average is read from validation (macro-F1 over the four planes); the
   test numbers of every member and of the mean are reported beside it.
   """
-  from fbjax.core import metrics
 
   splits = ("validation", "test")
   out: dict = {"members": workdirs, **{s: {} for s in splits}}
@@ -467,35 +355,29 @@ def ensemble_planes(workdirs: list[str]) -> dict:
 
 def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
   """The first aligned crops of each real source's training split, with their ids."""
-  import cv2
 
-  from fbjax.core import plots
-  from fbjax.data import sources
-  from fbjax.evaluation import heads as heads_lib
 
   tiles, texts, counts = [], [], {}
   for name in ("fpdb", "fba", "hc18"):
     block = config.sources[name]
     src = sources.block_source(block, block.train_split, model_input=config.input,
-                               masked=False, head_table=heads_lib.table)
+                               masked=False, head_table=head_tables.table)
     counts[name] = src.head_counts
     step = max(1, len(src) // per_source)
     for i in range(0, min(len(src), step * per_source), step):
       ex = src[i]
       tiles.append(ex["image"][..., 0])
-      texts.append(f"{name} {heads_lib.example_id(ex)[-18:]}")
+      texts.append(f"{name} {head_tables.example_id(ex)[-18:]}")
   grid = plots.label_grid(tiles, texts, columns=8, thumb=128)
   cv2.imwrite(str(out_png), grid[..., ::-1])
   return counts
 
 
-def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=RUNS,
+def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=experiments.RUNS,
              num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True,
              size=(96, 128), input_kind: str = "aligned_head",
              class_weighting: str = "", seed: int = 0,
              phantom_share: float | None = None, train_groups: float = 1.0) -> dict:
-  from configs import classify as classify_config
-  from fbjax.trainers import classify
 
   if phantom_share is None:
     phantom_share = classify_config.PHANTOM_PLANES
@@ -511,18 +393,19 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
                       "orientations" if input_kind == "aligned_head" else "none"}}
   if sheet:
     result["contact_sheet_counts"] = contact_sheet(
-        run_config("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
+        experiments.experiment("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
         out_dir / "aligned_crops_train.png")
   pre = str(out_dir / "pretrain")
   if any(r.endswith("+pretrained") for r in runs) and not (pathlib.Path(pre) /
                                                             "complete.json").exists():
     t = time.time()
-    classify.train_and_evaluate(run_config("pretrain", real=real, seg=seg, data_dir=data_dir,
+    classify.train_and_evaluate(experiments.experiment(
+                                    "pretrain", real=real, seg=seg, data_dir=data_dir,
                                            steps=pretrain_steps, size=size,
                                            input_kind=input_kind), pre)
     result["pretrain"] = {"steps": pretrain_steps, "seconds": time.time() - t}
   for run in runs:
-    c = run_config(run, real=real, seg=seg, data_dir=data_dir, steps=steps, size=size,
+    c = experiments.experiment(run, real=real, seg=seg, data_dir=data_dir, steps=steps, size=size,
                    init_from=pre if run.endswith("+pretrained") else "", input_kind=input_kind,
                    class_weighting=class_weighting, seed=seed, phantom_share=phantom_share,
                    train_groups=train_groups)
@@ -547,8 +430,9 @@ if __name__ == "__main__":
   ap.add_argument("--data_dir", default="")
   ap.add_argument("--workdir", default="/tmp/fbjax_classify_aligned")
   ap.add_argument("--steps", type=int, default=600)
-  ap.add_argument("--runs", default=",".join(RUNS),
-                  help=f"comma separated, of {RUNS + EXTRA_RUNS} (RUN+pretrained too)")
+  ap.add_argument("--runs", default=",".join(experiments.RUNS),
+                  help=f"comma separated, of {experiments.RUNS + experiments.EXTRA_RUNS} "
+                       "(RUN+pretrained too)")
   ap.add_argument("--num_occlusion", type=int, default=12)
   ap.add_argument("--pretrain_steps", type=int, default=300)
   ap.add_argument("--no_sheet", action="store_true")

@@ -1,7 +1,7 @@
 r"""Real-data builders and input pipeline: build time and read speed (prints JSON).
 
-    python benchmarks/data.py                       # manual files from $FBJAX_REAL_DATA
-    python benchmarks/data.py --manual_dir ../shared/data --size 256 --images 2000 \
+    python -m benchmarks.data                       # manual files from $FBJAX_REAL_DATA
+    python -m benchmarks.data --manual_dir ../shared/data --size 256 --images 2000 \
         --read_threads 1,2,4,8 --datasets hc18,fetal_planes_db,fetal_brain_abnormalities
 
 1. Builds each data set from the manual folder into a fresh temporary
@@ -28,19 +28,16 @@ import contextlib
 import json
 import math
 import os
-import pathlib
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-
-from fbjax.data import builders, pipeline  # noqa: E402
-from fbjax.geometry import biometry  # noqa: E402
+from fbjax.data import builders, pipeline
+from fbjax.geometry import biometry
 
 DATASETS = ("hc18", "fetal_planes_db", "fetal_brain_abnormalities")
 

@@ -1,11 +1,11 @@
 r"""Enhancement benchmark: agreement with references, quality on the phantom, speed. JSON out.
 
-    python benchmarks/enhance.py                          # all sections, CPU
-    python benchmarks/enhance.py --sections quality --n_val 16 --n_test 64
-    python benchmarks/enhance.py --sections speed --batch 64 --size 256
-    python benchmarks/enhance.py --sections figure --figure docs/enhance_comparison.png
-    python benchmarks/enhance.py --device --sections speed    # on an accelerator (< 2 min)
-    python benchmarks/enhance.py --learned_workdir WORKDIR    # adds the trained despeckler
+    python -m benchmarks.enhance                          # all sections, CPU
+    python -m benchmarks.enhance --sections quality --n_val 16 --n_test 64
+    python -m benchmarks.enhance --sections speed --batch 64 --size 256
+    python -m benchmarks.enhance --sections figure --figure docs/enhance_comparison.png
+    python -m benchmarks.enhance --device --sections speed    # on an accelerator (< 2 min)
+    python -m benchmarks.enhance --learned_workdir WORKDIR    # adds the trained despeckler
 
 Sections:
   agreement  max |difference| of each fbjax filter from its reference (OpenCV
@@ -37,19 +37,20 @@ import statistics
 import sys
 import time
 
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fbjax.data import builders, io
+from fbjax.enhance import despeckle, modules
+from fbjax.enhance import filters as F
+from fbjax.enhance import metrics as M
+from fbjax.geometry import preprocess
+from fbjax.phantom import simulator as phantom
+from tests import enhance_reference as ref
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fbjax.enhance import filters as F  # noqa: E402
-from fbjax.enhance import metrics as M  # noqa: E402
-from fbjax.enhance import modules  # noqa: E402
-from tests import enhance_reference as ref  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Data
@@ -58,8 +59,6 @@ from tests import enhance_reference as ref  # noqa: E402
 
 def phantom_split(split: str, n: int, size: int) -> dict:
   """n phantom images of a split's stream (no overlays) as float arrays."""
-  from fbjax.data import builders
-  from fbjax.phantom import simulator as phantom
   seeds = builders.builder_module("fetal_brain_synth").SPLIT_SEEDS
   exs = [phantom.simulate(seeds[split], i, size=size, overlays=False) for i in range(n)]
   out = {k: np.stack([e[k] for e in exs]) for k in ("image", "clean", "brain_mask", "skull_mask")}
@@ -74,8 +73,6 @@ def hc18_image(size: int) -> np.ndarray | None:
   path = pathlib.Path(root or "") / "hc18" / "training_set" / "010_HC.png"
   if not root or not path.exists():
     return None
-  from fbjax.data import io
-  from fbjax.geometry import preprocess
   img, _ = preprocess.letterbox(io.read_image(path), (size, size))
   return io.float_to_uint8(img)
 
@@ -146,7 +143,6 @@ def methods(learned_workdir: str | None = None) -> dict:
       "clahe": ("fbjax", [{}], _jx(lambda v, p: F.clahe(v, 2.0, (8, 8)))),
   }
   if learned_workdir:
-    from fbjax.enhance import despeckle
     stage = despeckle.load_stage(learned_workdir)
     m["learned"] = ("fbjax", [{}], _jx(lambda v, p: stage.apply({}, v)))
   return m

@@ -1,7 +1,7 @@
 r"""Phantom benchmark: export speed and realism against HC18, printed as JSON.
 
-    python benchmarks/phantom.py                       # 256 px, 1000 images timed
-    python benchmarks/phantom.py --skip_export --subset held_out --native 90 --small 300
+    python -m benchmarks.phantom                       # 256 px, 1000 images timed
+    python -m benchmarks.phantom --skip_export --subset held_out --native 90 --small 300
 
 `images_per_s`: a full export (simulation, five PNGs per image, labels.csv)
 with `--workers` processes (default: every core), timed end to end (wall
@@ -36,14 +36,11 @@ import multiprocessing
 import os
 import pathlib
 import resource
-import sys
 import tempfile
 import time
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from fbjax.data import builder_utils
 from fbjax.phantom import export as phantom_export

@@ -1,6 +1,6 @@
 r"""The host input pipeline's share of an autoencoder train step: augmentation on host vs device.
 
-    python benchmarks/pipeline.py --data_dir /tmp/fbjax_tfds --out docs/pipeline_share_cpu112.json
+    python -m benchmarks.pipeline --data_dir /tmp/fbjax_tfds --out docs/pipeline_share_cpu112.json
 
 For `configs/autoencoder.py` (variant `default`, at the CPU size of
 benchmarks/autoencoder.py: 112 px, batch 32, decoded images cached in memory)
@@ -24,7 +24,7 @@ accelerator) and `pipeline_cpu_share_of_step` = a / c in process CPU seconds
 (the part of a training step's CPU work spent in the input pipeline: on a CPU
 backend the pipeline and the step share the cores, and CPU seconds move less
 than wall time when other jobs load the machine). The update step is the trainer's own
-(`fbjax.trainers.autoencoder.make_update_fn`); with "device" the batch first
+(`fbjax.runtime.train_lib.make_update_fn`); with "device" the batch first
 goes through `device_augment.make_batch_fn(config)` with the RNG folded
 from the train state's RNG and step, as a trainer does.
 """
@@ -34,12 +34,19 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from configs import autoencoder, common
+from fbjax.core import schema
+from fbjax.data import device_augment, pipeline, sources
+from fbjax.evaluation import networks
+from fbjax.models import autoencoder as ae
+from fbjax.runtime import optim, parallel, tracking, train_lib
+from fbjax.trainers import autoencoder as trainer
 
 _DATA = flags.DEFINE_string("data", "fetal_brain_abnormalities",
                             "Data set (configs/common.py DATASETS; name[:builder config]).")
@@ -64,7 +71,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def make_config(augment_on: str):
-  from configs import autoencoder, common
 
   c = autoencoder.get_config(f"variant={_VARIANT.value},data={_DATA.value}")
   root = os.environ.get("FBJAX_REAL_DATA") or str(REPO.parent / "shared" / "data")
@@ -90,15 +96,7 @@ class Mode:
   """One augment_on setting: its pipeline iterator, compiled step and train state."""
 
   def __init__(self, augment_on: str, source, mesh):
-    import jax
-    import jax.numpy as jnp
 
-    from fbjax.core import schema
-    from fbjax.data import device_augment, pipeline
-    from fbjax.evaluation import inference
-    from fbjax.models import autoencoder as ae
-    from fbjax.runtime import optim, parallel, train_lib
-    from fbjax.trainers import autoencoder as trainer
 
     config = make_config(augment_on)
     self.config, self.mesh = config, mesh
@@ -108,7 +106,7 @@ class Mode:
     schedule = optim.make_schedule(config.optimizer, 10 * steps_per_epoch, steps_per_epoch)
     tx = optim.make_optimizer(config.optimizer, schedule)
     size = schema.size_of(config)
-    loss_fn = trainer.make_loss_fn(model, inference.autoencoder_inputs(config))
+    loss_fn = trainer.make_loss_fn(model, networks.autoencoder_inputs(config))
     # The trainer's own step: the loop adds the on-device augmentation when asked to.
     update_fn = train_lib.make_update_fn(loss_fn, tx, schedule,
                                          train_lib.with_device_augment(config, None))
@@ -138,14 +136,12 @@ class Mode:
     self.runs: dict[str, list[float]] = {}
 
   def next_batch(self):
-    from fbjax.runtime import parallel
 
     return parallel.shard_batch(next(self.it), self.mesh)
 
   def _timed(self, fn, n):
     """Wall-clock and process CPU seconds per call of `fn` (CPU: all threads, so the
     pipeline's reader threads count wherever they run)."""
-    import jax
 
     w, c = time.perf_counter(), time.process_time()
     for _ in range(n):
@@ -189,10 +185,7 @@ class Mode:
 
 def main(argv):
   del argv
-  import jax
 
-  from fbjax.data import sources
-  from fbjax.runtime import parallel, tracking
 
   tracking.quiet_library_logs()
   t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 r"""Predict at scale: images/s of one process vs 2 shards, and the memory of listing 10^6 files.
 
-    python benchmarks/predict.py --num_images 2949 --list_files 1000000 > predict.json
-    python benchmarks/predict.py --workdir ~/runs/cls --seg_workdir ~/runs/seg \
+    python -m benchmarks.predict --num_images 2949 --list_files 1000000 > predict.json
+    python -m benchmarks.predict --workdir ~/runs/cls --seg_workdir ~/runs/seg \
         --input ~/scans --list_files 0
 
 Prints one JSON object on stdout:
@@ -51,13 +51,20 @@ import sys
 import tempfile
 import time
 
+from fbjax import predict
+from fbjax.core import schema
+from fbjax.geometry import align
+from fbjax.phantom import export as phantom_export
+from fbjax.predict import inputs
+from tests import classify_util
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 LISTING = r"""
 import json, resource, sys, time, tracemalloc
 import numpy as np
-from fbjax import inputs, predict_files
+from fbjax.predict import files as predict_files
+from fbjax.predict import inputs
 root, n_shards = sys.argv[1], 2
 done = np.zeros(0, np.int64)
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -134,8 +141,6 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
 
 
 def in_process(args, folder: pathlib.Path) -> dict:
-  from fbjax import predict  # noqa: PLC0415
-  from fbjax.predict import inputs
 
   p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size,
                         seg_tta=predict.SEG_TTA[args.segmenter_tta])
@@ -192,11 +197,8 @@ def main():
   result: dict = {"cpu_count": os.cpu_count(), "batch_size": args.batch_size,
                   "workers": args.workers, "num_overlays": args.num_overlays}
   try:
-    from tests import classify_util  # noqa: PLC0415
 
     if not args.workdir:
-      from fbjax.core import schema  # noqa: PLC0415
-      from fbjax.geometry import align
 
       if args.classifier_input == "aligned_head":
         config = classify_util.aligned_config(align.DEFAULT_SIZE)
@@ -211,7 +213,6 @@ def main():
     result["segmenter_tta"] = args.segmenter_tta
     folder = pathlib.Path(args.input) if args.input else None
     if folder is None and args.num_images > 0:
-      from fbjax.phantom import export as phantom_export  # noqa: PLC0415
 
       t0 = time.perf_counter()
       phantom_export.export(tmp / "phantom", num=args.num_images, seed=0, size=256, workers=2)

@@ -1,8 +1,8 @@
 r"""The shipped bundle's `launch.predict` over HC18 scans: speed per setting, and what each costs.
 
-    python benchmarks/predict_bundle.py --real_data ../shared/data --num_images 400 \
+    python -m benchmarks.predict_bundle --real_data ../shared/data --num_images 400 \
         --demo_out demo_out > docs/predict_bundle_cpu.json
-    python benchmarks/predict_bundle.py --real_data DATA --device    # on an accelerator
+    python -m benchmarks.predict_bundle --real_data DATA --device    # on an accelerator
 
 Arms, all in one run on the same folder (`--num_images` HC18 training images spread
 evenly over the file order, i.e. over head size, with HC18's pixel-size CSV):
@@ -33,6 +33,13 @@ import sys
 import tempfile
 import time
 
+import jax
+import numpy as np
+
+from fbjax import predict
+from fbjax.core import bundle
+from fbjax.evaluation import bundle_eval, inference
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 ARMS = {"bundle": [], "bundle_tta_off": ["--segmenter_tta", "off"],
@@ -41,7 +48,6 @@ ARMS = {"bundle": [], "bundle_tta_off": ["--segmenter_tta", "off"],
 
 def hc18_folder(real: pathlib.Path, n: int, dest: pathlib.Path):
   """`n` HC18 training images (evenly spaced in file order) linked into `dest`, and the CSV."""
-  import numpy as np
 
   src = sorted(p for p in (real / "hc18" / "training_set").glob("*.png")
                if not p.name.endswith("_Annotation.png"))
@@ -76,9 +82,7 @@ def run_arm(args, name: str, extra: list[str], folder, csv, tmp: pathlib.Path) -
 
 
 def latency(workdir, seg_workdir, files, *, tta=None, stages=None) -> dict:
-  import numpy as np
 
-  from fbjax import predict
 
   p = predict.Predictor(workdir, seg_workdir, batch_size=1, seg_tta=tta, seg_stages=stages)
   p.warmup()
@@ -98,10 +102,8 @@ def latency(workdir, seg_workdir, files, *, tta=None, stages=None) -> dict:
 
 def validation_cost(real: pathlib.Path, data_dir: str) -> dict:
   """HC18 validation biometry of each bundle setting (the accuracy side of the trade)."""
-  from fbjax.core import bundle
-  from fbjax.evaluation import bundle_eval
 
-  b = bundle.load(bundle.DEFAULT)
+  b = inference.load_bundle(bundle.DEFAULT)
   block = bundle.fill_paths(b.segmenter.config, {"real_data": str(real), "data_dir": data_dir,
                                                 "work": data_dir}).sources.hc18
   keep = ("dice_head", "hc_abs_mm_mean", "hc_abs_mm_median", "n_over_10pct", "n", "tta")
@@ -126,13 +128,11 @@ def main():
   ap.add_argument("--device", action="store_true", help="Require an accelerator backend.")
   ap.add_argument("--no_validation", action="store_true")
   a = ap.parse_args()
-  sys.path.insert(0, str(ROOT))
-  import jax
 
   if a.device and jax.default_backend() == "cpu":
     raise SystemExit("--device: no accelerator backend (jax.default_backend() is 'cpu')")
   real = pathlib.Path(a.real_data).resolve()
-  res = {"command": "python benchmarks/predict_bundle.py " + " ".join(sys.argv[1:]),
+  res = {"command": "python -m benchmarks.predict_bundle " + " ".join(sys.argv[1:]),
          "setup": {"num_images": a.num_images, "batch_size": a.batch_size,
                    "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
                    "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg()}}

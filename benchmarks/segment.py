@@ -3,10 +3,10 @@ r"""Segmentation + biometry benchmark: train, measure on HC18 and the phantom, s
   # CPU (2 cores): the default config (128x192), HC18 + phantom mixed; as many
   # steps as fit in 30 minutes (10 for the phantom-only model) at the speed
   # measured just before training
-  python benchmarks/segment.py --hc18 ../shared/data/hc18 --workdir /tmp/segbench
+  python -m benchmarks.segment --hc18 ../shared/data/hc18 --workdir /tmp/segbench
   # Accelerator: HC18's aspect at 256x384, bigger U-Net (variant=device),
   # fixed 1500 steps, no transfer stage, no prototype (a CPU-only baseline)
-  python benchmarks/segment.py --device --hc18 ../shared/data/hc18 --workdir /tmp/segbench_dev
+  python -m benchmarks.segment --device --hc18 ../shared/data/hc18 --workdir /tmp/segbench_dev
 
 Stages (`--stages`, comma separated; default all):
   train     train the mixed model (config data=mix), timed
@@ -46,9 +46,21 @@ import pathlib
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import segment as segment_config
+from fbjax.core import schema
+from fbjax.data import pipeline, sources
+from fbjax.evaluation import inference, segment_eval
+from fbjax.geometry import biometry, segment_post
+from fbjax.jobs import evaluate
+from fbjax.models import losses
+from fbjax.runtime import tracking
+from fbjax.runtime.optim import make_optimizer
+from fbjax.trainers import segment
 
 _HC18 = flags.DEFINE_string(
     "hc18", os.path.join(os.environ.get("FBJAX_REAL_DATA", "../shared/data"), "hc18"),
@@ -93,13 +105,7 @@ OVERHEAD_S = 150.0
 
 def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
   """Steps of `c`'s update that fit in `minutes`, timed on a synthetic batch now."""
-  import jax
-  import jax.numpy as jnp
 
-  from fbjax.core import schema
-  from fbjax.models import losses
-  from fbjax.runtime.optim import make_optimizer
-  from fbjax.trainers import segment
 
   model = segment.make_model(c)
   size, b = schema.size_of(c), c.batch_size
@@ -129,7 +135,6 @@ def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
 
 
 def _config(data: str, steps: int, stage: int = 1, augment: str = "default"):
-  from configs import segment as segment_config
 
   arg = (f"data={data}" + (",variant=device" if _DEVICE.value else "") + f",stage={stage}"
          + f",augment={augment}")
@@ -152,7 +157,6 @@ def _stage2_config(steps: int, work: pathlib.Path):
 
 
 def _train(c, workdir):
-  from fbjax.trainers import segment
 
   t0 = time.perf_counter()
   segment.train_and_evaluate(c, workdir)
@@ -161,7 +165,6 @@ def _train(c, workdir):
 
 def _evaluate(c, workdir: str, *, data: str, **kwargs) -> dict:
   """The original-resolution summary of `fbjax.jobs.evaluate` (the `launch.evaluate` one)."""
-  from fbjax.jobs import evaluate
 
   full = evaluate.evaluate_workdir(workdir, c, data=data, **kwargs)
   entry = full["sources"][data]
@@ -182,12 +185,7 @@ def _headline(summary: dict) -> dict:
 def _speed(c, workdir, repeats: int) -> dict:
   """Per-image time of letterbox + network(s) + head ellipse + mm, on decoded images
   (a two-stage workdir: both stages, from the fine grid)."""
-  import jax
-  import numpy as np
 
-  from fbjax.data import pipeline, sources
-  from fbjax.evaluation import inference, segment_eval
-  from fbjax.geometry import biometry, segment_post
 
   model = inference.load(workdir, kind="segmenter")
   predict = model.make_predict()
@@ -271,9 +269,6 @@ def _table(res: dict) -> str:
 def main(argv):
   del argv
   os.environ.setdefault("WANDB_MODE", "disabled")
-  from fbjax.core import schema
-  from fbjax.geometry import segment_post
-  from fbjax.runtime import tracking
 
   work = pathlib.Path(_WORKDIR.value).resolve()  # orbax needs absolute paths
   work.mkdir(parents=True, exist_ok=True)
@@ -285,7 +280,6 @@ def main(argv):
   res = json.loads(res_path.read_text()) if res_path.exists() else {}
   res["command"] = " ".join(sys.argv)
   res["device"] = _DEVICE.value
-  import jax
 
   res["jax_devices"] = [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in jax.devices()]
   res["cpu_count"] = os.cpu_count()

@@ -1,6 +1,6 @@
 r"""The head-ellipse fit's parameters chosen by group K-fold, not on the set they are scored on.
 
-  python benchmarks/segment_fit_cv.py --workdir /tmp/segbench/stage2 \
+  python -m benchmarks.segment_fit_cv --workdir /tmp/segbench/stage2 \
       --hc18 ../shared/data/hc18 --split validation --folds 5 --out /tmp/fit_cv.json
 
 The segmenter of `--workdir` (one or two stages: `fbjax.evaluation.inference.load`)
@@ -24,13 +24,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from fbjax.core import metrics
+from fbjax.data import sources
+from fbjax.evaluation import inference, segment_eval
+from fbjax.geometry import biometry, segment_post
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained segmenter workdir.")
 _HC18 = flags.DEFINE_string(
@@ -51,10 +53,6 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   del argv
   os.environ.setdefault("WANDB_MODE", "disabled")
-  from fbjax.core import metrics
-  from fbjax.data import sources
-  from fbjax.evaluation import inference, segment_eval
-  from fbjax.geometry import biometry, segment_post
 
   model = inference.load(_WORKDIR.value, kind="segmenter")
   block = model.config.sources.hc18.copy_and_resolve_references()

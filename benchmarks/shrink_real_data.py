@@ -3,8 +3,8 @@ r"""Compact copies of the real data sets, in their own layouts, for machines wit
 An accelerator that cannot reach the data (and takes at most a few tens of MB
 along) runs the benchmarks on these copies through the same builders:
 
-  python benchmarks/shrink_real_data.py hc18 --src ../shared/data/hc18 --dst /tmp/small/hc18
-  python benchmarks/shrink_real_data.py fetal_brain_abnormalities \
+  python -m benchmarks.shrink_real_data hc18 --src ../shared/data/hc18 --dst /tmp/small/hc18
+  python -m benchmarks.shrink_real_data fetal_brain_abnormalities \
       --src ../shared/data/fetal_brain_abnormalities --dst /tmp/small/fetal_brain_abnormalities
 
 - hc18: every training image and annotation at 1/`--factor` of the size

@@ -12,7 +12,7 @@ import numpy as np
 from configs import classify as classify_config
 from configs import common
 from fbjax.core import checkpoint as ckpt_lib
-from fbjax.evaluation import anomaly, inference
+from fbjax.evaluation import anomaly, networks
 from fbjax.models import autoencoder
 from fbjax.runtime import tracking
 
@@ -53,7 +53,7 @@ def fake_workdir(path, config=None, *, seed: int = 0, with_anomaly: bool = True,
   validation images does).
   """
   config = config or tiny_config()
-  model = inference.classifier_model(config)
+  model = networks.classifier_model(config)
   size = tuple(config.input.size)
   params = random_params(model, size, seed)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt": {},

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax.geometry import align, biometry
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry import align, ellipse_fit
+from fbjax.geometry.ellipse_fit import Ellipse
 
 SIZE = (96, 128)
 FRACTION = 0.8
@@ -36,10 +36,10 @@ def _ellipse(cx, cy, a, b, deg) -> Ellipse:
 def _scene(e: Ellipse, shape=(300, 400)) -> np.ndarray:
   """Bright background (must be masked), the head, and a mark off-centre on the major axis."""
   img = np.full(shape, 200, np.uint8)
-  img[biometry.rasterize(e, shape) > 0] = 80
+  img[ellipse_fit.rasterize(e, shape) > 0] = 80
   mark = Ellipse(e.cx + 0.5 * e.a * math.cos(e.theta), e.cy + 0.5 * e.a * math.sin(e.theta),
                  0.12 * e.b, 0.12 * e.b, 0.0)
-  img[biometry.rasterize(mark, shape) > 0] = 255
+  img[ellipse_fit.rasterize(mark, shape) > 0] = 255
   return img
 
 
@@ -47,10 +47,10 @@ def _scene(e: Ellipse, shape=(300, 400)) -> np.ndarray:
 def test_aligned_ellipse_is_horizontal_centred_and_of_fixed_size(case):
   e = _ellipse(*case)
   shape = (300, 400)
-  head = biometry.rasterize(e, shape) * 255
+  head = ellipse_fit.rasterize(e, shape) * 255
   crop, info = align.aligned_head(head, e, size=SIZE, head_fraction=FRACTION, margin=MARGIN)
   assert crop.shape == SIZE and crop.dtype == np.uint8
-  fit = biometry.ellipse_from_mask(crop.astype(np.float32) / 255.0)
+  fit = ellipse_fit.ellipse_from_mask(crop.astype(np.float32) / 255.0)
   centre = ((SIZE[1] - 1) / 2, (SIZE[0] - 1) / 2)
   angle = min(fit.theta, math.pi - fit.theta)
   inside = info["valid"].all()
@@ -100,7 +100,7 @@ def test_inverse_maps_crop_points_back_to_image_points(case):
     px, py = al.to_image([p_crop])[0]
     img = np.zeros(shape, np.float32)
     dot = Ellipse(px, py, 6.0, 6.0, 0.0)
-    img[biometry.rasterize(dot, shape) > 0] = 1.0
+    img[ellipse_fit.rasterize(dot, shape) > 0] = 1.0
     crop, _ = align.aligned_head(img, e, size=SIZE, margin=10.0)
     ys, xs = np.nonzero(crop > 0)
     w = crop[ys, xs]
@@ -226,14 +226,14 @@ def test_large_downscale_is_area_averaged_not_aliased():
 
 def test_ellipse_from_mask_recovers_the_ellipse_and_names_bad_masks():
   e = _ellipse(200.0, 150.0, 110.0, 85.0, 25.0)
-  fit = align.ellipse_from_mask(biometry.rasterize(e, (300, 400)))
+  fit = align.ellipse_from_mask(ellipse_fit.rasterize(e, (300, 400)))
   assert fit.cx == pytest.approx(e.cx, abs=0.2) and fit.cy == pytest.approx(e.cy, abs=0.2)
   assert fit.a == pytest.approx(e.a, abs=0.3) and fit.b == pytest.approx(e.b, abs=0.3)
   assert math.degrees(abs(fit.theta - e.theta)) < 0.5
   # The same fit as biometry's on the whole image, also for a head cut by the border.
   for cut in (e, _ellipse(60.0, 280.0, 110.0, 85.0, 25.0)):
-    m = biometry.rasterize(cut, (300, 400))
-    ref = biometry.ellipse_from_mask(m.astype(np.float32))
+    m = ellipse_fit.rasterize(cut, (300, 400))
+    ref = ellipse_fit.ellipse_from_mask(m.astype(np.float32))
     got = align.ellipse_from_mask(m)
     np.testing.assert_allclose([got.cx, got.cy, got.a, got.b, got.theta],
                                [ref.cx, ref.cy, ref.a, ref.b, ref.theta], atol=1e-9)
@@ -281,7 +281,7 @@ def test_real_hc18_heads_align(real_manual_dir: pathlib.Path):
     e = align.ellipse_from_mask(mask, name=name)
     crop, info = align.aligned_head(image, e, size=SIZE)
     mcrop, _ = align.aligned_head(mask.astype(np.float32), e, size=SIZE, margin=0.5)
-    fit = biometry.ellipse_from_mask(mcrop)
+    fit = ellipse_fit.ellipse_from_mask(mcrop)
     assert math.degrees(min(fit.theta, math.pi - fit.theta)) < 1.5, (name, fit)
     assert abs(fit.cx - (SIZE[1] - 1) / 2) < 0.6 and abs(fit.cy - (SIZE[0] - 1) / 2) < 0.6
     assert 2 * fit.a == pytest.approx(FRACTION * SIZE[1], rel=0.02), name

@@ -14,9 +14,9 @@ import pytest
 from configs import classify as classify_config
 from configs import common
 from fbjax.data import aligned, device_augment, sources
-from fbjax.evaluation import evaluators, heads, inference
-from fbjax.geometry import align, biometry
-from fbjax.geometry.biometry import Ellipse
+from fbjax.evaluation import evaluators, head_tables, heads, inference, networks
+from fbjax.geometry import align, ellipse_fit
+from fbjax.geometry.ellipse_fit import Ellipse
 from fbjax.trainers import classify
 from tests import classify_util
 
@@ -27,7 +27,7 @@ ALIGN = common.model_input("aligned_head", (24, 32), head_fraction=0.8, margin=0
 def _example(i: int, e: Ellipse | None, hw=(90, 120)) -> dict:
   rng = np.random.default_rng(i)
   image = rng.integers(0, 255, (*hw, 1), dtype=np.uint8)
-  mask = biometry.rasterize(e, hw).astype(np.uint8)[..., None] if e is not None else \
+  mask = ellipse_fit.rasterize(e, hw).astype(np.uint8)[..., None] if e is not None else \
       np.zeros((*hw, 1), np.uint8)
   return {"id": f"ex{i}", "group": f"g{i}", "image": image, "head_mask": mask,
           "has_head_mask": e is not None, "skull_mask": mask, "has_skull_mask": False,
@@ -41,7 +41,7 @@ HEADS = [Ellipse(60.0, 45.0, 40.0, 30.0, 0.3), Ellipse(55.0, 40.0, 35.0, 28.0, 2
 def test_mask_ellipses_are_the_drawn_heads_and_cached(tmp_path, monkeypatch):
   src = sources.ListSource([_example(i, e) for i, e in enumerate(HEADS)])
   block = common.data("toy")
-  ell, kinds = heads.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
+  ell, kinds = head_tables.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
   assert list(kinds) == [1, 1, 0, 1]             # mask, mask, none, mask
   assert np.isnan(ell[2]).all()
   for got, want in zip(ell[[0, 1, 3]], [HEADS[0], HEADS[1], HEADS[3]], strict=True):
@@ -49,19 +49,19 @@ def test_mask_ellipses_are_the_drawn_heads_and_cached(tmp_path, monkeypatch):
     d = abs(got[4] - want.theta) % math.pi
     assert min(d, math.pi - d) < 0.03
   # Cached: a second read does not compute; another split is another file.
-  monkeypatch.setattr(heads, "compute_table", lambda *a, **k: pytest.fail("recomputed"))
-  again, _ = heads.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
+  monkeypatch.setattr(head_tables, "compute_table", lambda *a, **k: pytest.fail("recomputed"))
+  again, _ = head_tables.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
   np.testing.assert_array_equal(again, ell)
   assert len(list(tmp_path.glob("*.npz"))) == 1
   with pytest.raises(pytest.fail.Exception, match="recomputed"):
-    heads.table(block, "validation", src, ALIGN, cache_dir=str(tmp_path))
+    head_tables.table(block, "validation", src, ALIGN, cache_dir=str(tmp_path))
 
 
 def test_aligned_source_crops_from_the_original_and_counts_no_head(tmp_path):
   examples = [_example(i, e) for i, e in enumerate(HEADS)]
   src = sources.ListSource(examples)
   block = common.data("toy")
-  ell, kinds = heads.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
+  ell, kinds = head_tables.table(block, "train", src, ALIGN, cache_dir=str(tmp_path))
   out, counts = aligned.aligned_source(src, ell, ALIGN, kinds=kinds, name="toy train")
   assert counts == {"total": 4, "no_head": 1, "mask": 3, "segmenter": 0}
   assert len(out) == 3 and [out[i]["id"] for i in range(3)] == ["ex0", "ex1", "ex3"]
@@ -82,10 +82,10 @@ def test_train_groups_subsets_aligned_heads_with_their_own_ellipses(tmp_path):
   # examples: each kept crop must be the crop of the same example in the full split.
   block = common.data("toy", source_size=(24, 32), num_examples=48, data_dir=str(tmp_path),
                       train_groups=0.5)
-  half = sources.block_source(block, "train", model_input=ALIGN, head_table=heads.table)
+  half = sources.block_source(block, "train", model_input=ALIGN, head_table=head_tables.table)
   full = sources.block_source(ml_collections.ConfigDict({**block.to_dict(),
                                                          "train_groups": 1.0}), "train",
-                              model_input=ALIGN, head_table=heads.table)
+                              model_input=ALIGN, head_table=head_tables.table)
   by_id = {full[i]["id"]: full[i] for i in range(len(full))}
   want = [k for k, ex in by_id.items() if sources.group_share(ex["group"]) < 0.5]
   got = [half[i]["id"] for i in range(len(half))]
@@ -105,24 +105,24 @@ def test_the_shape_rule_rejects_implausible_ellipses():
 def test_segmenter_checkpoint_and_data_version_are_part_of_the_cache_key(tmp_path, monkeypatch):
   seg = classify_util.fake_seg_workdir(tmp_path / "seg")
   block = common.data("toy")
-  ident = heads.checkpoint_identity(str(seg))
+  ident = head_tables.checkpoint_identity(str(seg))
   assert ident.endswith(ident.split("@")[1]) and "@0:" in ident
-  k1 = heads.cache_key(block, "train", ["a", "b"], str(seg))
-  k0 = heads.cache_key(block, "train", ["a", "b"], "")
-  assert k1 != k0 and k0 != heads.cache_key(block, "test", ["a", "b"], "")
+  k1 = head_tables.cache_key(block, "train", ["a", "b"], str(seg))
+  k0 = head_tables.cache_key(block, "train", ["a", "b"], "")
+  assert k1 != k0 and k0 != head_tables.cache_key(block, "test", ["a", "b"], "")
   # The builder's version is part of the key: a new phantom version redraws its images
   # under the same ids, and the old version's ellipses must not be read for them.
   synth = common.data("fetal_brain_synth:small")
-  version = heads.data_version("fetal_brain_synth")
+  version = head_tables.data_version("fetal_brain_synth")
   assert version.count(".") == 2
-  before = heads.cache_key(synth, "train", ["a", "b"], "")
-  monkeypatch.setattr(heads, "data_version", lambda name: version + "-other")
-  assert heads.cache_key(synth, "train", ["a", "b"], "") != before
+  before = head_tables.cache_key(synth, "train", ["a", "b"], "")
+  monkeypatch.setattr(head_tables, "data_version", lambda name: version + "-other")
+  assert head_tables.cache_key(synth, "train", ["a", "b"], "") != before
   with pytest.raises(FileNotFoundError, match="not a trained segmentation workdir"):
-    heads.checkpoint_identity(str(tmp_path / "nothing"))
+    head_tables.checkpoint_identity(str(tmp_path / "nothing"))
   # The rule's constants are part of the key.
   monkeypatch.setattr(heads, "MIN_AXIS_RATIO", 0.5)
-  assert heads.cache_key(block, "train", ["a", "b"], "") != k0
+  assert head_tables.cache_key(block, "train", ["a", "b"], "") != k0
 
 
 def test_a_table_takes_the_mask_else_the_segmenters_head_else_none():
@@ -131,12 +131,12 @@ def test_a_table_takes_the_mask_else_the_segmenters_head_else_none():
 
   masked = head_example(_image(9.0, 7.5), "masked")
   e = Ellipse(200.0, 150.0, 80.0, 60.0, 0.2)
-  masked["head_mask"] = biometry.rasterize(e, (300, 400)).astype(np.uint8)[..., None]
+  masked["head_mask"] = ellipse_fit.rasterize(e, (300, 400)).astype(np.uint8)[..., None]
   masked["has_head_mask"] = True
   src = sources.ListSource([masked, head_example(_image(9.0, 7.5), "skull"),
                             head_example(np.zeros((300, 400), np.uint8), "blank")])
-  ell, kinds = heads.compute_table(src, segmenter=_ellipse_segmenter(9.0, 7.5))
-  assert [heads.KINDS[k] for k in kinds] == ["mask", "segmenter", "none"]
+  ell, kinds = head_tables.compute_table(src, segmenter=_ellipse_segmenter(9.0, 7.5))
+  assert [head_tables.KINDS[k] for k in kinds] == ["mask", "segmenter", "none"]
   np.testing.assert_allclose(ell[0, :4], [e.cx, e.cy, e.a, e.b], atol=0.7)
   assert np.isfinite(ell[1]).all() and np.isnan(ell[2]).all()
 
@@ -144,9 +144,9 @@ def test_a_table_takes_the_mask_else_the_segmenters_head_else_none():
 def test_rot180_test_time_averaging_makes_predictions_orientation_free():
   c = classify_util.tiny_config(size=(24, 32))
   c.eval_rot180 = True
-  model = inference.classifier_model(c)
+  model = networks.classifier_model(c)
   params = classify_util.random_params(model, (24, 32))
-  fn = jax.jit(evaluators.classification_fn(c, inference.classifier_probs_fn(c, model)))
+  fn = jax.jit(evaluators.classification_fn(c, networks.classifier_probs_fn(c, model)))
   x = np.random.default_rng(0).uniform(size=(2, 24, 32)).astype(np.float32)
   batch = {"image": x, "plane": np.zeros(2, np.int32), "abnormal": np.zeros(2, np.int32),
            "condition": np.zeros(2, np.int32), "_mask": np.ones(2, np.float32)}
@@ -154,7 +154,7 @@ def test_rot180_test_time_averaging_makes_predictions_orientation_free():
   b = fn(params, {**batch, "image": x[:, ::-1, ::-1].copy()})
   np.testing.assert_allclose(a["plane"], b["plane"], atol=1e-5)
   c.eval_rot180 = False
-  plain = jax.jit(evaluators.classification_fn(c, inference.classifier_probs_fn(c, model)))
+  plain = jax.jit(evaluators.classification_fn(c, networks.classifier_probs_fn(c, model)))
   assert not np.allclose(plain(params, batch)["plane"], a["plane"], atol=1e-4)
 
 
@@ -228,7 +228,7 @@ def test_block_source_reads_aligned_heads_through_the_config(tmp_path, monkeypat
   with pytest.raises(ValueError, match="head_table"):
     # the data layer finds no heads itself
     sources.block_source(block, "validation", model_input=c.input)
-  src = sources.block_source(block, "validation", model_input=c.input, head_table=heads.table)
+  src = sources.block_source(block, "validation", model_input=c.input, head_table=head_tables.table)
   assert src.head_counts["total"] == len(src) + src.head_counts["no_head"]
   assert src[0]["image"].shape == (24, 32, 1)
   assert list(tmp_path.glob("fbjax_ellipses/toy_*_validation_*.npz"))

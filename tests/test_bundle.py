@@ -29,7 +29,7 @@ FLOAT16_TOLERANCE = {"ellipse_px": 1.0, "hc_rel": 0.005, "probability": 0.02,
 
 @pytest.fixture(scope="module")
 def shipped():
-  return bundle.load(bundle.DEFAULT)
+  return inference.load_bundle(bundle.DEFAULT)
 
 
 def test_loads_by_name_and_by_path_with_every_network(shipped):
@@ -102,7 +102,7 @@ def test_a_missing_file_is_named(tmp_path):
   b = _copy(tmp_path)
   (b / "models" / "planes.msgpack").unlink()
   with pytest.raises(bundle.BundleError, match=r"models/planes\.msgpack: missing"):
-    bundle.load(b)
+    inference.load_bundle(b)
 
 
 def test_a_changed_file_is_named(tmp_path):
@@ -112,7 +112,7 @@ def test_a_changed_file_is_named(tmp_path):
   d["abnormal_threshold"] = 0.5
   p.write_text(json.dumps(d))
   with pytest.raises(bundle.BundleError, match=r"decision/abnormal\.json: .*(bytes|SHA-256)"):
-    bundle.load(b)
+    inference.load_bundle(b)
   # Same size, other bytes: the checksum says so.
   q = b / "models" / "seg_stage1.msgpack"
   data = bytearray(q.read_bytes())
@@ -120,7 +120,7 @@ def test_a_changed_file_is_named(tmp_path):
   shutil.copy(bundle.ROOT / bundle.DEFAULT / "decision" / "abnormal.json", p)
   q.write_bytes(bytes(data))
   with pytest.raises(bundle.BundleError, match=r"seg_stage1\.msgpack: SHA-256 differs"):
-    bundle.load(b)
+    inference.load_bundle(b)
 
 
 def test_versions_and_format_must_match(tmp_path):
@@ -136,10 +136,10 @@ def test_versions_and_format_must_match(tmp_path):
   man["format"] = bundle.FORMAT + 1
   (b2 / "manifest.json").write_text(json.dumps(man))
   with pytest.raises(bundle.BundleError, match="bundle format"):
-    bundle.load(b2)
+    inference.load_bundle(b2)
   (b2 / "manifest.json").unlink()
   with pytest.raises(bundle.BundleError, match="manifest.json: missing"):
-    bundle.load(b2)
+    inference.load_bundle(b2)
 
 
 def test_not_a_bundle_is_not_taken_for_one(tmp_path):

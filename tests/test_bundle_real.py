@@ -17,7 +17,7 @@ import pytest
 
 from fbjax import predict
 from fbjax.core import bundle
-from fbjax.evaluation import bundle_eval
+from fbjax.evaluation import bundle_eval, head_tables, inference
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow, pytest.mark.xdist_group("bundle_real")]
 
@@ -29,7 +29,7 @@ TOLERANCE = {"ellipse_px": 0.05, "hc_rel": 1e-4, "probability": 2e-3, "anomaly_r
 
 @pytest.fixture(scope="module")
 def shipped():
-  return bundle.load(bundle.DEFAULT)
+  return inference.load_bundle(bundle.DEFAULT)
 
 
 @pytest.fixture(scope="module")
@@ -188,17 +188,17 @@ def test_one_image_one_verdict_one_crop_in_training_evaluation_and_prediction(
     cfg.sources.fpdb.max_examples = n
   block = classify.source_blocks(cfg, train=False)["fpdb"]
   trained = sources.block_source(block, block.val_split, model_input=cfg.input,
-                                 head_table=heads.table)
+                                 head_table=head_tables.table)
   raw = sources.block_source(cfg.sources.fpdb, block.val_split, masked=False)
-  by_id = {heads.example_id(trained[i]): trained[i] for i in range(len(trained))}
-  evaluated = {heads.example_id(seen["fpdb"][i]): seen["fpdb"][i]
+  by_id = {head_tables.example_id(trained[i]): trained[i] for i in range(len(trained))}
+  evaluated = {head_tables.example_id(seen["fpdb"][i]): seen["fpdb"][i]
                for i in range(len(seen["fpdb"]))}
   assert by_id.keys() == evaluated.keys() and len(by_id) >= n // 2
   p = predict.Predictor(shipped.folder, shipped.folder, batch_size=16)
   compared, found = 0, 0
   for i in range(len(raw)):
     ex = raw[i]
-    ident = heads.example_id(ex)
+    ident = head_tables.example_id(ex)
     item = p.prepare(real_manual_dir / ident)
     np.testing.assert_array_equal(heads.as_uint8(item.image), pipeline.grey(ex["image"]))
     out = p.infer([item])

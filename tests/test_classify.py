@@ -13,7 +13,7 @@ from configs import common
 from fbjax.core import labels, metrics
 from fbjax.data import sources
 from fbjax.data.mix import MixSource
-from fbjax.evaluation import anomaly, inference
+from fbjax.evaluation import anomaly, networks
 from fbjax.models import autoencoder, heads, losses
 from fbjax.trainers import classify
 from tests import classify_util
@@ -65,7 +65,7 @@ def test_class_weights():
 
 
 def test_condition_lookup_and_label_counts_over_a_mixture():
-  table = inference.condition_lookup(("normal", "arachnoid_cyst", "colpocephaly"))
+  table = networks.condition_lookup(("normal", "arachnoid_cyst", "colpocephaly"))
   assert table[labels.condition_index("arachnoid_cyst")] == 1
   assert table[labels.condition_index("colpocephaly")] == 2
   assert (table >= 0).sum() == 3

@@ -8,7 +8,7 @@ import pytest
 
 from fbjax.core import labels
 from fbjax.enhance import modules as enhance_lib
-from fbjax.evaluation import inference
+from fbjax.evaluation import networks
 from fbjax.models import autoencoder as ae_lib
 from fbjax.trainers import classify
 from tests import classify_util
@@ -25,7 +25,7 @@ def test_loss_is_the_weighted_masked_smoothed_cross_entropy(smoothing):
   c.loss.label_smoothing = smoothing
   c.loss.plane, c.loss.abnormal, c.loss.condition = 1.0, 0.5, 2.0
   c.loss.recon = 0.0
-  model = inference.classifier_model(c)
+  model = networks.classifier_model(c)
   params = classify_util.random_params(model, (16, 16), seed=3)
   rng = np.random.default_rng(0)
   n = 6
@@ -39,7 +39,7 @@ def test_loss_is_the_weighted_masked_smoothed_cross_entropy(smoothing):
            "plane": jnp.asarray([0, -1, 2, 1, -1, 3]),
            "abnormal": jnp.asarray([1, 0, -1, 1, 0, -1]),
            "condition": jnp.asarray(cond)}
-  sizes = dict(inference.head_sizes(c))
+  sizes = dict(networks.head_sizes(c))
   class_w = {t: jnp.asarray(rng.uniform(0.5, 2.0, size=k).astype(np.float32))
              for t, k in sizes.items()}
   key = jax.random.key(7)
@@ -72,9 +72,9 @@ def test_loss_is_the_weighted_masked_smoothed_cross_entropy(smoothing):
 
 def test_a_head_without_any_known_label_adds_nothing():
   c = classify_util.tiny_config((16, 16))
-  model = inference.classifier_model(c)
+  model = networks.classifier_model(c)
   params = classify_util.random_params(model, (16, 16), seed=1)
-  sizes = dict(inference.head_sizes(c))
+  sizes = dict(networks.head_sizes(c))
   batch = {"image": jnp.zeros((2, 16, 16)), "plane": jnp.asarray([-1, -1]),
            "abnormal": jnp.asarray([0, 1]), "condition": jnp.asarray([-1, -1])}
   w = {t: jnp.ones(k) for t, k in sizes.items()}

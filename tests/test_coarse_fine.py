@@ -12,12 +12,12 @@ from configs import segment as segment_config
 from fbjax.core import metrics
 from fbjax.data import sources
 from fbjax.evaluation import coarse_fine, inference
-from fbjax.geometry import biometry, preprocess, segment_post
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry import ellipse_fit, preprocess, segment_post
+from fbjax.geometry.ellipse_fit import Ellipse
 
 
 def _mask(e, hw):
-  return biometry.rasterize(e, hw).astype(np.float32)
+  return ellipse_fit.rasterize(e, hw).astype(np.float32)
 
 
 @pytest.mark.parametrize("crop", [(160, 160), (24, 24)])
@@ -33,7 +33,7 @@ def test_crop_maps_the_head_exactly_both_ways(crop):
   np.testing.assert_allclose(centroid, cg.to_crop_points([[e.cx, e.cy]])[0], atol=0.01)
   on_crop = coarse_fine.head_in_crop(e, cg)
   assert on_crop.a * 2 == pytest.approx(coarse_fine.DEFAULT_HEAD_FRACTION * crop[1])
-  back = biometry.ellipse_from_mask(c, "direct").affine(*cg.to_original_affine())
+  back = ellipse_fit.ellipse_from_mask(c, "direct").affine(*cg.to_original_affine())
   tol = 1e-3 if crop[0] > 100 else 5e-3   # a 24-px crop quantises the outline
   assert back.perimeter / e.perimeter - 1 == pytest.approx(0, abs=tol)
   assert math.hypot(back.cx - e.cx, back.cy - e.cy) < tol * e.a
@@ -89,7 +89,7 @@ def test_crop_source_jitter_spacing_and_errors():
     assert 36 / 1.1 - 1e-6 <= 2 * on.a <= 36 * 1.1 + 1e-6
     # HC in mm is the same measured on the crop with the crop's spacing.
     # (Some toy heads are cut by the image border: the fit leaves those points out.)
-    fit = biometry.ellipse_from_mask(ex["head_mask"][..., 0], "direct", box=cg.valid_box())
+    fit = ellipse_fit.ellipse_from_mask(ex["head_mask"][..., 0], "direct", box=cg.valid_box())
     hc_crop = fit.perimeter * float(ex["pixel_spacing_mm"])
     hc_orig = ref.perimeter * float(orig["pixel_spacing_mm"])
     assert hc_crop == pytest.approx(hc_orig, rel=0.02)

@@ -3,21 +3,19 @@
 import csv
 import os
 import pathlib
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from fbjax import predict
-from fbjax.data import io
-from fbjax.geometry import align, head_gate, preprocess
-from fbjax.geometry.biometry import Ellipse
+from fbjax.data import io, splits
+from fbjax.geometry import align, ellipse_fit, head_gate, preprocess
+from fbjax.geometry.ellipse_fit import Ellipse
+from fbjax.phantom import negatives
 from tests.test_predict import _circle_segmenter
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import head_gate as gate_benchmark  # noqa: E402
 
 HW = (96, 128)
 E = Ellipse(63.5, 47.5, 40.0, 30.0, 0.3)
@@ -60,7 +58,7 @@ def test_non_heads_fail_and_say_why():
   assert _evidence(blank).failed() == ["spread", "ring_contrast", "ring_support"]
   noise = rng.uniform(0, 1, (540, 800)).astype(np.float32)
   grid, g = preprocess.letterbox(noise, HW)
-  box = predict.biometry.valid_box(g, HW)                   # the letterbox's padding is no image
+  box = ellipse_fit.valid_box(g, HW)                   # the letterbox's padding is no image
   assert "spread" in head_gate.evidence(grid, _head_prob(), E, box).failed()
   # An abdomen: a homogeneous speckled disc (the segmenter's "head") in a darker
   # field, no bony ring; a step at the outline, not a ridge.
@@ -83,9 +81,9 @@ def test_non_heads_fail_and_say_why():
                                      prob=cross).failed()
 
 
-@pytest.mark.parametrize("kind", gate_benchmark.KINDS)
+@pytest.mark.parametrize("kind", negatives.KINDS)
 def test_benchmark_negatives_around_a_head_shaped_region_are_rejected(kind):
-  img = gate_benchmark.negative(kind, np.random.default_rng(3)) / 255.0
+  img = negatives.negative(kind, np.random.default_rng(3)) / 255.0
   grid, g = preprocess.letterbox(img.astype(np.float32), (128, 192))
   e = Ellipse(95.5, 63.5, 50.0, 38.0, 0.2)           # where a segmenter might put a head
   prob = (_radius(grid.shape, e) <= 1).astype(np.float32)
@@ -130,7 +128,7 @@ REAL = os.environ.get("FBJAX_REAL_DATA")
 def test_real_heads_pass_the_gate():
   """HC18 training images with their annotated head (the evidence, not a segmenter)."""
   root = pathlib.Path(REAL) / "hc18"
-  split = gate_benchmark.hc18_split(root)
+  split = splits.hc18_split(root)
   paths = list(np.random.default_rng(0).permutation(split["train"])[:12])
   for path in paths:
     img = io.read_image(path)
@@ -143,7 +141,7 @@ def test_real_heads_pass_the_gate():
     mask, _ = preprocess.letterbox(filled, (128, 192), nearest=True, geometry=g)
     e = align.ellipse_from_mask(mask, name=str(path))
     ev = head_gate.evidence(grid, mask.astype(np.float32), e,
-                            predict.biometry.valid_box(g, grid.shape))
+                            ellipse_fit.valid_box(g, grid.shape))
     assert not ev.failed(), (path, ev)
 
 
@@ -163,5 +161,5 @@ def test_phantom_heads_pass_the_gate():
     mask, _ = preprocess.letterbox(o["head_mask"], (128, 192), nearest=True, geometry=g)
     e = align.ellipse_from_mask(mask, name=o["id"])
     ev = head_gate.evidence(grid, mask.astype(np.float32), e,
-                            predict.biometry.valid_box(g, grid.shape))
+                            ellipse_fit.valid_box(g, grid.shape))
     assert not ev.failed(), (o["id"], ev)

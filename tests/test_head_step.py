@@ -13,7 +13,7 @@ from scipy import special
 
 from fbjax import predict
 from fbjax.data import aligned, sources
-from fbjax.evaluation import heads, segment_eval
+from fbjax.evaluation import head_tables, heads, segment_eval
 from tests import classify_util
 from tests.test_predict import SEG_SIZE
 
@@ -86,7 +86,7 @@ def test_training_evaluation_and_prediction_give_one_verdict_and_one_crop(workdi
   align_cfg = ml_collections.ConfigDict(dict(size=CROP, head_fraction=0.8, margin=0.08))
 
   # Training: the ellipse table of the head step, the crop of the data layer.
-  ell, kinds = heads.compute_table(sources.ListSource([ex]), segmenter=seg)
+  ell, kinds = head_tables.compute_table(sources.ListSource([ex]), segmenter=seg)
   # The segmentation evaluation (launch.evaluate of a segmenter): the row's verdict.
   x, g = segment_eval.grid_input(ex, SEG_SIZE)
   row, _ = segment_eval.measure_example(ex, np.asarray(seg.predict(x[None]))[0], g,
@@ -123,7 +123,7 @@ def test_a_blank_image_is_no_head_everywhere(workdir, tmp_path):
   img = np.zeros(HW, np.uint8)
   cv2.imwrite(str(tmp_path / "blank.png"), img)
   ex = _example(img, "blank")
-  ell, _ = heads.compute_table(sources.ListSource([ex]), segmenter=seg)
+  ell, _ = head_tables.compute_table(sources.ListSource([ex]), segmenter=seg)
   x, g = segment_eval.grid_input(ex, SEG_SIZE)
   row, _ = segment_eval.measure_example(ex, np.asarray(seg.predict(x[None]))[0], g,
                                         methods=("direct",), grid_image=x, head_method="direct")

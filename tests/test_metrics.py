@@ -8,11 +8,11 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from fbjax.core import metrics
-from fbjax.geometry import biometry
+from fbjax.geometry import ellipse_fit
 
 
 def _ellipse(shape, cx, cy, a, b, theta=0.0):
-  return biometry.rasterize(biometry.Ellipse.make(cx, cy, a, b, theta), shape)
+  return ellipse_fit.rasterize(ellipse_fit.Ellipse.make(cx, cy, a, b, theta), shape)
 
 
 def test_dice_perpendicular_ellipses_known_overlap():

@@ -13,7 +13,7 @@ from tests.trainer_util import ROOT
 
 SCRIPT = r"""
 import json, sys
-from fbjax import parallel
+from fbjax.runtime import parallel
 parallel.initialize()
 import jax, numpy as np
 from fbjax.trainers import autoencoder as trainer

@@ -11,6 +11,7 @@ import pytest
 from scipy import special
 
 from fbjax import predict
+from fbjax.evaluation import networks
 from tests import classify_util
 
 pytestmark = pytest.mark.xdist_group("predict")   # shares the module's fixtures
@@ -218,7 +219,7 @@ def test_rows_hold_each_images_own_network_outputs(folder, workdir, tmp_path):
   fn = clf.make_predict()
   score = anomaly.make_score_fn(clf.anomaly.ae)
   threshold = float(clf.decision["abnormal_threshold"])
-  planes = inference.class_names(clf.config, "plane")
+  planes = networks.class_names(clf.config, "plane")
   seen = set()
   for r in rows:
     img = io.read_image(r["file"])

@@ -9,7 +9,7 @@ import pytest
 
 from fbjax import predict
 from fbjax.data import io
-from fbjax.evaluation import inference
+from fbjax.evaluation import inference, networks
 from fbjax.geometry import align
 from tests import classify_util
 from tests.test_predict import RADIUS, SEG_SIZE, _circle_segmenter, _draw_skull
@@ -71,7 +71,7 @@ def test_probabilities_are_the_mean_over_both_aligned_crops(workdirs, images):
   out = inference.load(workdirs[0]).make_predict()(jnp.asarray(crops))
   want = {t: np.asarray(v).mean(0) for t, v in out.items() if t != "features"}
   assert r["abnormal_prob"] == pytest.approx(float(want["abnormal"][1]), abs=1e-5)
-  assert r["plane"] == inference.class_names(p.clf.config, "plane")[int(np.argmax(
+  assert r["plane"] == networks.class_names(p.clf.config, "plane")[int(np.argmax(
       want["plane"]))]
   assert r["plane_prob"] == pytest.approx(float(want["plane"].max()), abs=1e-5)
   # The classifier never sees what lies outside the head: a border and a caption change

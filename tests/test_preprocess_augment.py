@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fbjax.data import augment
-from fbjax.geometry import preprocess
+from fbjax.geometry import ellipse_fit, preprocess
 
 
 def _disk(hw, centre_xy, radius):
@@ -101,10 +101,10 @@ def _soft_ellipse(hw, e, sharpness):
 @pytest.mark.parametrize("orig", [(541, 797), (333, 611), (1001, 703), (93, 141)])
 def test_grid_to_original_is_exact_at_odd_sizes(orig):
   """Rendered in the original, letterboxed by cv2, fitted on the grid and mapped back."""
-  from fbjax.geometry import biometry, segment_post  # noqa: PLC0415
+  from fbjax.geometry import segment_post  # noqa: PLC0415
 
   h, w = orig
-  e = biometry.Ellipse.make(w * 0.47, h * 0.53, min(h, w) * 0.33, min(h, w) * 0.27, 0.4)
+  e = ellipse_fit.Ellipse.make(w * 0.47, h * 0.53, min(h, w) * 0.33, min(h, w) * 0.27, 0.4)
   grid, g = preprocess.letterbox(_soft_ellipse(orig, e, 1.5 if h > 300 else 3.0), (128, 192))
   f = segment_post.fitted_ellipse(grid, g, method="direct")
   assert f.perimeter == pytest.approx(e.perimeter, rel=5e-4)    # HC within 0.05 %
@@ -115,7 +115,6 @@ def test_grid_to_original_is_exact_at_odd_sizes(orig):
 
 
 def test_points_and_ellipses_round_trip_through_the_grid():
-  from fbjax.geometry import biometry  # noqa: PLC0415
 
   g = preprocess.letterbox_geometry((541, 797), (128, 192))
   pts = np.array([[0.0, 0.0], [796.0, 540.0], [-0.5, -0.5], [123.25, 77.5]])
@@ -126,9 +125,9 @@ def test_points_and_ellipses_round_trip_through_the_grid():
   np.testing.assert_allclose(g.to_grid_points([[-0.5, -0.5], [796.5, 540.5]]),
                              [[ox - 0.5, oy - 0.5], [ox + rw - 0.5, oy + rh - 0.5]], atol=1e-9)
   # An ellipse mapped by the affine equals the ellipse fitted to its mapped points.
-  e = biometry.Ellipse.make(400.0, 260.0, 180.0, 140.0, 0.7)
+  e = ellipse_fit.Ellipse.make(400.0, 260.0, 180.0, 140.0, 0.7)
   eg = e.to_grid(g)
-  fit = biometry.fit_direct(g.to_grid_points(e.points(720)))
+  fit = ellipse_fit.fit_direct(g.to_grid_points(e.points(720)))
   for k in ("cx", "cy", "a", "b", "theta"):
     assert getattr(eg, k) == pytest.approx(getattr(fit, k), rel=1e-6, abs=1e-6)
   back = eg.to_original(g)

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from fbjax.core import labels
 from fbjax.data import builder_testing as bt
 from fbjax.data import builders, pipeline, splits
-from fbjax.geometry import biometry
+from fbjax.geometry import biometry, ellipse_fit
 
 SPLITS = ("train", "validation", "test")
 # One xdist group: the builds (~10-30 s each on 2 busy cores) happen once, on one worker.
@@ -70,7 +70,7 @@ def _hc18_mask_errors(b):
       h, w = mask.shape
       inner = pts[(pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts[:, 0] < w - 1) & (pts[:, 1] < h - 1)]
       (_, _), (fw, fh), _ = cv2.fitEllipse(inner.astype(np.float32))
-      contour = biometry.ramanujan_perimeter(fw / 2, fh / 2) * s
+      contour = ellipse_fit.ramanujan_perimeter(fw / 2, fh / 2) * s
       errs.append((ex["id"].decode(), (direct - hc) / hc, (contour - hc) / hc))
   return errs
 
@@ -100,7 +100,7 @@ def test_hc18_bpd_ofd_and_spacing_match_the_csv(real_builder, real_manual_dir):
     assert ex["pixel_spacing_mm"] == pytest.approx(s, rel=1e-6)
     assert ex["hc_mm"] == pytest.approx(float(row["head circumference (mm)"]), rel=1e-6)
     # HC of the ellipse with axes BPD, OFD is the CSV's HC (the CSV's HC is that ellipse's)
-    hc = biometry.ramanujan_perimeter(ex["ofd_mm"] / 2, ex["bpd_mm"] / 2)
+    hc = ellipse_fit.ramanujan_perimeter(ex["ofd_mm"] / 2, ex["bpd_mm"] / 2)
     assert hc == pytest.approx(float(row["head circumference (mm)"]), rel=0.002)
     assert 0.6 < ex["bpd_mm"] / ex["ofd_mm"] <= 1.0
 

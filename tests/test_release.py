@@ -10,6 +10,8 @@ import pytest
 
 from fbjax import predict
 from fbjax.core import bundle
+from fbjax.data import fingerprint
+from fbjax.evaluation import inference
 from fbjax.jobs import release
 
 REPO = release.REPO
@@ -21,13 +23,13 @@ def test_folder_fingerprint_hashes_names_sizes_and_contents(tmp_path):
   (tmp_path / "y.csv").write_bytes(b"1,2\n")
   lines = [f"a/x.png\t3\t{hashlib.sha256(b'abc').hexdigest()}",
            f"y.csv\t4\t{hashlib.sha256(b'1,2' + bytes([10])).hexdigest()}"]
-  fp = release.folder_fingerprint(tmp_path)
+  fp = fingerprint.folder_fingerprint(tmp_path)
   assert fp == {"folder": tmp_path.name, "files": 2, "bytes": 7,
                 "sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
   (tmp_path / "y.csv").write_bytes(b"1,3\n")            # same size, other content
-  assert release.folder_fingerprint(tmp_path)["sha256"] != fp["sha256"]
+  assert fingerprint.folder_fingerprint(tmp_path)["sha256"] != fp["sha256"]
   with pytest.raises(FileNotFoundError, match="no such folder"):
-    release.folder_fingerprint(tmp_path / "missing")
+    fingerprint.folder_fingerprint(tmp_path / "missing")
 
 
 def test_recipe_commands_fill_the_paths_and_stage2_waits_for_stage1_only_to_start():
@@ -43,7 +45,7 @@ def test_recipe_commands_fill_the_paths_and_stage2_waits_for_stage1_only_to_star
   assert set(recipe.models.planes.after) == {"seg_stage1", "seg_stage2"}
   planes = release.train_command(recipe, "planes", values)
   assert "seg_workdir=/w/seg_stage2" in planes[4] and "heads=planes" in planes[4]
-  assert release.template({"p": "/w/tfds/hc18", "q": ["/data/x", "/w/seg"]}, values) == {
+  assert bundle.template_paths({"p": "/w/tfds/hc18", "q": ["/data/x", "/w/seg"]}, values) == {
       "p": "{data_dir}/hc18", "q": ["{real_data}/x", "{work}/seg"]}
 
 
@@ -86,7 +88,7 @@ def test_smoke_recipe_trains_packs_and_resumes(real_manual_dir, tmp_path):
   assert second.stdout.count("trained before") == 5
   again = json.loads((work / release.STATE).read_text())
   assert again["train"] == state["train"]           # nothing was retrained
-  b = bundle.load(out)
+  b = inference.load_bundle(out)
   m = b.manifest
   assert m["data"]["hc18"]["folders"][0]["files"] > 0 and len(m["trainings"]) == 5
   assert {"segmentation", "planes", "abnormal", "anomaly"} <= set(m["validation"])

@@ -13,6 +13,7 @@ from configs import despeckle as despeckle_config
 from configs import release as release_config
 from configs import segment as segment_config
 from fbjax.core import bundle, schema, workdir
+from fbjax.evaluation import inference
 from fbjax.jobs import release
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def test_the_bundles_records_are_read_in_todays_keys():
     assert not OLD_KEYS & set(g), n
     assert schema.upgrade(g) == g                # once upgraded, left as it is
   # The loaded bundle reads them so.
-  b = bundle.load()
+  b = inference.load_bundle()
   assert b.segmenter.config.input.kind == "head_crop" and b.segmenter.size == (540, 800)
   assert b.classifier.size == tuple(raw["planes"]["image_size"])
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fbjax.evaluation import segment_eval
-from fbjax.geometry import biometry, preprocess
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry import ellipse_fit, preprocess
+from fbjax.geometry.ellipse_fit import Ellipse
 
 SIZE = (64, 96)
 
@@ -18,8 +18,8 @@ def _example(i, hw=(270, 400), with_inner=True):
   rng = np.random.default_rng(i)
   e = Ellipse.make(hw[1] * rng.uniform(0.4, 0.6), hw[0] * rng.uniform(0.4, 0.6),
                    rng.uniform(90, 120), rng.uniform(70, 85), rng.uniform(0, np.pi))
-  head = biometry.rasterize(e, hw)
-  inner = biometry.rasterize(Ellipse.make(e.cx, e.cy, e.a - 8, e.b - 8, e.theta), hw)
+  head = ellipse_fit.rasterize(e, hw)
+  inner = ellipse_fit.rasterize(Ellipse.make(e.cx, e.cy, e.a - 8, e.b - 8, e.theta), hw)
   img = np.clip(30 + 60 * head + 120 * (head - inner) + rng.normal(0, 8, hw), 0, 255)
   spacing = 0.1 + 0.02 * i
   ex = {"id": f"training_set/{i:03d}_HC.png".encode(), "group": f"g{i}".encode(),

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from fbjax.core import metrics
-from fbjax.geometry import biometry, preprocess, segment_post
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry import ellipse_fit, preprocess, segment_post
+from fbjax.geometry.ellipse_fit import Ellipse
 
 
 def test_prototype_finds_a_bright_disc_and_no_more():
   rng = np.random.default_rng(0)
   e = Ellipse.make(90.0, 70.0, 40.0, 30.0, 0.3)
-  head = biometry.rasterize(e, (140, 180))
+  head = ellipse_fit.rasterize(e, (140, 180))
   img = np.clip(40 + 180 * head + rng.normal(0, 10, head.shape), 0, 255).astype(np.uint8)
   mask, _ = segment_post.prototype_mask(img)
   assert float(metrics.dice(mask, head)) > 0.97
@@ -30,9 +30,9 @@ def test_prototype_on_blank_image():
 
 def _network_like(orig_hw=(540, 800), out_hw=(128, 192), spacing=0.15, blob=True):
   e = Ellipse.make(410.0, 260.0, 200.0, 160.0, 0.3)
-  head = biometry.rasterize(e, orig_hw).astype(np.float32)
+  head = ellipse_fit.rasterize(e, orig_hw).astype(np.float32)
   if blob:  # a false-positive region stuck to the head (e.g. the placenta)
-    head = np.maximum(head, biometry.rasterize(Ellipse.make(620.0, 250.0, 70.0, 50.0, 0.0),
+    head = np.maximum(head, ellipse_fit.rasterize(Ellipse.make(620.0, 250.0, 70.0, 50.0, 0.0),
                                                orig_hw))
   prob, g = preprocess.letterbox(head, out_hw)
   return e, prob, g, spacing

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from fbjax.core import metrics
-from fbjax.geometry import biometry
+from fbjax.geometry import biometry, ellipse_fit
 from fbjax.models import losses, unet
 
 
@@ -58,8 +58,8 @@ def test_size_not_divisible_raises():
 
 
 def test_tiny_unet_learns_an_ellipse():
-  e = biometry.Ellipse.make(15.5, 16.0, 10.0, 7.0, 0.5)
-  head = biometry.rasterize(e, (32, 32)).astype(np.float32)
+  e = ellipse_fit.Ellipse.make(15.5, 16.0, 10.0, 7.0, 0.5)
+  head = ellipse_fit.rasterize(e, (32, 32)).astype(np.float32)
   rng = np.random.default_rng(0)
   img = np.clip(0.2 + 0.5 * head + rng.normal(0, 0.1, head.shape), 0, 1).astype(np.float32)
   x = jnp.asarray(img)[None]

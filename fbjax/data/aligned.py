@@ -1,7 +1,7 @@
 """Aligned heads as a data source: the classifier's input when `config.input.kind` is
 "aligned_head".
 
-    ellipses, kinds = heads.table(block, split, source, config.input)   # the head step
+    ellipses, kinds = head_tables.table(block, split, source, config.input)   # the head step
     src, counts = aligned.aligned_source(source, ellipses, config.input, name="fba/train")
 
 The data layer only cuts crops: which examples hold a usable head, and where,
@@ -9,7 +9,7 @@ is decided by `fbjax.evaluation.heads` (its one rule, which prediction applies t
 without a head mask)
 and handed in as a table of ellipses (N, 5: cx, cy, a, b, theta in original
 pixels; NaN rows: no head) with their `KINDS` (the ground-truth mask, a
-segmenter, none). `sources.block_source(..., head_table=heads.table)` is how
+segmenter, none). `sources.block_source(..., head_table=head_tables.table)` is how
 the trainers and evaluators pass it.
 
 Every example's `image` becomes `fbjax.geometry.align.head_crop(original image,
@@ -29,9 +29,9 @@ import numpy as np
 
 from fbjax.data import mix, pipeline
 from fbjax.geometry import align
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry.ellipse_fit import Ellipse
 
-# Where a table's head came from (`fbjax.evaluation.heads.table`'s kinds), and where
+# Where a table's head came from (`fbjax.evaluation.head_tables.table`'s kinds), and where
 # tables are cached.
 KINDS = ("none", "mask", "segmenter")
 CACHE_FOLDER = "fbjax_ellipses"

@@ -11,12 +11,18 @@ intensity percentiles of the stored images (all pixels, or a seeded sample
 of `pixels_per_image` per image for larger images), and the groups (count and
 names). `group_overlap` lists groups found in more than one split (empty for
 a leakage-free data set).
+
+`folder_fingerprint` fingerprints a raw folder (its files' names, sizes and contents):
+what the release records of the public data it was built from.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import math
+import os
+import pathlib
 
 import cv2
 import numpy as np
@@ -170,3 +176,25 @@ def contact_sheet(b, per_split: int = 16, columns: int = 8, tile: int = 128,
       rows.append(np.concatenate([head, row], axis=1))
       rows.append(np.full((2, label_w + columns * tile, 3), 90, np.uint8))
   return np.concatenate(rows, axis=0)
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> dict:
+  """Every file under `folder`: count, total bytes, and one SHA-256 over the sorted
+  (relative path, size, SHA-256 of the content) lines."""
+  root = pathlib.Path(folder)
+  if not root.is_dir():
+    raise FileNotFoundError(f"{root}: no such folder (the recipe needs the public data "
+                            "under --real_data; see each builder's README)")
+  lines, total = [], 0
+  for p in sorted(root.rglob("*")):
+    if not p.is_file():
+      continue
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+      while chunk := f.read(1 << 20):
+        h.update(chunk)
+    size = p.stat().st_size
+    total += size
+    lines.append(f"{p.relative_to(root).as_posix()}\t{size}\t{h.hexdigest()}")
+  digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+  return {"folder": root.name, "files": len(lines), "bytes": total, "sha256": digest}

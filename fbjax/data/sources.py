@@ -281,7 +281,7 @@ def block_source(block, split: str, *, model_input=None, masked: bool = True,
   (`fbjax.data.aligned`; examples without a usable head are left out and
   counted in the source's `head_counts`). Where the heads are is
   `head_table(block, split, source, model_input)` -> (ellipses, kinds):
-  `fbjax.evaluation.heads.table`, which the caller passes (the data layer runs no model).
+  `fbjax.evaluation.head_tables.table`, which the caller passes (the data layer runs no model).
   """
   src = get_source(data_block(block), split)
   limit = int(block.get("max_examples", 0) or 0)
@@ -301,7 +301,7 @@ def block_source(block, split: str, *, model_input=None, masked: bool = True,
 
     if head_table is None:
       raise ValueError(f"data block {block.name!r} reads aligned heads: give head_table "
-                       "(fbjax.evaluation.heads.table), which finds the heads")
+                       "(fbjax.evaluation.head_tables.table), which finds the heads")
     ell, kinds = head_table(block, split, src, model_input)   # cached for the whole split
     if keep is not None:
       src, ell, kinds = Subset(src, keep), ell[keep], np.asarray(kinds)[keep]

@@ -34,10 +34,11 @@ everywhere so that results measured on them stay held out.
 from __future__ import annotations
 
 import collections
+import pathlib
 import re
 from collections.abc import Iterable, Mapping
 
-from fbjax.data import builder_utils
+from fbjax.data import builder_utils, builders
 
 SPLITS = ("train", "validation", "test")
 SEED = 12
@@ -133,3 +134,15 @@ def check_disjoint(memberships: Mapping[str, Mapping[str, Iterable[str]]]) -> li
         where[g].add((ds, split))
   return [f"{g}: {sorted(w)}" for g, w in sorted(where.items())
           if len({s for _, s in w}) > 1]
+
+
+def hc18_split(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+  """HC18 labelled image paths by split, by the builder's own scan and split rule."""
+  # The builder module as fbjax imports it (once; tfds registers a builder per import).
+  hc18 = builders.builder_module("hc18")
+  labelled, unlabelled = hc18.scan(root)
+  split_of = assign(i.group for i in labelled + unlabelled)
+  out: dict[str, list[pathlib.Path]] = {}
+  for i in labelled:
+    out.setdefault(split_of[i.group], []).append(pathlib.Path(i.image))
+  return {k: sorted(v) for k, v in out.items()}

@@ -33,7 +33,14 @@ from fbjax.core import metrics
 from fbjax.core.bundle import fill_paths as fill
 from fbjax.data import sources
 from fbjax.evaluation import anomaly as anomaly_lib
-from fbjax.evaluation import anomaly_fit, baselines, evaluators, heads, inference, segment_eval
+from fbjax.evaluation import (
+  anomaly_fit,
+  baselines,
+  evaluators,
+  head_tables,
+  networks,
+  segment_eval,
+)
 
 PLANES_TT_TC_TV = [0, 1, 2]
 BANDS_MM = ((0.0, 100.0), (100.0, 166.0), (166.0, 182.0), (182.0, math.inf))
@@ -103,7 +110,7 @@ def member_sources(member, folder, values: dict, split: str, *, trained: bool = 
   for name, block in cfg.sources.items():
     if (block.weight > 0) if trained else block.get("eval", False):
       out[name] = sources.block_source(block, block.train_split if trained else split,
-                                       model_input=cfg.input, head_table=heads.table)
+                                       model_input=cfg.input, head_table=head_tables.table)
   return out
 
 
@@ -191,7 +198,7 @@ def abnormal(member, folder, values: dict, split: str = "validation") -> dict:
   bp = np.concatenate([base[n] for n in pooled])
   spec = float(member.config.get("decision_specificity", 0.95))
   b_thr = metrics.threshold_at_specificity(bp[y == 0], spec)
-  lookup = inference.condition_lookup(member.config.condition_classes)
+  lookup = networks.condition_lookup(member.config.condition_classes)
   yc_tr = np.concatenate([f[1]["condition"] for f in feats])
   yc_tr = np.where(yc_tr >= 0, lookup[np.maximum(yc_tr, 0)], -1)
   model_c = baselines.fit(x, yc_tr)

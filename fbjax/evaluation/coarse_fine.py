@@ -33,7 +33,7 @@ import numpy as np
 from fbjax.data import pipeline
 from fbjax.data.features import MASKS
 from fbjax.geometry import align, preprocess, segment_post
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry.ellipse_fit import Ellipse
 
 # Major axis over this fraction of the crop's side: with the centre and scale
 # jitter of training (+-8 % of the semi-axis, +-8 % in scale) the whole skull

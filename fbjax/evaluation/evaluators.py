@@ -30,7 +30,7 @@ from fbjax.core import metrics
 from fbjax.data import pipeline
 from fbjax.enhance import despeckle
 from fbjax.enhance import metrics as quality
-from fbjax.evaluation import inference
+from fbjax.evaluation import networks
 from fbjax.geometry import biometry, segment_post
 from fbjax.models import autoencoder as ae
 from fbjax.runtime import parallel, train_lib
@@ -60,7 +60,7 @@ def reconstruction_fn(config, model=None):
 
 
   model = model or ae.Model(**config.model)
-  inputs, k = inference.autoencoder_inputs(config), config.num_images
+  inputs, k = networks.autoencoder_inputs(config), config.num_images
 
   def fn(params, batch):
     x, y = inputs(batch)
@@ -309,7 +309,7 @@ def classification_fn(config, probs_fn):
   """
 
 
-  lookup = jnp.asarray(inference.condition_lookup(config.condition_classes))
+  lookup = jnp.asarray(networks.condition_lookup(config.condition_classes))
   flip = bool(config.get("eval_flip", False))
   rot180 = bool(config.get("eval_rot180", False))
 

@@ -17,8 +17,9 @@ A workdir's `config.json` records its `kind` (written at training time by
   "classifier"   -> {task: (B, C) probabilities, "features": (B, F)}
   "despeckler"   -> (B, H, W) despeckled image
 
-The models are built here, from the recorded config, so prediction needs no
-trainer: trainers build their models with the same functions.
+The networks are built from the recorded config (`fbjax.evaluation.networks`, whose
+functions the trainers build theirs with), so prediction needs no trainer. A shipped
+bundle (`fbjax.core.bundle`: its files) loads into the same objects (`load_bundle`).
 """
 
 from __future__ import annotations
@@ -36,127 +37,14 @@ import numpy as np
 
 from fbjax.core import bundle as bundle_lib
 from fbjax.core import checkpoint as ckpt_lib
-from fbjax.core import labels, schema
+from fbjax.core import schema
 from fbjax.core import workdir as workdir_lib
 from fbjax.core.schema import kind_of
 from fbjax.enhance import despeckle
 from fbjax.enhance import modules as enhance_lib
-from fbjax.evaluation import anomaly, coarse_fine
+from fbjax.evaluation import anomaly, coarse_fine, networks
 from fbjax.evaluation import anomaly as anomaly_lib
-from fbjax.models import autoencoder as ae
 from fbjax.models import autoencoder as ae_lib
-from fbjax.models import heads as heads_lib
-from fbjax.models import unet
-
-TASKS = ("plane", "abnormal", "condition")
-
-
-# ---------------------------------------------------------------------------
-# Models from configs (shared with the trainers)
-# ---------------------------------------------------------------------------
-
-
-def class_names(config, task: str) -> tuple[str, ...]:
-  if task == "condition":
-    return tuple(config.condition_classes)
-  if task == "plane":
-    return tuple(labels.PLANE_SHORT)
-  if task == "abnormal":
-    return tuple(labels.ABNORMAL)
-  raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-
-
-def head_sizes(config) -> tuple[tuple[str, int], ...]:
-  unknown = [t for t in config.tasks if t not in TASKS]
-  if unknown:
-    raise ValueError(f"unknown tasks {unknown}; expected plane, abnormal, condition")
-  return tuple((t, len(class_names(config, t))) for t in config.tasks)
-
-
-def condition_lookup(classes) -> np.ndarray:
-  """CONDITIONS index -> index in `classes` (-1: not a modelled class)."""
-  table = np.full(len(labels.CONDITIONS), -1, np.int32)
-  for i, name in enumerate(classes):
-    table[labels.condition_index(name)] = i
-  return table
-
-
-def autoencoder_inputs(config):
-  """batch -> (model input, reconstruction target) of an autoencoder, both (B, H, W, C):
-  the fixed enhancement, then the channels; the target is the input or `config.target`."""
-
-  channels = config.model.channels
-  enhance = enhance_lib.make_enhance_fn(config.enhance, schema.size_of(config))
-
-  def inputs(batch):
-    x = enhance(batch["image"])
-    y = x if config.target == "image" else batch[config.target]
-    return ae.to_channels(x, channels), ae.to_channels(y, channels)
-
-  return inputs
-
-
-def classifier_model(config):
-
-  m = dict(config.model)
-  return heads_lib.Model(ae=dict(m.pop("ae")), heads=head_sizes(config),
-                         features=tuple(m.pop("features")),
-                         decode=config.loss.get("recon", 0.0) > 0,
-                         stop_gradient=bool(config.get("freeze_encoder")), **m)
-
-
-def segmenter_model(config):
-  """The U-Net, with `config.enhance`'s chain in front unless it is "none"."""
-
-  enhance = None
-  if config.enhance.get("chain", "none") not in ("none", ""):
-    enhance = enhance_lib.make_enhance(config.enhance)
-  return unet.Model(**config.model, enhance=enhance)
-
-
-def _with(config, **values):
-  """A copy of `config` with `values` set."""
-  out = config.copy_and_resolve_references()
-  with out.unlocked():
-    out.update(values)
-  return out
-
-
-def segmenter_probs_fn(config, model=None):
-  """(params, (B, H, W) images) -> (B, H, W, 3) probabilities (enhancement included).
-
-  With `config.eval_flip` the probabilities are averaged with those of the
-  left-right mirrored image, mirrored back (test-time augmentation: the
-  prediction becomes exactly mirror-equivariant, at twice the network cost).
-  """
-  model = model or segmenter_model(config)
-  flip = bool(config.get("eval_flip", False))
-
-  def probs_fn(params, images):
-    probs = jax.nn.sigmoid(model.apply({"params": params}, images)[0])
-    if flip:
-      mirrored = jax.nn.sigmoid(model.apply({"params": params}, images[:, :, ::-1])[0])
-      probs = 0.5 * (probs + mirrored[:, :, ::-1])
-    return probs
-
-  return probs_fn
-
-
-def classifier_probs_fn(config, model=None):
-  """(params, (B, H, W) images) -> {task: (B, C) probabilities, "features": (B, F)}."""
-
-  model = model or classifier_model(config)
-  enhance = enhance_lib.make_enhance_fn(config.enhance, schema.size_of(config))
-
-  def probs_fn(params, images):
-    x = ae_lib.to_channels(enhance(images), model.channels)
-    logits, aux = model.apply({"params": params}, x)
-    out = {t: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for t, v in logits.items()}
-    out["features"] = aux["features"]
-    return out
-
-  return probs_fn
-
 
 # ---------------------------------------------------------------------------
 # Loaded workdirs
@@ -235,9 +123,9 @@ class Loaded:
     """
     c = self.config
     if self.kind == "segmenter":
-      return segmenter_probs_fn(c)
+      return networks.segmenter_probs_fn(c)
     if self.kind == "classifier":
-      return classifier_probs_fn(c)
+      return networks.classifier_probs_fn(c)
     if self.kind == "despeckler":
 
       model = despeckle.Model(**c.model)
@@ -258,7 +146,7 @@ class Loaded:
 
   def _own_predict(self, *, jit: bool = True, flip: bool | None = None) -> Callable:
     if flip is not None and self.kind == "segmenter":
-      fn = segmenter_probs_fn(_with(self.config, eval_flip=bool(flip)))
+      fn = networks.segmenter_probs_fn(networks._with(self.config, eval_flip=bool(flip)))
     else:
       fn = self.predict_fn()
     params = jax.tree.map(jnp.asarray, self.params)
@@ -282,12 +170,12 @@ class Classifier(Loaded):
     return tuple(self.config.tasks)
 
   def class_names(self, task: str) -> tuple[str, ...]:
-    return class_names(self.config, task)
+    return networks.class_names(self.config, task)
 
   def logit_fn(self, task: str, cls: int):
     """(params, images (B, H, W)) -> (B,) logit of class `cls` of `task` (saliency maps)."""
 
-    model = classifier_model(self.config)
+    model = networks.classifier_model(self.config)
     enhance = enhance_lib.make_enhance_fn(self.config.enhance, self.size)
 
     def fn(params, images):
@@ -332,7 +220,7 @@ class ClassifierSet:
 
   @property
   def tasks(self) -> tuple[str, ...]:
-    return tuple(t for t in TASKS if t in self._owner)
+    return tuple(t for t in networks.TASKS if t in self._owner)
 
   @property
   def size(self) -> tuple[int, int]:

@@ -47,7 +47,7 @@ import numpy as np
 from fbjax.core import metrics
 from fbjax.data import pipeline
 from fbjax.evaluation import heads
-from fbjax.geometry import biometry, preprocess, segment_post
+from fbjax.geometry import biometry, ellipse_fit, preprocess, segment_post
 from fbjax.runtime import tracking
 
 CHANNELS = ("head", "skull", "brain")
@@ -100,7 +100,7 @@ def measure_example(ex: dict, probs: np.ndarray, g: preprocess.Geometry,
   for m in methods:
     if m == "prototype":
       pmask, c = segment_post.prototype_mask(image)
-      e = biometry.fit_cv2(c.reshape(-1, 2)) if c is not None and len(c) >= 5 else None
+      e = ellipse_fit.fit_cv2(c.reshape(-1, 2)) if c is not None and len(c) >= 5 else None
       if ref["head"] is not None:
         row["prototype_dice_head"] = float(metrics.dice(pmask, ref["head"]))
         row["prototype_hd95_head_mm"] = metrics.hd95_mm(pmask, ref["head"], sp)
@@ -114,7 +114,7 @@ def measure_example(ex: dict, probs: np.ndarray, g: preprocess.Geometry,
     row[f"{m}_hc_abs_mm"] = float(metrics.hc_abs_diff_mm(b.hc_mm, row["ref_hc_mm"]))
     row[f"{m}_hc_rel"] = float(metrics.hc_rel_diff(b.hc_mm, row["ref_hc_mm"]))
     if e is not None and ref["head"] is not None:
-      row[f"{m}_dice_ellipse"] = float(metrics.dice(biometry.rasterize(e, image.shape),
+      row[f"{m}_dice_ellipse"] = float(metrics.dice(ellipse_fit.rasterize(e, image.shape),
                                                     ref["head"]))
     else:
       row[f"{m}_dice_ellipse"] = math.nan

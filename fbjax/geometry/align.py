@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import ndimage
 
-from fbjax.geometry import biometry
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry import ellipse_fit
+from fbjax.geometry.ellipse_fit import Ellipse
 
 # A crop 4:3 wide: a head's BPD/OFD (cephalic index) is 0.74-0.83, so with the
 # major axis over 0.8 of the width the minor axis (<= 0.83 * 0.8 * 4/3 = 0.89 of
@@ -89,7 +89,7 @@ def _invert(m: np.ndarray) -> np.ndarray:
 def _stretched(e: Ellipse, sx: float) -> Ellipse:
   """The image of ellipse `e` under x -> sx * x (exact, through its conic)."""
   a, b, c, d, e_, f = e.conic()
-  out = biometry.ellipse_from_conic((a / sx**2, b / sx, c, d / sx, e_, f))
+  out = ellipse_fit.ellipse_from_conic((a / sx**2, b / sx, c, d / sx, e_, f))
   if out is None:
     raise ValueError(f"cannot stretch {e} by {sx}")
   return out
@@ -215,7 +215,7 @@ def crop_to_image(values, al: Alignment, *, nearest: bool = False) -> np.ndarray
 def ellipse_from_mask(mask, *, name: str = "<mask>", min_points: int = 20) -> Ellipse:
   """The head ellipse of a ground-truth head mask (HxW, nonzero = head).
 
-  The fit of `biometry.ellipse_from_mask` (direct least squares on the
+  The fit of `ellipse_fit.ellipse_from_mask` (direct least squares on the
   sub-pixel outline of the largest region; outline points on the image border
   are left out, so a head cut by the border is extrapolated), traced on the
   mask's bounding box only. Raises ValueError naming `name` when the mask
@@ -232,14 +232,14 @@ def ellipse_from_mask(mask, *, name: str = "<mask>", min_points: int = 20) -> El
   x, y, w, h = cv2.boundingRect(inside)
   x0, y0 = max(0, x - 3), max(0, y - 3)
   x1, y1 = min(m.shape[1], x + w + 3), min(m.shape[0], y + h + 3)
-  pts, _ = biometry.boundary_points(inside[y0:y1, x0:x1].astype(np.float32))
+  pts, _ = ellipse_fit.boundary_points(inside[y0:y1, x0:x1].astype(np.float32))
   pts = pts + [x0, y0]
   # Leave out points on the image's border, where the head is cut rather than
-  # bounded by the skull (the rule of `biometry.boundary_points`).
+  # bounded by the skull (the rule of `ellipse_fit.boundary_points`).
   keep = ((pts[:, 0] > 0.5) & (pts[:, 0] < m.shape[1] - 1.5)
           & (pts[:, 1] > 0.5) & (pts[:, 1] < m.shape[0] - 1.5))
   pts = pts[keep]
-  e = biometry.fit_ellipse(pts, "direct") if len(pts) >= min_points else None
+  e = ellipse_fit.fit_ellipse(pts, "direct") if len(pts) >= min_points else None
   if e is None:
     raise ValueError(f"{name}: no head ellipse in the mask ({int(inside.sum())} head pixels; "
                      f"an outline of >= {min_points} points is needed)")

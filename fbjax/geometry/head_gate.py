@@ -55,8 +55,8 @@ import warnings
 import cv2
 import numpy as np
 
-from fbjax.geometry import biometry
-from fbjax.geometry.biometry import Ellipse
+from fbjax.geometry import ellipse_fit
+from fbjax.geometry.ellipse_fit import Ellipse
 
 # Normalised radii (1 = the fitted ellipse, which is the skull's outer edge)
 # of the bands compared: the skull is 0.9-1.0 of the radius at any age.
@@ -121,7 +121,7 @@ def evidence(grid_image: np.ndarray, head_prob: np.ndarray, e_grid: Ellipse | No
   nan = math.nan
   if e_grid is None or not region.any():
     return Evidence(spread, area, nan, nan, nan)
-  ell = biometry.rasterize(e_grid, head_prob.shape)[y0:y1, x0:x1] > 0
+  ell = ellipse_fit.rasterize(e_grid, head_prob.shape)[y0:y1, x0:x1] > 0
   inter = np.logical_and(ell, region).sum()
   dice = float(2 * inter / max(ell.sum() + region.sum(), 1))
   lo, hi = np.percentile(img, (1, 99))

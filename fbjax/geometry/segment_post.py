@@ -24,7 +24,7 @@ import math
 import cv2
 import numpy as np
 
-from fbjax.geometry import biometry
+from fbjax.geometry import ellipse_fit
 from fbjax.geometry.preprocess import Geometry
 
 METHODS = ("prototype", "plain", "direct", "robust")
@@ -70,27 +70,27 @@ def prototype_mask(image) -> tuple[np.ndarray, np.ndarray | None]:
   return mask, c
 
 
-def prototype_ellipse(image) -> biometry.Ellipse | None:
+def prototype_ellipse(image) -> ellipse_fit.Ellipse | None:
   _, c = prototype_mask(image)
   if c is None or len(c) < 5:
     return None
-  return biometry.fit_cv2(c.reshape(-1, 2))
+  return ellipse_fit.fit_cv2(c.reshape(-1, 2))
 
 
 def plain_ellipse(prob, geometry: Geometry | None = None,
-                  threshold: float = 0.5) -> biometry.Ellipse | None:
+                  threshold: float = 0.5) -> ellipse_fit.Ellipse | None:
   """Threshold, largest external contour, `cv2.fitEllipse`, mapped to the original."""
   c = _largest_contour(np.asarray(prob) > threshold)
   if c is None or len(c) < 5:
     return None
-  e = biometry.fit_cv2(c.reshape(-1, 2))
+  e = ellipse_fit.fit_cv2(c.reshape(-1, 2))
   return e.to_original(geometry) if geometry is not None else e
 
 
 def fitted_ellipse(prob, geometry: Geometry | None = None, *, method: str = "robust",
                    level: float = 0.5, ransac_rel_threshold: float = RANSAC_REL_THRESHOLD,
                    ransac_min_threshold_px: float = 1.0,
-                   seed: int = 0) -> biometry.Ellipse | None:
+                   seed: int = 0) -> ellipse_fit.Ellipse | None:
   """Sub-pixel outline without border points, direct or RANSAC fit, in original pixels.
 
   The RANSAC inlier band is `ransac_rel_threshold` times the mean radius
@@ -98,7 +98,7 @@ def fitted_ellipse(prob, geometry: Geometry | None = None, *, method: str = "rob
   least `ransac_min_threshold_px` grid pixels.
   """
   p = np.asarray(prob)
-  pts, kept = biometry.boundary_points(p, level, box=biometry.valid_box(geometry, p.shape))
+  pts, kept = ellipse_fit.boundary_points(p, level, box=ellipse_fit.valid_box(geometry, p.shape))
   pts = pts[kept]
   if len(pts) < 20:
     return None
@@ -106,18 +106,18 @@ def fitted_ellipse(prob, geometry: Geometry | None = None, *, method: str = "rob
     pts = geometry.to_original_points(pts)
   scale = geometry.scale if geometry is not None else 1.0
   if method == "direct":
-    return biometry.fit_direct(pts)
+    return ellipse_fit.fit_direct(pts)
   if method == "robust":
-    e0 = biometry.fit_direct(pts)
+    e0 = ellipse_fit.fit_direct(pts)
     if e0 is None:
       return None
     thr = max(ransac_rel_threshold * math.sqrt(e0.a * e0.b), ransac_min_threshold_px / scale)
-    return biometry.fit_ransac(pts, threshold=thr, seed=seed)
+    return ellipse_fit.fit_ransac(pts, threshold=thr, seed=seed)
   raise ValueError(f"unknown method {method!r}")
 
 
 def head_ellipse(method: str, *, prob=None, image=None,
-                 geometry: Geometry | None = None) -> biometry.Ellipse | None:
+                 geometry: Geometry | None = None) -> ellipse_fit.Ellipse | None:
   """The head ellipse in original-image pixels by one of `METHODS`.
 
   `prob` is the head probability on the network grid (placed there by

@@ -43,8 +43,9 @@ from fbjax.evaluation import (
   anomaly_fit,
   baselines,
   evaluators,
-  heads,
+  head_tables,
   inference,
+  networks,
   segment_eval,
 )
 from fbjax.geometry import segment_post
@@ -285,7 +286,7 @@ def evaluate_bundle(folder: str, data_config=None, *, real_data: str | None = No
 
   if step is not None:
     raise ValueError(f"{folder} is a shipped bundle: one version of each model, no --step")
-  b = bundle_lib.load(folder)
+  b = inference.load_bundle(folder)
   if not real_data and data_config is None:
     raise ValueError(f"{b.folder}: give the folder of the data sets (--real_data DIR, holding "
                      "hc18/, fetal_planes_db/, fetal_brain_abnormalities/) or --config with "
@@ -354,7 +355,7 @@ def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, meth
   for name, block in blocks.items():
     sp = split or block.val_split
     # Labels masked to the block's tasks and heads found by fbjax.evaluation.heads, as in training.
-    src = sources.block_source(block, sp, model_input=config.input, head_table=heads.table)
+    src = sources.block_source(block, sp, model_input=config.input, head_table=head_tables.table)
     counts = getattr(src, "head_counts", None)   # aligned heads: images without one
     if limit:
       src = sources.Subset(src, np.arange(min(limit, len(src))))
@@ -369,7 +370,7 @@ def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, meth
         # head); both stages are measured in the original resolution below.
         entry["grid"] = {}
       else:
-        probs_fn = inference.segmenter_probs_fn(config)
+        probs_fn = networks.segmenter_probs_fn(config)
         fn = run.jit(lambda p, b, f=probs_fn: evaluators.segmentation_batch(f(p, b["image"]),
                                                                             b))
         entry["grid"] = evaluators.segmentation(run, fn, model.params, src, name,

@@ -14,8 +14,8 @@ same command is run again):
              not run again, a killed one resumes from its last checkpoint;
   anomaly    the unsupervised anomaly model (`fbjax.evaluation.anomaly`) from the trained
              autoencoder;
-  pack       the bundle (`fbjax.core.bundle.pack`): weights, configs, thresholds,
-             calibration, the anomaly model;
+  pack       the bundle (`release_pack.pack_files`, in `fbjax.core.bundle`'s format):
+             weights, configs, thresholds, calibration, the anomaly model;
   evaluate   the bundle as shipped on every validation split (`fbjax.evaluation.bundle_eval`),
              with the thumbnail shortcut beside each number;
   card       the manifest's metrics into the model card (`docs/README.md` of the bundle).
@@ -23,15 +23,13 @@ same command is run again):
 `<work>/release.json` records each step's state, commands and wall time; the
 manifest of the bundle carries them.
 
-The release process itself trains nothing (the trainings are subprocesses):
-its heavier imports (jax, the data builders, the models) are made inside the
-steps that need them.
+The release process itself trains nothing (the trainings are subprocesses); the last
+steps (pack, evaluate, card) are `fbjax.jobs.release_pack`'s.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.util
 import json
 import os
@@ -42,21 +40,16 @@ import sys
 import time
 
 import ml_collections
-import numpy as np
-from flax import serialization
 
-import fbjax
 from fbjax import predict
 from fbjax.core import bundle
-from fbjax.core import checkpoint as ckpt_lib
 from fbjax.core import workdir as workdir_lib
 from fbjax.core.bundle import fill_paths as fill
-from fbjax.core.bundle import template_paths as template
-from fbjax.data import builders, splits
-from fbjax.evaluation import anomaly, anomaly_fit, bundle_eval
-from fbjax.jobs import model_card
+from fbjax.data import builders, fingerprint
+from fbjax.evaluation import anomaly, anomaly_fit, bundle_eval, inference
+from fbjax.jobs import model_card, release_pack
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = release_pack.REPO
 STATE = "release.json"
 
 
@@ -91,28 +84,6 @@ class State:
 # ---------------------------------------------------------------------------
 
 
-def folder_fingerprint(folder: str | os.PathLike) -> dict:
-  """Every file under `folder`: count, total bytes, and one SHA-256 over the sorted
-  (relative path, size, SHA-256 of the content) lines."""
-  root = pathlib.Path(folder)
-  if not root.is_dir():
-    raise FileNotFoundError(f"{root}: no such folder (the recipe needs the public data "
-                            "under --real_data; see each builder's README)")
-  lines, total = [], 0
-  for p in sorted(root.rglob("*")):
-    if not p.is_file():
-      continue
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-      while chunk := f.read(1 << 20):
-        h.update(chunk)
-    size = p.stat().st_size
-    total += size
-    lines.append(f"{p.relative_to(root).as_posix()}\t{size}\t{h.hexdigest()}")
-  digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-  return {"folder": root.name, "files": len(lines), "bytes": total, "sha256": digest}
-
-
 def data_step(recipe, real_data: pathlib.Path, data_dir: pathlib.Path, state: State) -> dict:
   """Builds each data set of `recipe.data` (tfds, into `data_dir`) and fingerprints its
   raw folders; returns {name: {version, folders: [fingerprint]}}."""
@@ -128,7 +99,7 @@ def data_step(recipe, real_data: pathlib.Path, data_dir: pathlib.Path, state: St
                          manual_dir=str(real_data) if folders else None)
     out[name] = {"builder": d.builder, "config": d.config, "version": str(b.version),
                  "splits": {s: int(v.num_examples) for s, v in b.info.splits.items()},
-                 "folders": [folder_fingerprint(real_data / f) for f in folders],
+                 "folders": [fingerprint.folder_fingerprint(real_data / f) for f in folders],
                  "seconds": round(time.perf_counter() - t0, 1)}
     log(f"data {name}: {out[name]['splits']} ({out[name]['seconds']} s)")
   state.set("data", out)
@@ -314,166 +285,26 @@ def anomaly_step(recipe, values: dict, state: State) -> pathlib.Path:
   return work / anomaly.FOLDER
 
 
-def _write_json(path: pathlib.Path, obj) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_plain) + "\n")
 
 
-def _plain(v):
-
-  if isinstance(v, (np.floating, np.integer)):
-    return v.item()
-  if isinstance(v, np.ndarray):
-    return v.tolist()
-  return str(v)
 
 
-def work_parts(recipe, values: dict) -> tuple[dict, dict, dict]:
-  """(configs, float32 params, artefacts) of every network from the work folder."""
 
 
-  work = pathlib.Path(values["work"])
-  configs, params = {}, {}
-  for net in bundle.NETWORKS:
-    w = work / (recipe.anomaly.autoencoder if net == bundle.ANOMALY_AE else net)
-    configs[net] = workdir_lib.read_config(w).to_dict()
-    if net != bundle.ANOMALY_AE:
-      params[net] = ckpt_lib.load_state(w)["params"]
-  folder = work / "anomaly"
-  params[bundle.ANOMALY_AE] = serialization.msgpack_restore(
-      (folder / "ae_params.msgpack").read_bytes())
-  artefacts = {"calibration": {}, "decision": {},
-               "anomaly": json.loads((folder / "anomaly.json").read_text())}
-  for net in bundle.CLASSIFIERS:
-    for kind in ("calibration", "decision"):
-      p = work / net / f"{kind}.json"
-      if p.exists():
-        artefacts[kind][net] = json.loads(p.read_text())
-  with np.load(folder / "gaussian.npz") as z:
-    artefacts["gaussian"] = {k: z[k] for k in ("mean", "precision")}
-  return configs, params, artefacts
 
 
-def pack_files(recipe, values: dict, out: pathlib.Path) -> None:
-  """Writes the bundle's networks, configs, thresholds and anomaly model under `out`."""
 
 
-  configs, params, artefacts = work_parts(recipe, values)
-  for net in bundle.NETWORKS:
-    cfg = template(configs[net], values)
-    if net == "seg_stage2":
-      cfg["trained_behind"] = cfg["stage1_workdir"]
-      cfg["stage1_workdir"] = "seg_stage1"   # the bundle's network
-    _write_json(out / "configs" / f"{net}.json", cfg)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "models" / f"{net}.msgpack").write_bytes(
-        bundle.params_bytes(params[net], recipe.weights_dtype))
-  for kind in ("calibration", "decision"):
-    for net, v in artefacts[kind].items():
-      _write_json(out / kind / f"{net}.json", template(v, values))
-  _write_json(out / "anomaly" / "anomaly.json", template(artefacts["anomaly"], values))
-  np.savez(out / "anomaly" / "gaussian.npz", **artefacts["gaussian"])
 
 
-def file_table(out: pathlib.Path) -> dict:
-
-  return {p.relative_to(out).as_posix(): {"bytes": p.stat().st_size,
-                                          "sha256": bundle.sha256_file(p)}
-          for p in sorted(out.rglob("*")) if p.is_file() and p.name != bundle.MANIFEST}
 
 
-def git_commit(out: pathlib.Path | None = None) -> dict:
-  """The repository's commit, and whether its tracked files differ from it (the bundle
-  being written, `out`, left out: it is what the recipe makes)."""
-  def git(*args):
-    try:
-      return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-      return ""
-
-  spec = ["--", "."]
-  if out is not None and pathlib.Path(out).resolve().is_relative_to(REPO):
-    spec.append(f":(exclude){pathlib.Path(out).resolve().relative_to(REPO).as_posix()}")
-  return {"commit": git("rev-parse", "HEAD"),
-          "dirty": bool(git("status", "--porcelain", "--untracked-files=no", *spec))}
 
 
-def write_manifest(recipe, values: dict, state: State, out: pathlib.Path, **extra) -> dict:
-
-  train = state.get("train", {})
-  manifest = {
-      "format": bundle.FORMAT, "name": recipe.name, "version": recipe.version,
-      "fbjax": {"version": fbjax.__version__, **git_commit(out)},
-      "recipe": template(recipe.to_dict(), values),
-      "command": "python -m launch.release --real_data DIR --work WORK --out "
-                 f"models/{recipe.name}" + ("" if not recipe.smoke else
-                                            " --config configs/release.py:smoke"),
-      "networks": list(bundle.NETWORKS), "seed": int(recipe.seed),
-      "weights_dtype": recipe.weights_dtype,
-      "data": state.get("data"),
-      "split_rule": " ".join(" ".join((splits.__doc__ or "").split("\n\n")[:2]).split()),
-      "trainings": {n: {"command": " ".join(template(r["command"], values)),
-                        "wall_time_s": r.get("wall_time_s")} for n, r in train.items()},
-      "anomaly_fit_s": (state.get("anomaly") or {}).get("seconds"),
-      **extra}
-  manifest["files"] = file_table(out)
-  _write_json(out / bundle.MANIFEST, manifest)
-  return manifest
 
 
-def reference_images(real_data: pathlib.Path, data_dir: pathlib.Path) -> list[dict]:
-  """Fixed validation images for the reference-output tests: four HC18 heads at the
-  quantiles 0, 1/3, 2/3, 1 of their HC, two FETAL_PLANES_DB images (one per layout), a
-  normal and an abnormal image of the abnormalities set (the first by id)."""
-
-  def src(name, config=None):
-    return builders.data_source(name, "validation", data_dir=data_dir, config=config,
-                                manual_dir=real_data, decode_images=False)
-
-  def ident(ex):
-    v = ex["id"]
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-  out = []
-  h = src("hc18")
-  exs = sorted((float(h[i]["hc_mm"]), ident(h[i]), float(h[i]["pixel_spacing_mm"]))
-               for i in range(len(h)))
-  for q in (0.0, 1 / 3, 2 / 3, 1.0):
-    hc, i, sp = exs[round(q * (len(exs) - 1))]
-    out.append({"file": f"hc18/{i}", "pixel_spacing_mm": sp, "ref_hc_mm": hc})
-  f = src("fetal_planes_db", "brain_combined")
-  ids = sorted(ident(f[i]) for i in range(len(f)))
-  for layout in ("fetal_planes_db/", "fetal_planes_db_640/"):
-    first = next(i for i in ids if i.startswith(layout))
-    out.append({"file": first, "pixel_spacing_mm": None})
-  a = src("fetal_brain_abnormalities")
-  rows = sorted((ident(a[i]), int(a[i]["abnormal"])) for i in range(len(a)))
-  for want in (0, 1):
-    i = next(i for i, y in rows if y == want)
-    out.append({"file": f"fetal_brain_abnormalities/{i}", "pixel_spacing_mm": None,
-                "abnormal": want})
-  for r in out:
-    if not (real_data / r["file"]).is_file():
-      raise FileNotFoundError(f"reference image {real_data / r['file']} not found")
-  return out
 
 
-REFERENCE_KEYS = ("seg_quality", "no_head_reason", "hc_px", "hc_mm", "abnormal_prob",
-                  "anomaly_score")
-
-
-def reference_outputs(predictor, real_data: pathlib.Path, images: list[dict]) -> list[dict]:
-  """The predictions of `predictor` on the reference images (`predict.predict_images`)."""
-
-  rows = predict.predict_images([real_data / r["file"] for r in images],
-                                pixel_spacing_mm=[r["pixel_spacing_mm"] for r in images],
-                                predictor=predictor)
-  out = []
-  for r, row in zip(images, rows, strict=True):
-    out.append({**r, **{k: row[k] for k in REFERENCE_KEYS},
-                "ellipse": row["ellipse"], "probabilities": row["probabilities"]})
-  return out
 
 
 def release_rest(recipe, values: dict, state: State, out: pathlib.Path) -> dict:
@@ -485,13 +316,14 @@ def release_rest(recipe, values: dict, state: State, out: pathlib.Path) -> dict:
     for p in sorted(out.rglob("*"), reverse=True):   # a bundle is rewritten whole
       p.unlink() if p.is_file() else p.rmdir()
   out.mkdir(parents=True, exist_ok=True)
-  pack_files(recipe, values, out)
+  release_pack.pack_files(recipe, values, out)
   meta = model_card.metadata(recipe, {n: json.loads((out / "configs" / f"{n}.json").read_text())
                                       for n in bundle.NETWORKS})
-  _write_json(out / bundle.METADATA, meta)
-  write_manifest(recipe, values, state, out)
-  b = bundle.load(out)
-  log(f"packed {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file())/1e6:.2f} MB)"
+  release_pack._write_json(out / bundle.METADATA, meta)
+  release_pack.write_manifest(recipe, values, state, out)
+  b = inference.load_bundle(out)
+  size = sum(p.stat().st_size for p in out.rglob('*') if p.is_file())
+  log(f"packed {out} ({size / 1e6:.2f} MB)"
       "; measuring it on the validation splits")
   t0 = time.perf_counter()
   evaluation = state.get("evaluation")
@@ -505,16 +337,17 @@ def release_rest(recipe, values: dict, state: State, out: pathlib.Path) -> dict:
                   "seconds": round(time.perf_counter() - t0, 1)}
     state.set("evaluation", evaluation)
   log(f"evaluated in {evaluation['seconds']} s")
-  images = reference_images(pathlib.Path(values["real_data"]), pathlib.Path(values["data_dir"]))
-  configs, params, artefacts = work_parts(recipe, values)
-  f32 = bundle.assemble(out, configs, params, artefacts)
+  images = release_pack.reference_images(pathlib.Path(values["real_data"]),
+                                         pathlib.Path(values["data_dir"]))
+  configs, params, artefacts = release_pack.work_parts(recipe, values)
+  f32 = inference.assemble(out, configs, params, artefacts)
   kw = dict(batch_size=8)
-  ref16 = reference_outputs(predict.Predictor(str(out), str(out), **kw),
+  ref16 = release_pack.reference_outputs(predict.Predictor(str(out), str(out), **kw),
                             pathlib.Path(values["real_data"]), images)
   p32 = predict.Predictor(f32.classifier, None, segmenter=predict.Segmenter(
       f32.segmenter.size, f32.segmenter.make_predict(), jittable=False), **kw)
-  ref32 = reference_outputs(p32, pathlib.Path(values["real_data"]), images)
-  _write_json(out / "reference_outputs.json",
+  ref32 = release_pack.reference_outputs(p32, pathlib.Path(values["real_data"]), images)
+  release_pack._write_json(out / "reference_outputs.json",
               {"images": ref16, "float32": ref32,
                "note": "outputs of this bundle (float16 weights) and of the same networks "
                        "with their float32 training weights, on fixed validation images"})
@@ -528,11 +361,11 @@ def release_rest(recipe, values: dict, state: State, out: pathlib.Path) -> dict:
           "n_fit", "n_calibrate", "calibrated_on")}}
   extra = dict(validation=evaluation["metrics"], calibration=calibration,
                thresholds=thresholds, float16=model_card.float16_deltas(ref16, ref32))
-  manifest = write_manifest(recipe, values, state, out, **extra)
+  manifest = release_pack.write_manifest(recipe, values, state, out, **extra)
   (out / "docs").mkdir(exist_ok=True)
   (out / "docs" / "README.md").write_text(model_card.render(manifest, meta))
-  manifest = write_manifest(recipe, values, state, out, **extra)
-  bundle.load(out)
+  manifest = release_pack.write_manifest(recipe, values, state, out, **extra)
+  inference.load_bundle(out)
   log(f"wrote {out}: {sum(r['bytes'] for r in manifest['files'].values()) / 1e6:.2f} MB")
   return manifest
 

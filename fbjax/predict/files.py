@@ -278,3 +278,10 @@ def summarize(c: Collected) -> dict:
 
 def read_json(path: pathlib.Path, default=None):
   return json.loads(path.read_text()) if path.exists() else default
+
+
+def shard_folder(out: pathlib.Path, num_shards: int, shard_index: int) -> pathlib.Path:
+  """Where one shard's CSVs go: `out` itself for one shard, else out/shards/IIIII-of-NNNNN."""
+  if num_shards == 1:
+    return out
+  return out / "shards" / f"{shard_index:05d}-of-{num_shards:05d}"

@@ -179,3 +179,8 @@ def _one(path: str, key: str) -> Entry:
   if os.path.isdir(path):
     return Entry(path, key, "error", "is a directory, not an image file")
   return Entry(path, key, "image")
+
+
+def list_inputs(spec: str | os.PathLike | Sequence) -> list[pathlib.Path]:
+  """The image files named by a folder, a glob or a list (see `scan`)."""
+  return [pathlib.Path(e.path) for e in scan(spec) if e.kind == "image"]

@@ -49,9 +49,8 @@ def _literal(v) -> str:
 
 
 def load_config_module(path: str):
-  """Imports a config file by path (its own imports resolve from the repository root)."""
-  if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+  """Imports a config file by path (its own imports resolve from the repository root, the
+  working directory of `python -m launch.sweep`)."""
   spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(path))}", path)
   if spec is None or not os.path.exists(path):
     raise FileNotFoundError(f"no config file {path}")

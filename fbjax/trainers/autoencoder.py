@@ -20,7 +20,7 @@ import numpy as np
 
 from fbjax.core import schema
 from fbjax.data import sources
-from fbjax.evaluation import evaluators, inference
+from fbjax.evaluation import evaluators, networks
 from fbjax.models import autoencoder as ae
 from fbjax.runtime import parallel, train_lib
 
@@ -54,7 +54,7 @@ def train_and_evaluate(config, workdir: str):
   train_source, val_source = parallel.main_process_first(lambda: (
       sources.mixture(sources.training_blocks(config)), sources.validation_source(config)))
   model = ae.Model(**config.model)
-  inputs = inference.autoencoder_inputs(config)
+  inputs = networks.autoencoder_inputs(config)
   eval_fn = None
 
   def init_params(rng):

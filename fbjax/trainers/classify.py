@@ -21,7 +21,7 @@ What is the classifier's own (the loop is `fbjax.runtime.train_lib`'s):
   evaluated source, pooled and per source, from the final evaluation of the
   final parameters; `calibration.json`, a temperature per head fitted on the
   same validation predictions; and the unsupervised anomaly model
-  (`fbjax.evaluation.anomaly.fit`) under `<workdir>/anomaly/`.
+  (`fbjax.evaluation.anomaly_fit.fit_from_config`) under `<workdir>/anomaly/`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ from fbjax.core import metrics, plots, schema
 from fbjax.core import workdir as workdir_lib
 from fbjax.data import device_augment, sources
 from fbjax.enhance import modules as enhance_lib
-from fbjax.evaluation import anomaly, anomaly_fit, evaluators, heads, inference
+from fbjax.evaluation import (
+  anomaly,
+  anomaly_fit,
+  evaluators,
+  head_tables,
+  inference,
+  networks,
+)
 from fbjax.models import autoencoder as ae_lib
 from fbjax.models import heads as heads_lib
 from fbjax.models import losses
@@ -60,8 +67,8 @@ def source_blocks(config, *, train: bool) -> dict:
 
 def label_counts(config, mix) -> dict[str, np.ndarray]:
   """Per task, the class counts of one epoch of the mixture (repeats counted)."""
-  lookup = inference.condition_lookup(config.condition_classes)
-  counts = {t: np.zeros(n, np.float64) for t, n in inference.head_sizes(config)}
+  lookup = networks.condition_lookup(config.condition_classes)
+  counts = {t: np.zeros(n, np.float64) for t, n in networks.head_sizes(config)}
   parts = zip(mix.sources, mix.counts, strict=True) if hasattr(mix, "counts") else \
       [(mix, len(mix))]                                  # a MixSource, or one source
   for src, count in parts:
@@ -107,13 +114,13 @@ def make_loss_fn(config, model, class_w: dict):
   """Class-weighted, label-smoothed cross-entropy per head (+ reconstruction)."""
   enhance_fn = enhance_lib.make_enhance_fn(config.enhance, schema.size_of(config))
   smoothing = float(config.loss.get("label_smoothing", 0.0))
-  lookup = jnp.asarray(inference.condition_lookup(config.condition_classes))
+  lookup = jnp.asarray(networks.condition_lookup(config.condition_classes))
 
   def loss_fn(params, batch, rng):
     x = ae_lib.to_channels(enhance_fn(batch["image"]), model.channels)
     logits, aux = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
     total, terms = 0.0, {}
-    for t, n in inference.head_sizes(config):
+    for t, n in networks.head_sizes(config):
       y = batch[t].astype(jnp.int32)
       if t == "condition":
         y = jnp.where(y >= 0, lookup[jnp.maximum(y, 0)], -1)
@@ -136,7 +143,7 @@ def make_loss_fn(config, model, class_w: dict):
 def _caption(config, probs: dict, i: int) -> str:
   parts = []
   for t in config.tasks:
-    names = inference.class_names(config, t)
+    names = networks.class_names(config, t)
     p, truth = probs[t][i], int(probs[f"label_{t}"][i])
     k = int(np.argmax(p))
     mark = "" if truth < 0 else ("=" if truth == k else f"/{names[truth][:6]}")
@@ -148,7 +155,7 @@ def evaluate(run, eval_fn, params, val_sources: dict, step: int):
   """Validation rows and plots per source; for `finish`: the abnormal (labels,
   probabilities) pooled and per source, and every task's (labels, probabilities)."""
   config, row, pooled = run.config, {}, {"y": [], "p": [], "source": []}
-  names = {t: inference.class_names(config, t) for t in config.tasks}
+  names = {t: networks.class_names(config, t) for t in config.tasks}
   for t in config.tasks:
     pooled[f"label_{t}"], pooled[t] = [], []
   for name, src in val_sources.items():
@@ -218,10 +225,10 @@ def train_and_evaluate(config, workdir: str):
   resolve_input(config)
   blocks = source_blocks(config, train=True)
   mix = parallel.main_process_first(lambda: sources.mixture(
-      blocks, model_input=config.input, head_table=heads.table))
+      blocks, model_input=config.input, head_table=head_tables.table))
   val_sources = parallel.main_process_first(lambda: {
       n: sources.block_source(b, b.val_split, model_input=config.input,
-                              head_table=heads.table)
+                              head_table=head_tables.table)
       for n, b in source_blocks(config, train=False).items()})
   train_lib.log_source(blocks, mix)
   class_w = {}
@@ -230,7 +237,7 @@ def train_and_evaluate(config, workdir: str):
     tracking.log(f"{t}: counts per epoch {np.round(c).astype(int).tolist()}, class weights "
                  f"{np.round(np.asarray(class_w[t]), 2).tolist()}")
   ae_params = resolve_init(config)
-  model = inference.classifier_model(config)
+  model = networks.classifier_model(config)
   eval_fn = None
 
   def init_params(rng):
@@ -243,7 +250,7 @@ def train_and_evaluate(config, workdir: str):
   def evaluate_fn(run, params, step):
     nonlocal eval_fn
     eval_fn = eval_fn or run.jit(evaluators.classification_fn(
-        config, inference.classifier_probs_fn(config, model)))
+        config, networks.classifier_probs_fn(config, model)))
     return evaluate(run, eval_fn, params, val_sources, step)
 
   return train_lib.train(
@@ -266,13 +273,13 @@ def calibrate(workdir: str, step: int | None = None, batch_size: int | None = No
   config = model.config.copy_and_resolve_references()
   resolve_input(config)
   val_sources = {n: sources.block_source(b, b.val_split, model_input=config.input,
-                                         head_table=heads.table)
+                                         head_table=head_tables.table)
                  for n, b in source_blocks(config, train=False).items()}
   run = train_lib.eval_run(config, model.workdir, batch_size)
   run.writer = tracking.Writer(model.workdir, config, enabled=False)
   at = int(step) if step is not None else workdir_lib.checkpoint_steps(model.workdir)[-1]
   fn = run.jit(evaluators.classification_fn(
-      config, inference.classifier_probs_fn(config, inference.classifier_model(config))))
+      config, networks.classifier_probs_fn(config, networks.classifier_model(config))))
   params = jax.device_put(model.params, parallel.replicated(run.mesh))
   row, pooled = evaluate(run, fn, params, val_sources, at)
   finish(run, params, at, pooled)

@@ -31,7 +31,7 @@ import numpy as np
 from fbjax.core import schema
 from fbjax.core import workdir as workdir_lib
 from fbjax.data import sources
-from fbjax.evaluation import coarse_fine, evaluators, inference
+from fbjax.evaluation import coarse_fine, evaluators, networks
 from fbjax.models import losses, unet
 from fbjax.runtime import parallel, train_lib
 
@@ -84,19 +84,19 @@ def check_stage1(config) -> None:
   config.stage1_workdir = os.path.abspath(os.path.expanduser(path))
 
 
-make_model = inference.segmenter_model
+make_model = networks.segmenter_model
 
 
 def make_predict(config, params, model=None):
   """Jitted (B, H, W) images -> (B, H, W, 3) probabilities of the trained `params`
-  (`inference.segmenter_probs_fn`: evaluation mode, `config.eval_flip` averaging)."""
-  probs_fn = inference.segmenter_probs_fn(config, model)
+  (`networks.segmenter_probs_fn`: evaluation mode, `config.eval_flip` averaging)."""
+  probs_fn = networks.segmenter_probs_fn(config, model)
   return jax.jit(lambda images: probs_fn(params, images))
 
 
 def make_eval_fn(config, model=None):
   """(params, batch) -> `evaluators.segmentation_batch` of the inference probabilities."""
-  probs_fn = inference.segmenter_probs_fn(config, model)
+  probs_fn = networks.segmenter_probs_fn(config, model)
   return lambda params, batch: evaluators.segmentation_batch(probs_fn(params, batch["image"]),
                                                              batch)
 

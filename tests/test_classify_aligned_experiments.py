@@ -1,10 +1,12 @@
-"""benchmarks/classify_aligned.py: counting each source image once."""
+"""Counting each source image once (`fbjax.evaluation.source_images`) and the aligned-head
+experiments' configs (`configs/classify_aligned.py`)."""
 
 import numpy as np
 import pytest
 
-from benchmarks import classify_aligned as ca
+from configs import classify_aligned as experiments
 from fbjax.core import metrics
+from fbjax.evaluation import source_images
 
 H = "0123456789abcdef0123456789abcdef"
 
@@ -19,7 +21,7 @@ H = "0123456789abcdef0123456789abcdef"
      "Copy-of-arachnoid-cyst35a-image"),
 ])
 def test_source_image_joins_augmented_copies_and_exports(ident, key):
-  assert ca.source_image(ident) == key
+  assert source_images.source_image(ident) == key
 
 
 def test_by_source_image_averages_copies_and_counts_each_image_once():
@@ -30,7 +32,7 @@ def test_by_source_image_averages_copies_and_counts_each_image_once():
   y = np.array([0, 0, 0, 1, 2, 2, -1])
   p = np.array([[0.45, 0.55, 0.0], [0.45, 0.55, 0.0], [1.0, 0.0, 0.0], [0.1, 0.8, 0.1],
                 [0.7, 0.1, 0.2], [0.6, 0.1, 0.3], [0.0, 0.0, 1.0]])
-  got = ca.by_source_image(y, p, ids, 3)
+  got = source_images.by_source_image(y, p, ids, 3)
   assert got["n_source_images"] == 3 and got["n_images"] == 6
   # By hand: a -> 0 (right), b -> 1 (right), c -> 0 (wrong).
   assert got["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
@@ -45,8 +47,8 @@ def test_by_source_image_averages_copies_and_counts_each_image_once():
 
 def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
   kw = dict(real="/real", seg="/seg", data_dir="/tmp/tfds", steps=10)
-  plain = ca.run_config("planes", **kw)
-  mixed = ca.run_config("planes_phantom", phantom_share=0.2, **kw)
+  plain = experiments.experiment("planes", **kw)
+  mixed = experiments.experiment("planes_phantom", phantom_share=0.2, **kw)
   assert plain.sources.phantom.weight == 0.0
   weights = {n: b.weight for n, b in mixed.sources.items()}
   assert weights["phantom"] / sum(weights.values()) == pytest.approx(0.2)
@@ -54,7 +56,7 @@ def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
     assert weights[n] == plain.sources[n].weight
   assert tuple(mixed.sources.phantom.tasks) == ("plane",) and not mixed.sources.phantom.eval
   assert mixed.tasks == ("plane",) and mixed.input.kind == "aligned_head"
-  default = ca.run_config("planes_phantom", **kw)   # the config's share unless given
+  default = experiments.experiment("planes_phantom", **kw)   # the config's share unless given
   w = {n: b.weight for n, b in default.sources.items()}
   from configs import classify as classify_config
   assert w["phantom"] / sum(w.values()) == pytest.approx(classify_config.PHANTOM_PLANES)
@@ -62,7 +64,14 @@ def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
 
 def test_train_groups_thins_the_real_training_sources_only():
   kw = dict(real="/real", seg="/seg", data_dir="/tmp/tfds", steps=10)
-  assert all(b.train_groups == 1.0 for b in ca.run_config("planes", **kw).sources.values())
-  c = ca.run_config("planes_phantom", train_groups=0.5, **kw)
+  assert all(b.train_groups == 1.0 for b in experiments.experiment("planes", **kw).sources.values())
+  c = experiments.experiment("planes_phantom", train_groups=0.5, **kw)
   assert {n: b.train_groups for n, b in c.sources.items()} == {
       "phantom": 1.0, "fba": 0.5, "fpdb": 0.5, "hc18": 0.5}
+
+
+def test_the_named_config_is_the_experiment():
+  arg = "run=planes_phantom,real=/real,seg=/seg,data_dir=/tmp/tfds,steps=10,phantom_share=0.2"
+  want = experiments.experiment("planes_phantom", real="/real", seg="/seg",
+                                data_dir="/tmp/tfds", steps=10, phantom_share=0.2)
+  assert experiments.get_config(arg).to_dict() == want.to_dict()

@@ -1,0 +1,2 @@
+"""Measurements that print JSON, run from the repository root as
+`python -m benchmarks.<name>`; no benchmark imports another."""

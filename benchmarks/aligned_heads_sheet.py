@@ -11,15 +11,19 @@ data sets shown is written under the sheet (CC BY 4.0).
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 
 import cv2
 import numpy as np
+from absl import app, flags
 
 from fbjax.data import builders
 from fbjax.geometry import align
+
+_ROOT = flags.DEFINE_string("root", os.environ.get("FBJAX_REAL_DATA", ""),
+                            "Folder holding hc18/, fetal_planes_db/, fetal_planes_db_tv_masks/.")
+_OUT = flags.DEFINE_string("out", "docs/aligned_heads.png", "PNG to write.")
 
 HC18 = ("010_HC.png", "102_HC.png", "204_HC.png", "306_HC.png", "404_HC.png", "507_2HC.png",
         "617_2HC.png", "721_HC.png")
@@ -73,12 +77,9 @@ def tile(label: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return np.hstack([small, gap, crops[0], gap, crops[1]])
 
 
-def main() -> None:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--root", default=os.environ.get("FBJAX_REAL_DATA", ""))
-  ap.add_argument("--out", default="docs/aligned_heads.png")
-  args = ap.parse_args()
-  tiles = [tile(*ex) for ex in _examples(pathlib.Path(args.root))]
+def main(argv) -> None:
+  del argv
+  tiles = [tile(*ex) for ex in _examples(pathlib.Path(_ROOT.value))]
   width = max(t.shape[1] for t in tiles)
   tiles = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in tiles]
   rows = [np.hstack([tiles[i], np.full((TILE_H, 8, 3), 255, np.uint8), tiles[i + 1]])
@@ -89,9 +90,9 @@ def main() -> None:
   for i, line in enumerate(ATTRIBUTION):
     cv2.putText(foot, line, (4, 16 * i + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1,
                 cv2.LINE_AA)
-  cv2.imwrite(args.out, np.vstack([sheet, foot]))
-  print(args.out, sheet.shape)
+  cv2.imwrite(_OUT.value, np.vstack([sheet, foot]))
+  print(_OUT.value, sheet.shape)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

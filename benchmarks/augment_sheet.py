@@ -35,7 +35,6 @@ _OUT = flags.DEFINE_string("out", "augment_sheet.png", "PNG to write.")
 def main(argv):
   del argv
 
-
   manual = _MANUAL_DIR.value or str(pathlib.Path(os.environ["FBJAX_REAL_DATA"]) / "hc18")
   source = builders.data_source("hc18", "train", data_dir=_DATA_DIR.value, manual_dir=manual,
                                 decode_images=False)

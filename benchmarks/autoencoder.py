@@ -2,7 +2,7 @@ r"""Autoencoder benchmark: the prototype (`seed`) vs `default`, and train-step s
 
     python -m benchmarks.autoencoder                  # brain abnormalities, 224 px, 15 epochs
     python -m benchmarks.autoencoder --preset device     # the accelerator run (< 2 min on one H100)
-    python -m benchmarks.autoencoder --size 112 --epochs 15 --out /tmp/ae_bench   # CPU-sized
+    python -m benchmarks.autoencoder --size 112 --epochs 15 --workdir /tmp/ae_bench   # CPU
 
 1. Accuracy: trains each variant of configs/autoencoder.py with the real
    trainer (`fbjax.trainers.autoencoder.train_and_evaluate`) on the same data,
@@ -17,8 +17,9 @@ r"""Autoencoder benchmark: the prototype (`seed`) vs `default`, and train-step s
    augment, batch, host-to-device) and fed one device-resident batch again and
    again. Goal: pipeline overhead <= 5 %.
 
-Writes `<out>/result.json` (also printed) and `<out>/val_mse.png`. The data
-set is built (once) from `--manual_dir` into `--data_dir`.
+Writes `--out` (default `<workdir>/result.json`; also printed) and
+`<workdir>/val_mse.png`. The data set is built (once) from `--manual_dir` into
+`--data_dir`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ _WORKERS = flags.DEFINE_integer("worker_count", 0, "grain worker processes (0: t
 _CACHE = flags.DEFINE_bool("cache", False, "Keep decoded, resized images in memory.")
 _SKIP_TRAIN = flags.DEFINE_bool("skip_train", False, "Speed only.")
 _SKIP_SPEED = flags.DEFINE_bool("skip_speed", False, "Accuracy only.")
-_OUT = flags.DEFINE_string("out", None, "Output folder (default: a new temporary folder).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder: the variants' workdirs, the "
+                               "plot (default: a new temporary folder).")
+_OUT = flags.DEFINE_string("out", None, "JSON output path (default: <workdir>/result.json).")
 
 TARGET_MSE = 0.00297
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -85,7 +88,6 @@ def _apply_preset():
 
 
 def make_config(variant: str):
-
   c = autoencoder.get_config(f"variant={variant},data={_DATA.value}")
   common.benchmark_data(c, size=_SIZE.value, read_threads=_READ_THREADS.value,
                         worker_count=_WORKERS.value, cache=_CACHE.value,
@@ -124,7 +126,6 @@ def data_block(config):
 def baselines(config) -> dict:
   """Val MSE of the mean training image and of a 1/8-per-side thumbnail."""
 
-
   block = data_block(config)
 
   def images(split):
@@ -143,8 +144,6 @@ def baselines(config) -> dict:
 
 
 def train_variant(variant: str, out: pathlib.Path) -> dict:
-
-
   config = make_config(variant)
   workdir = out / variant
   t0 = time.perf_counter()
@@ -162,8 +161,6 @@ def train_variant(variant: str, out: pathlib.Path) -> dict:
 
 
 def speed_variant(variant: str) -> dict:
-
-
   config = make_config(variant)
   mesh = parallel.make_mesh()
   rep = parallel.replicated(mesh)
@@ -217,7 +214,6 @@ def speed_variant(variant: str) -> dict:
 def plot(result: dict, path: pathlib.Path) -> None:
   """Validation MSE per epoch for each variant (log scale), with the 0.00297 line."""
 
-
   w, h, m = 720, 480, 70
   img = np.full((h, w, 3), 255, np.uint8)
   curves = {v: r["val_mse"] for v, r in result["variants"].items() if r["val_mse"]}
@@ -257,10 +253,8 @@ def main(argv):
   del argv
   _apply_preset()
 
-
-
   tracking.quiet_library_logs()
-  out = pathlib.Path(_OUT.value or tempfile.mkdtemp(prefix="ae_bench_"))
+  out = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="ae_bench_"))
   out.mkdir(parents=True, exist_ok=True)
   dev = jax.devices()[0]
   result = {"device": f"{dev.platform}: {dev.device_kind}", "num_devices": jax.device_count(),
@@ -290,7 +284,7 @@ def main(argv):
           "seed_val_mse_same_epoch"])
     result["goal"] = goal
     plot(result, out / "val_mse.png")
-  with open(out / "result.json", "w") as f:
+  with open(_OUT.value or out / "result.json", "w") as f:
     json.dump(result, f, indent=1)
   print(json.dumps(result, indent=1))
 

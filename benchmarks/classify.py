@@ -20,12 +20,19 @@ Stages (`--stages`, comma separated; default all). Every split is by group
             false-positive rate on unseen HC18 screening images; occlusion maps (share of
             the evidence on the head vs in the image border); planes on the real labelled
             test images (FETAL_PLANES_DB + the abnormalities set's normal images)
+  aligned   the aligned head as the classifier's input (`python -m benchmarks.classify_aligned`
+            in a subprocess, needs --seg_workdir, its steps those of cls_real): real planes,
+            normal vs abnormal, condition, calibration, occlusion inside the brain, each
+            beside the thumbnail shortcut
   speed     the whole predict pipeline (read, enhance, segment + ellipse, classify,
             anomaly score, CSV, overlays) over the phantom's 2,949 unlabelled images:
             images/s with the batch size used, and batch-1 latency per image
 
-Prints one JSON object (also `<workdir>/benchmark.json`) and a markdown table
-(`<workdir>/benchmark.md`). Goals (issue #7): abnormal AUROC >= 0.99, condition
+The trainings are the named configs of `configs/classify_benchmark.py` (`stage=`, at
+`preset=cpu` or `preset=device`; `--dry_run` prints them and trains nothing).
+
+Prints one JSON object (also `--out`, default `<workdir>/benchmark.json`) and a markdown
+table (`<workdir>/benchmark.md`). Goals (issue #7): abnormal AUROC >= 0.99, condition
 macro-F1 >= 0.60, real planes macro-F1 >= 0.85, phantom plane accuracy >= 0.98,
 predict >= 50 images/s on 2 CPU cores, batch-1 latency <= 33 ms.
 """
@@ -36,6 +43,8 @@ import json
 import math
 import os
 import pathlib
+import subprocess
+import sys
 import time
 
 import cv2
@@ -44,18 +53,17 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from configs import autoencoder as ae_config
-from configs import classify as cls_config
+from configs import classify_aligned as aligned_config
+from configs import classify_benchmark as bench_config
 from fbjax import predict
 from fbjax.core import metrics, plots, schema
 from fbjax.core import workdir as workdir_lib
 from fbjax.data import pipeline, sources
 from fbjax.evaluation import (
   anomaly,
-  baselines,  # noqa: E402  (after the path: the benchmark runs as a script)
+  baselines,
   evaluators,
   inference,
-  networks,
   saliency,
 )
 from fbjax.geometry import ellipse_fit, preprocess
@@ -85,33 +93,27 @@ _SIZE = flags.DEFINE_integer("size", None, "Network grid (default: 64 on CPU, 12
 _TTA = flags.DEFINE_bool("tta", True, "Average each test prediction with its mirror image's.")
 _OCCLUSION = flags.DEFINE_integer("num_occlusion", 24, "Abnormal test images whose occlusion "
                                   "maps are measured.")
+_OUT = flags.DEFINE_string("out", "", "JSON output path (default: <workdir>/benchmark.json).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the configs of the stages' trainings "
+                             "(JSON, by workdir name) and stop.")
 
-# (ae_phantom, cls_phantom, ae_real, cls_real) steps; grid size; encoder.
-CPU = dict(steps=(300, 3000, 600, 1500), size=64, batch=32,
-           ae=dict(arch="resnet", channels=1, widths=(16, 32, 64), blocks=1, latent_channels=16,
-                   latent_dim=128, groups=8))
-DEVICE = dict(steps=(300, 1500, 300, 1000), size=128, batch=64,
-              ae=dict(arch="resnet", channels=1, widths=(32, 64, 128), blocks=1,
-                      latent_channels=32, latent_dim=256, groups=8))
+REPO = pathlib.Path(__file__).resolve().parents[1]
 PROTOTYPE_THRESHOLD = 0.15   # the prototype: mean reconstruction brightness < 0.15 = abnormal
+TRAINERS = {"autoencoder": ae_trainer, "classify": classify}
 
 
-def _setup():
-  s = dict(DEVICE if _DEVICE.value else CPU)
-  if _STEPS.value:
-    s["steps"] = tuple(int(v) for v in _STEPS.value)
-  if _SIZE.value:
-    s["size"] = _SIZE.value
-  return s
+def _preset() -> dict:
+  """The preset of configs/classify_benchmark.py (cpu or --device), --steps and --size."""
+  return bench_config.preset("device" if _DEVICE.value else "cpu", _STEPS.value, _SIZE.value)
 
 
-def _data_dir(block):
-  if _DATA_DIR.value:
-    block.data_dir = _DATA_DIR.value
-
-
-def _wandb():
-  return os.environ.get("WANDB_MODE", "disabled")
+def stage_config(stage: str, s: dict, init_from: str = ""):
+  """The named config of `stage` (configs/classify_benchmark.py) at the preset `s`."""
+  steps = s["steps"][bench_config.STAGES.index(stage)]
+  return bench_config.get_config(
+      f"stage={stage},preset={'device' if _DEVICE.value else 'cpu'},steps={steps},"
+      f"size={s['size']},init_from={init_from},real={os.path.abspath(_REAL.value)},"
+      f"data_dir={_DATA_DIR.value}")
 
 
 # ---------------------------------------------------------------------------
@@ -119,39 +121,11 @@ def _wandb():
 # ---------------------------------------------------------------------------
 
 
-def train_phantom_ae(workdir: str, s: dict, steps: int) -> float:
-
-  c = ae_config.get_config("variant=default")
-  c.input.size = (s["size"], s["size"])
-  c.sources.phantom.where = "abnormal=0"
-  _data_dir(c.sources.phantom)
-  c.model = dict(s["ae"])
-  c.batch_size, c.total_steps = s["batch"], steps
-  c.eval_every = c.checkpoint_every = steps
-  c.wandb.mode = _wandb()
+def train(stage: str, s: dict, workdir: str, init_from: str = "") -> float:
+  """Trains `stage` with its trainer's `train_and_evaluate`; the seconds it took."""
+  c = stage_config(stage, s, init_from)
   t0 = time.perf_counter()
-  ae_trainer.train_and_evaluate(c, workdir)
-  return time.perf_counter() - t0
-
-
-def classify_config(arg: str, s: dict, steps: int, init_from: str):
-
-  c = cls_config.get_config(f"{arg},size={s['size']},init_from={init_from}")
-  c.real_data = os.path.abspath(_REAL.value)
-  for b in c.sources.values():
-    _data_dir(b)
-  c.model.ae = dict(s["ae"])
-  c.batch_size, c.total_steps = s["batch"], steps
-  c.eval_every = c.checkpoint_every = max(steps // 4, 1)
-  c.wandb.mode = _wandb()
-  return c
-
-
-def train_classify(arg: str, s: dict, steps: int, init_from: str, workdir: str) -> float:
-
-  c = classify_config(arg, s, steps, init_from)
-  t0 = time.perf_counter()
-  classify.train_and_evaluate(c, workdir)
+  TRAINERS[c.trainer].train_and_evaluate(c, workdir)
   return time.perf_counter() - t0
 
 
@@ -161,7 +135,6 @@ def train_classify(arg: str, s: dict, steps: int, init_from: str, workdir: str) 
 
 
 def _binary(y, score, threshold=None) -> dict:
-
   out = {"n": int((y >= 0).sum()), "n_abnormal": int((y == 1).sum()),
          "auroc": metrics.auroc(y, score),
          "sensitivity_at_95_specificity": metrics.sensitivity_at_specificity(y, score, 0.95)}
@@ -174,7 +147,6 @@ def _binary(y, score, threshold=None) -> dict:
 
 def ae_outputs(am, source, batch_size=64) -> dict:
   """Anomaly scores and mean reconstruction brightness over a source."""
-
 
   fn = anomaly.make_score_fn(am.ae)
   feats, recon, bright, inb = [], [], [], []
@@ -198,11 +170,6 @@ def unsupervised(am, y, s) -> dict:
   return out
 
 
-thumbnail_features = baselines.thumbnail_features
-baseline_fit = baselines.fit
-baseline_probs = baselines.probs
-
-
 def _summaries(clf, res: dict) -> dict:
   """Per task, `metrics.classification_summary` (`fbjax.evaluation.evaluators.classification`)."""
 
@@ -215,8 +182,6 @@ def _table(summary: dict) -> dict:
 
 
 def eval_phantom(workdir: str) -> dict:
-
-
   clf = inference.load(workdir, kind="classifier")
   src = sources.block_source(clf.config.sources.phantom, "test", masked=False)
   res = evaluators.predict_source(clf, src, 64, tta=_TTA.value)
@@ -261,7 +226,6 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
   against the region's share of the image area (also returned).
   """
 
-
   idx = [int(i) for i in np.argsort(-probs)[: num * 3] if y[i] == 1][:num]
   if not idx:
     return {}
@@ -285,7 +249,6 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
   h, w = clf.size
   seg = None
   if _SEG.value:
-
     seg = predict.load_segmenter(_SEG.value)
   patch = max(4, h // 8)
   border = np.ones((h, w), bool)
@@ -326,8 +289,6 @@ def occlusion_check(clf, source, probs, y, num: int, out_dir: pathlib.Path) -> d
 
 
 def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
-
-
   clf = inference.load(workdir, kind="classifier")
   cfg = clf.config
   thr = _threshold(workdir)
@@ -352,18 +313,15 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
   # The shortcut baseline, trained on the abnormalities set's training split.
   train = sources.block_source(fba, "train", masked=False)
   val = sources.block_source(fba, "validation", masked=False)
-  x_tr, y_tr = thumbnail_features(train)
-  x_va, y_va = thumbnail_features(val)
-  x_te, y_te = thumbnail_features(test)
-  m_ab = baseline_fit(x_tr, y_tr["abnormal"])
-  p_va = baseline_probs(m_ab, x_va, 2)[:, 1]
-  b_thr = metrics.threshold_at_specificity(p_va[y_va["abnormal"] == 0], 0.95)
-  p_te = baseline_probs(m_ab, x_te, 2)[:, 1]
-  lookup = networks.condition_lookup(cfg.condition_classes)
-  yc_tr = np.where(y_tr["condition"] >= 0, lookup[np.maximum(y_tr["condition"], 0)], -1)
-  yc_te = np.where(y_te["condition"] >= 0, lookup[np.maximum(y_te["condition"], 0)], -1)
-  m_c = baseline_fit(x_tr, yc_tr)
-  pc = baseline_probs(m_c, x_te, len(cfg.condition_classes))
+  x_tr, y_tr = baselines.thumbnail_features(train)
+  x_va, y_va = baselines.thumbnail_features(val)
+  x_te, y_te = baselines.thumbnail_features(test)
+  m_ab, b_thr = baselines.fit_calibrated(x_tr, y_tr["abnormal"], x_va, y_va["abnormal"], 0.95)
+  p_te = baselines.probs(m_ab, x_te, 2)[:, 1]
+  yc_tr = baselines.condition_labels(y_tr["condition"], cfg.condition_classes)
+  yc_te = baselines.condition_labels(y_te["condition"], cfg.condition_classes)
+  m_c = baselines.fit(x_tr, yc_tr)
+  pc = baselines.probs(m_c, x_te, len(cfg.condition_classes))
   out["baseline_thumbnail_histogram"] = {
       "abnormal": _binary(y_te["abnormal"], p_te, b_thr),
       "condition": {"accuracy": metrics.accuracy(yc_te, pc.argmax(1)),
@@ -372,10 +330,10 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
   # Unseen normal screening images from another source: HC18's test images.
   hc18 = sources.block_source(cfg.sources.hc18, "test", masked=False)
   r_h = evaluators.predict_source(clf, hc18, 64, tta=_TTA.value)
-  x_h, _ = thumbnail_features(hc18)
+  x_h, _ = baselines.thumbnail_features(hc18)
   out["hc18_test_flagged_abnormal"] = {
       "n": len(hc18), "model": float(np.mean(r_h["abnormal"][:, 1] > thr)),
-      "baseline": float(np.mean(baseline_probs(m_ab, x_h, 2)[:, 1] > b_thr))}
+      "baseline": float(np.mean(baselines.probs(m_ab, x_h, 2)[:, 1] > b_thr))}
   if am is not None:
     s_h = ae_outputs(am, hc18)
     out["hc18_test_flagged_abnormal"]["anomaly_score"] = float(
@@ -392,10 +350,11 @@ def eval_real(workdir: str, out_dir: pathlib.Path) -> dict:
   p_pl = np.concatenate([r_p["plane"], res["plane"]])
   sp = metrics.classification_summary(y_pl, p_pl, clf.class_names("plane"))
   # Baseline for planes: the same features, trained on the training images with planes.
-  x_f, y_f = thumbnail_features(sources.block_source(cfg.sources.fpdb, "train", masked=False))
-  x_fte, y_fte = thumbnail_features(fpdb)
-  m_p = baseline_fit(np.concatenate([x_tr, x_f]), np.concatenate([y_tr["plane"], y_f["plane"]]))
-  pp = baseline_probs(m_p, np.concatenate([x_fte, x_te]), 4)
+  x_f, y_f = baselines.thumbnail_features(
+      sources.block_source(cfg.sources.fpdb, "train", masked=False))
+  x_fte, y_fte = baselines.thumbnail_features(fpdb)
+  m_p = baselines.fit(np.concatenate([x_tr, x_f]), np.concatenate([y_tr["plane"], y_f["plane"]]))
+  pp = baselines.probs(m_p, np.concatenate([x_fte, x_te]), 4)
   yb = np.concatenate([y_fte["plane"], y_te["plane"]])
   out["planes_real"] = {"n": sp["n"], "accuracy": sp["accuracy"], "macro_f1": sp["macro_f1"],
                         "per_class": _table(sp), "confusion_matrix": sp["confusion_matrix"],
@@ -415,7 +374,6 @@ def speed_segmenter(size=(128, 128), width=8, depth=4):
   segmenter) whose head map is replaced by a plausible ellipse, so the ellipse fit and
   the overlay cost what they cost."""
 
-
   model = unet.Model(width=width, depth=depth)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *size)))["params"]
   rng = np.random.default_rng(0)
@@ -432,8 +390,6 @@ def speed_segmenter(size=(128, 128), width=8, depth=4):
 
 
 def speed(cls_workdir: str, out_dir: pathlib.Path) -> dict:
-
-
   clf_cfg = inference.load(cls_workdir, kind="classifier").config
   block = type(clf_cfg.sources.phantom)(clf_cfg.sources.phantom.to_dict())
   src = sources.get_source(block, "unlabelled")
@@ -539,28 +495,49 @@ def markdown(r: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def aligned(s: dict, out: pathlib.Path) -> dict:
+  """`python -m benchmarks.classify_aligned` at cls_real's steps, its JSON."""
+  if not _SEG.value:
+    raise ValueError("the aligned stage needs --seg_workdir (head ellipses of FETAL_PLANES_DB "
+                     "and the abnormalities set)")
+  path = out / "aligned" / f"aligned_{'_'.join(aligned_config.RUNS)}.json"   # its default
+  subprocess.run([sys.executable, "-m", "benchmarks.classify_aligned",
+                  f"--real_data={os.path.abspath(_REAL.value)}",
+                  f"--seg_workdir={os.path.abspath(_SEG.value)}", f"--data_dir={_DATA_DIR.value}",
+                  f"--workdir={out / 'aligned'}", f"--steps={s['steps'][3]}", f"--out={path}"],
+                 check=True, cwd=REPO, stdout=sys.stderr)   # stdout is this run's JSON
+  return json.loads(path.read_text())
+
+
 def main(argv):
   del argv
-  s = _setup()
+  s = _preset()
   out = pathlib.Path(_WORKDIR.value)
+  if _DRY_RUN.value:
+    ae_p, ae_r = str(out / "ae_phantom"), str(out / "ae_real")
+    runs = {"phantom": {"ae_phantom": stage_config("ae_phantom", s),
+                        "cls_phantom": stage_config("cls_phantom", s, ae_p)},
+            "real": {"ae_real": stage_config("ae_real", s),
+                     "cls_real": stage_config("cls_real", s, ae_r)}}
+    print(json.dumps({n: c.to_dict() for stage in _STAGES.value
+                      for n, c in runs.get(stage, {}).items()}, indent=1))
+    return
   out.mkdir(parents=True, exist_ok=True)
   result = {"setup": {"device": _DEVICE.value, "size": s["size"], "steps": list(s["steps"]),
                       "batch": s["batch"], "encoder": s["ae"], "tta": _TTA.value}}
   timing = {}
   if "phantom" in _STAGES.value:
     ae_w, cls_w = str(out / "ae_phantom"), str(out / "cls_phantom")
-    timing["ae_phantom_s"] = train_phantom_ae(ae_w, s, s["steps"][0])
-    timing["cls_phantom_s"] = train_classify("data=phantom", s, s["steps"][1], ae_w, cls_w)
+    timing["ae_phantom_s"] = train("ae_phantom", s, ae_w)
+    timing["cls_phantom_s"] = train("cls_phantom", s, cls_w, init_from=ae_w)
     result["phantom"] = eval_phantom(cls_w)
   if "real" in _STAGES.value:
     ae_w, cls_w = str(out / "ae_real"), str(out / "cls_real")
-    timing["ae_real_s"] = train_classify("data=real,variant=autoencoder", s, s["steps"][2], "",
-                                         ae_w)
-    timing["cls_real_s"] = train_classify("data=real", s, s["steps"][3], ae_w, cls_w)
+    timing["ae_real_s"] = train("ae_real", s, ae_w)
+    timing["cls_real_s"] = train("cls_real", s, cls_w, init_from=ae_w)
     result["real"] = eval_real(cls_w, out)
   if "aligned" in _STAGES.value:
-    raise ValueError("the aligned-head stage is its own benchmark: python -m "
-                     "benchmarks.classify_aligned --seg_workdir ... (no benchmark runs another)")
+    result["aligned"] = aligned(s, out)
   if "speed" in _STAGES.value:
     cls_w = str(out / "cls_phantom")
     if not (pathlib.Path(cls_w) / "config.json").exists():
@@ -568,7 +545,8 @@ def main(argv):
                        "--stages=phantom first (same --workdir)")
     result["speed"] = speed(cls_w, out)
   result["train_seconds"] = timing
-  (out / "benchmark.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+  pathlib.Path(_OUT.value or out / "benchmark.json").write_text(
+      json.dumps(result, indent=1, default=float) + "\n")
   (out / "benchmark.md").write_text(markdown(result))
   print(json.dumps(result, indent=1, default=float))
   print(markdown(result))

@@ -3,7 +3,9 @@ r"""Classification of the aligned head on real images: planes, normal vs abnorma
   python -m benchmarks.classify_aligned --seg_workdir /tmp/seg --workdir /tmp/cls_aligned \
       --real_data ../shared/data --data_dir /tmp/tfds --steps 600
 
-Also `benchmarks/classify.py --stages=aligned` (same flags). Every split is by group
+Also `python -m benchmarks.classify --stages=aligned` (which runs this one). The runs are
+the named configs of `configs/classify_aligned.py` (`run=...`; `--dry_run` prints them and
+trains nothing). Every split is by group
 (`fbjax.data.splits`); the test split is only predicted. Runs (`--runs`):
 
   planes       plane head on FETAL_PLANES_DB (`brain_combined`) + the abnormalities
@@ -42,13 +44,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 import time
 
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
 from configs import classify as classify_config
 from configs import classify_aligned as experiments
@@ -65,19 +67,47 @@ from fbjax.evaluation import (
 )
 from fbjax.evaluation import source_images as by_image
 from fbjax.geometry import align
+from fbjax.runtime import tracking
 from fbjax.trainers import classify
 
+_REAL = flags.DEFINE_string("real_data", os.environ.get("FBJAX_REAL_DATA", "../shared/data"),
+                            "Folder holding fetal_brain_abnormalities/, fetal_planes_db/, hc18/.")
+_SEG = flags.DEFINE_string("seg_workdir", None, "Segmentation workdir: the head ellipses of "
+                           "images without a head mask.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data_dir (default: fbjax's cache).")
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/fbjax_classify_aligned", "Output folder.")
+_STEPS = flags.DEFINE_integer("steps", 600, "Training steps of every run.")
+_RUNS = flags.DEFINE_list("runs", list(experiments.RUNS),
+                          f"Runs, of {experiments.RUNS + experiments.EXTRA_RUNS} "
+                          "(RUN+pretrained too).")
+_OCCLUSION = flags.DEFINE_integer("num_occlusion", 12, "Abnormal test images whose occlusion "
+                                  "maps are measured.")
+_PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 300, "Steps of the pretraining.")
+_NO_SHEET = flags.DEFINE_bool("no_sheet", False, "No contact sheet of the training crops.")
+_ENSEMBLE = flags.DEFINE_list("ensemble", [], "Plane-run workdirs: score each and the mean of "
+                              "their probabilities (nothing is trained).")
+_SIZE = flags.DEFINE_list("size", ["96", "128"], "Network input H,W.")
+_CLASS_WEIGHTING = flags.DEFINE_enum("class_weighting", "", ["", "none", "inverse_sqrt",
+                                                             "inverse"],
+                                     "Class weights of the heads (default: the config's, "
+                                     "inverse_sqrt).")
+_SEED = flags.DEFINE_integer("seed", 0, "Training seed (initialisation, batches, augmentation).")
+_PHANTOM_SHARE = flags.DEFINE_float("phantom_share", None, "planes_phantom: the phantom's "
+                                    "share of the training mixture (default: "
+                                    "configs/classify.py PHANTOM_PLANES).")
+_TRAIN_GROUPS = flags.DEFINE_float("train_groups", 1.0, "Share of the real training splits' "
+                                   "groups (patients, source images) kept, by a stable hash "
+                                   "of the group: a learning curve.")
+_INPUT = flags.DEFINE_enum("input", "aligned_head", ["aligned_head", "image"],
+                           "image: the whole-image arm of the ablation (same images, same "
+                           "steps).")
+_OUT = flags.DEFINE_string("out", "", "JSON output path (default: <workdir>/aligned_<runs>.json, "
+                           "with --ensemble <workdir>/ensemble_planes.json).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the configs of the trainings (JSON, by "
+                             "run) and stop.")
+flags.mark_flag_as_required("seg_workdir")
+
 BRAIN_FRACTION = 0.85   # the brain inside the skull: 0.85 of the head ellipse's semi-axes
-
-
-# ---------------------------------------------------------------------------
-# The shortcut baseline on whole images
-# ---------------------------------------------------------------------------
-
-
-def baseline(train_srcs, test_src, task: str, num_classes: int):
-
-  return baselines.fit_and_predict(train_srcs, test_src, task, num_classes)
 
 
 # ---------------------------------------------------------------------------
@@ -86,8 +116,6 @@ def baseline(train_srcs, test_src, task: str, num_classes: int):
 
 
 def reliability_png(probs_before, probs_after, y, path) -> dict:
-
-
   size, m = 300, 30
   img = np.full((size, size, 3), 255, np.uint8)
   cv2.rectangle(img, (m, m), (size - m, size - m), (0, 0, 0), 1)
@@ -110,15 +138,12 @@ def reliability_png(probs_before, probs_after, y, path) -> dict:
 
 
 def calibrated(workdir, task, p):
-
   cal = workdir_lib.read_json(workdir, workdir_lib.CALIBRATION)
   t = cal["tasks"][task]["temperature"]
   return t, metrics.apply_temperature(p, t)
 
 
 def task_report(clf, workdir, res, task, out_dir, tag, base_probs) -> dict:
-
-
   y, p = res[f"label_{task}"], res[task]
   names = clf.class_names(task)
   s = metrics.classification_summary(y, p, names)
@@ -149,7 +174,6 @@ def task_report(clf, workdir, res, task, out_dir, tag, base_probs) -> dict:
 
 def occlusion(clf, src, probs, y, num: int) -> dict:
   """Share of the abnormal logit's occlusion evidence inside the brain of the aligned crop."""
-
 
   idx = [int(i) for i in np.argsort(-probs) if y[i] == 1][:num]
   if not idx:
@@ -184,7 +208,6 @@ def occlusion(clf, src, probs, y, num: int) -> dict:
 
 
 def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occlusion: int):
-
   clf = inference.load(workdir, kind="classifier")
   blocks = clf.config.sources
   trained = [n for n, b in blocks.items() if b.weight > 0]
@@ -203,7 +226,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
     tests = [src("fpdb", "test"), src("fba", "test")]
     res = [evaluators.predict_source(clf, s, 64) for s in tests]
     merged = {k: np.concatenate([r[k] for r in res]) for k in ("plane", "label_plane")}
-    base = np.concatenate([baseline(train_srcs, s, "plane", 4) for s in tests])
+    base = np.concatenate([baselines.fit_and_predict(train_srcs, s, "plane", 4) for s in tests])
     out["plane"] = task_report(clf, workdir, merged, "plane", out_dir, run, base)
     ids = [i for s in tests for i in by_image.ids_of(s)]
     y_plane = merged["label_plane"]
@@ -218,11 +241,13 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
   y, p = res["label_abnormal"], res["abnormal"][:, 1]
   sens, spec = metrics.sensitivity_specificity(y, p, thr)
   own = decision.get("per_source", {}).get("fba")
-  b_ab = baseline(train_srcs[:1], test, "abnormal", 2)
-  b_va = baseline(train_srcs[:1], src("fba", "validation"), "abnormal", 2)
-  val = src("fba", "validation")
-  _, yv = baselines.thumbnail_features(val)
-  b_thr = metrics.threshold_at_specificity(b_va[yv["abnormal"] == 0, 1], 0.95)
+  # The shortcut, trained on the abnormalities set's training split; its threshold at 95 %
+  # specificity on the set's validation normals.
+  x_tr, y_tr = baselines.thumbnail_features(train_srcs[0])
+  x_te, _ = baselines.thumbnail_features(test)
+  x_va, y_va = baselines.thumbnail_features(src("fba", "validation"))
+  m_ab, b_thr = baselines.fit_calibrated(x_tr, y_tr["abnormal"], x_va, y_va["abnormal"], 0.95)
+  b_ab = baselines.probs(m_ab, x_te, 2)
   b_sens, b_spec = metrics.sensitivity_specificity(y, b_ab[:, 1], b_thr)
   out["abnormal"] = {"n": int(np.sum(y >= 0)), "normals": int(np.sum(y == 0)),
                      "auroc": metrics.auroc(y, p), "threshold": thr,
@@ -236,7 +261,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
                      "baseline_auroc": metrics.auroc(y, b_ab[:, 1]),
                      "baseline_sensitivity": b_sens, "baseline_specificity": b_spec}
   lookup = networks.condition_lookup(clf.config.condition_classes)
-  b_c = baseline(train_srcs[:1], test, "condition", len(lookup))
+  b_c = baselines.probs(baselines.fit(x_tr, y_tr["condition"]), x_te, len(lookup))
   b_c = b_c[:, [i for i in range(len(lookup)) if lookup[i] >= 0]]
   out["condition"] = task_report(clf, workdir, res, "condition", out_dir, run, b_c)
   ids, n_cond = by_image.ids_of(test), len(clf.class_names("condition"))
@@ -245,14 +270,7 @@ def evaluate_run(run: str, workdir: str, config, out_dir: pathlib.Path, num_occl
                                                                  n_cond)
   out["condition"]["baseline_by_source_image"] = by_image.by_source_image(y_cond, b_c, ids,
                                                                           n_cond)
-  groups = by_image.source_groups(ids, y)
-  yg = np.array([lab for _, lab in groups])
-  pg = np.array([np.mean(p[v]) for v in groups.values()])
-  sg, cg = metrics.sensitivity_specificity(yg, pg, thr)
-  out["abnormal"]["by_source_image"] = {"n_source_images": len(groups),
-                                        "normals": int(np.sum(yg == 0)),
-                                        "auroc": metrics.auroc(yg, pg),
-                                        "sensitivity": sg, "specificity": cg}
+  out["abnormal"]["by_source_image"] = by_image.binary_by_source_image(y, p, ids, thr)
   if clf.config.input.kind == "aligned_head":   # the brain's place is known
     out["occlusion"] = occlusion(clf, test, p, y, num_occlusion)
   return out
@@ -276,7 +294,7 @@ def evaluate_phantom(clf, workdir, out: dict, src, train_srcs, out_dir: pathlib.
 
   test = src("phantom", "test")
   res = evaluators.predict_source(clf, test, 64)
-  base = baseline(train_srcs, test, "plane", 4)
+  base = baselines.fit_and_predict(train_srcs, test, "plane", 4)
   out["plane"] = task_report(clf, workdir, res, "plane", out_dir, "phantom", base)
   out["abnormal_auroc"] = metrics.auroc(res["label_abnormal"], res["abnormal"][:, 1])
   cond = metrics.classification_summary(res["label_condition"], res["condition"],
@@ -356,7 +374,6 @@ def ensemble_planes(workdirs: list[str]) -> dict:
 def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
   """The first aligned crops of each real source's training split, with their ids."""
 
-
   tiles, texts, counts = [], [], {}
   for name in ("fpdb", "fba", "hc18"):
     block = config.sources[name]
@@ -373,18 +390,54 @@ def contact_sheet(config, out_png: pathlib.Path, per_source: int = 16) -> dict:
   return counts
 
 
-def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, runs=experiments.RUNS,
-             num_occlusion: int = 12, pretrain_steps: int = 300, sheet: bool = True,
-             size=(96, 128), input_kind: str = "aligned_head",
-             class_weighting: str = "", seed: int = 0,
-             phantom_share: float | None = None, train_groups: float = 1.0) -> dict:
+def run_arg(run: str, **kw) -> str:
+  """The argument of `configs/classify_aligned.py` naming `run` and the keys `kw` given."""
+  if "size" in kw:
+    kw["size"] = "x".join(str(int(v)) for v in kw["size"])
+  values = {"run": run, **kw}
+  bad = [k for k, v in values.items() if "," in str(v)]
+  if bad:
+    raise ValueError(f"{bad}: a value of a config argument holds no comma")
+  return ",".join(f"{k}={v}" for k, v in values.items())
 
+
+def run_configs(*, real: str, seg: str, data_dir: str, workdir: str, steps: int,
+                runs=experiments.RUNS, pretrain_steps: int = 300, size=experiments.SIZE,
+                input_kind: str = "aligned_head", class_weighting: str = "", seed: int = 0,
+                phantom_share: float | None = None, train_groups: float = 1.0) -> dict:
+  """{name: the named config} of the contact sheet ("sheet"), the pretraining ("pretrain"),
+  and every run, all from `configs/classify_aligned.py`."""
   if phantom_share is None:
     phantom_share = classify_config.PHANTOM_PLANES
+  pre = str(pathlib.Path(workdir) / "pretrain")
+  data = dict(real=real, seg=seg, data_dir=data_dir)
+  out = {"sheet": experiments.get_config(run_arg("abnormal", **data, steps=steps)),
+         "pretrain": experiments.get_config(run_arg(
+             "pretrain", **data, steps=pretrain_steps, size=size, input=input_kind))}
+  for run in runs:
+    out[run] = experiments.get_config(run_arg(
+        run, **data, steps=steps, size=size,
+        init_from=pre if run.endswith("+pretrained") else "", input=input_kind,
+        class_weighting=class_weighting, seed=seed, phantom_share=phantom_share,
+        train_groups=train_groups))
+  return out
 
+
+def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int,
+             runs=experiments.RUNS, num_occlusion: int = 12, pretrain_steps: int = 300,
+             sheet: bool = True, size=experiments.SIZE, input_kind: str = "aligned_head",
+             class_weighting: str = "", seed: int = 0, phantom_share: float | None = None,
+             train_groups: float = 1.0, out: str = "") -> dict:
+  if phantom_share is None:
+    phantom_share = classify_config.PHANTOM_PLANES
+  configs = run_configs(real=real, seg=seg, data_dir=data_dir, workdir=workdir, steps=steps,
+                        runs=runs, pretrain_steps=pretrain_steps, size=size,
+                        input_kind=input_kind, class_weighting=class_weighting, seed=seed,
+                        phantom_share=phantom_share, train_groups=train_groups)
   out_dir = pathlib.Path(workdir)
   out_dir.mkdir(parents=True, exist_ok=True)
   tag = "_".join(r.replace("+", "_") for r in runs)
+  out_path = pathlib.Path(out or out_dir / f"aligned_{tag}.json")
   result = {"setup": {"input": input_kind, "size": list(size), "encoder": "resnet 16/32/64",
                       "steps": steps, "class_weighting": class_weighting or "inverse_sqrt",
                       "seed": seed, "phantom_share": phantom_share,
@@ -392,23 +445,16 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
                       "batch": 32, "segmenter": seg, "tta": "mean over both 180-degree "
                       "orientations" if input_kind == "aligned_head" else "none"}}
   if sheet:
-    result["contact_sheet_counts"] = contact_sheet(
-        experiments.experiment("abnormal", real=real, seg=seg, data_dir=data_dir, steps=steps),
-        out_dir / "aligned_crops_train.png")
+    result["contact_sheet_counts"] = contact_sheet(configs["sheet"],
+                                                   out_dir / "aligned_crops_train.png")
   pre = str(out_dir / "pretrain")
   if any(r.endswith("+pretrained") for r in runs) and not (pathlib.Path(pre) /
                                                             "complete.json").exists():
     t = time.time()
-    classify.train_and_evaluate(experiments.experiment(
-                                    "pretrain", real=real, seg=seg, data_dir=data_dir,
-                                           steps=pretrain_steps, size=size,
-                                           input_kind=input_kind), pre)
+    classify.train_and_evaluate(configs["pretrain"], pre)
     result["pretrain"] = {"steps": pretrain_steps, "seconds": time.time() - t}
   for run in runs:
-    c = experiments.experiment(run, real=real, seg=seg, data_dir=data_dir, steps=steps, size=size,
-                   init_from=pre if run.endswith("+pretrained") else "", input_kind=input_kind,
-                   class_weighting=class_weighting, seed=seed, phantom_share=phantom_share,
-                   train_groups=train_groups)
+    c = configs[run]
     w = str(out_dir / run)
     t = time.time()
     if (out_dir / run / "complete.json").exists():   # trained before: measured again only
@@ -417,53 +463,32 @@ def main_run(*, real: str, seg: str, data_dir: str, workdir: str, steps: int, ru
       classify.train_and_evaluate(c, w)
     result[run] = evaluate_run(run, w, c, out_dir, num_occlusion)
     result[run]["train_eval_seconds"] = time.time() - t
-    (out_dir / f"aligned_{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    out_path.write_text(json.dumps(result, indent=1, default=float) + "\n")
   return result
 
 
-if __name__ == "__main__":
-  import argparse
-
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--real_data", default=os.environ.get("FBJAX_REAL_DATA", "../shared/data"))
-  ap.add_argument("--seg_workdir", required=True)
-  ap.add_argument("--data_dir", default="")
-  ap.add_argument("--workdir", default="/tmp/fbjax_classify_aligned")
-  ap.add_argument("--steps", type=int, default=600)
-  ap.add_argument("--runs", default=",".join(experiments.RUNS),
-                  help=f"comma separated, of {experiments.RUNS + experiments.EXTRA_RUNS} "
-                       "(RUN+pretrained too)")
-  ap.add_argument("--num_occlusion", type=int, default=12)
-  ap.add_argument("--pretrain_steps", type=int, default=300)
-  ap.add_argument("--no_sheet", action="store_true")
-  ap.add_argument("--ensemble", default="", help="comma-separated plane-run workdirs: "
-                  "score each and the mean of their probabilities (nothing is trained)")
-  ap.add_argument("--size", default="96,128", help="network input H,W")
-  ap.add_argument("--class_weighting", default="", choices=("", "none", "inverse_sqrt",
-                                                            "inverse"),
-                  help="class weights of the heads (default: the config's, inverse_sqrt)")
-  ap.add_argument("--seed", type=int, default=0, help="training seed (initialisation, "
-                  "batches, augmentation)")
-  ap.add_argument("--phantom_share", type=float, default=None,
-                  help="planes_phantom: the phantom's share of the training mixture "
-                  "(default: configs/classify.py PHANTOM_PLANES)")
-  ap.add_argument("--train_groups", type=float, default=1.0,
-                  help="share of the real training splits' groups (patients, source "
-                  "images) kept, by a stable hash of the group: a learning curve")
-  ap.add_argument("--input", default="aligned_head", choices=("aligned_head", "image"),
-                  help="image: the whole-image arm of the ablation (same images, same steps)")
-  a = ap.parse_args()
-  if a.ensemble:
-    r = ensemble_planes([os.path.abspath(w) for w in a.ensemble.split(",")])
-    pathlib.Path(a.workdir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(a.workdir) / "ensemble_planes.json").write_text(json.dumps(r, indent=1))
+def main(argv):
+  del argv
+  tracking.quiet_library_logs()   # orbax's and grain's INFO chatter
+  if _ENSEMBLE.value:
+    r = ensemble_planes([os.path.abspath(w) for w in _ENSEMBLE.value])
+    pathlib.Path(_WORKDIR.value).mkdir(parents=True, exist_ok=True)
+    pathlib.Path(_OUT.value or pathlib.Path(_WORKDIR.value) / "ensemble_planes.json").write_text(
+        json.dumps(r, indent=1))
     print(json.dumps(r, indent=1))
-    sys.exit(0)
-  r = main_run(real=os.path.abspath(a.real_data), seg=os.path.abspath(a.seg_workdir),
-               data_dir=a.data_dir, workdir=a.workdir, steps=a.steps,
-               runs=a.runs.split(","), num_occlusion=a.num_occlusion,
-               pretrain_steps=a.pretrain_steps, sheet=not a.no_sheet,
-               size=tuple(int(v) for v in a.size.split(",")), input_kind=a.input,
-               class_weighting=a.class_weighting, seed=a.seed, phantom_share=a.phantom_share,
-               train_groups=a.train_groups)
+    return
+  kw = dict(real=os.path.abspath(_REAL.value), seg=os.path.abspath(_SEG.value),
+            data_dir=_DATA_DIR.value, workdir=_WORKDIR.value, steps=_STEPS.value,
+            runs=_RUNS.value, pretrain_steps=_PRETRAIN_STEPS.value,
+            size=tuple(int(v) for v in _SIZE.value), input_kind=_INPUT.value,
+            class_weighting=_CLASS_WEIGHTING.value, seed=_SEED.value,
+            phantom_share=_PHANTOM_SHARE.value, train_groups=_TRAIN_GROUPS.value)
+  if _DRY_RUN.value:
+    print(json.dumps({n: c.to_dict() for n, c in run_configs(**kw).items()}, indent=1))
+    return
+  r = main_run(**kw, num_occlusion=_OCCLUSION.value, sheet=not _NO_SHEET.value, out=_OUT.value)
   print(json.dumps(r, indent=1, default=float))
+
+
+if __name__ == "__main__":
+  app.run(main)

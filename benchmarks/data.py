@@ -1,4 +1,4 @@
-r"""Real-data builders and input pipeline: build time and read speed (prints JSON).
+r"""Real-data builders and input pipeline: build time and read speed (JSON, also `--out`).
 
     python -m benchmarks.data                       # manual files from $FBJAX_REAL_DATA
     python -m benchmarks.data --manual_dir ../shared/data --size 256 --images 2000 \
@@ -23,23 +23,36 @@ r"""Real-data builders and input pipeline: build time and read speed (prints JSO
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import os
+import pathlib
 import sys
 import tempfile
 import time
+import types
 
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import app, flags
 
 from fbjax.data import builders, pipeline
 from fbjax.geometry import biometry
+from fbjax.runtime import tracking
 
 DATASETS = ("hc18", "fetal_planes_db", "fetal_brain_abnormalities")
+
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", os.environ.get("FBJAX_REAL_DATA"),
+                                  "Folder of the real data sets' files (or $FBJAX_REAL_DATA).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir (default: a fresh temporary "
+                                "folder).")
+_DATASETS = flags.DEFINE_list("datasets", list(DATASETS), "Data sets to build and read.")
+_SIZE = flags.DEFINE_integer("size", 256, "Pipeline grid (square).")
+_IMAGES = flags.DEFINE_integer("images", 2000, "Images read per measurement.")
+_READ_THREADS = flags.DEFINE_list("read_threads", ["1", "2", "4", "8"], "Reader threads tried.")
+_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
 def build(name: str, manual_dir: str, data_dir: str) -> dict:
@@ -93,20 +106,16 @@ def hc18_mask_error(data_dir: str) -> dict:
           "fit": "fbjax.geometry.biometry.measure(head_mask, spacing, method='direct')"}
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--manual_dir", default=os.environ.get("FBJAX_REAL_DATA"))
-  p.add_argument("--data_dir", default=None, help="default: a fresh temporary folder")
-  p.add_argument("--datasets", default=",".join(DATASETS))
-  p.add_argument("--size", type=int, default=256)
-  p.add_argument("--images", type=int, default=2000)
-  p.add_argument("--read_threads", default="1,2,4,8")
-  args = p.parse_args(argv)
-  if not args.manual_dir:
-    p.error("give --manual_dir or set FBJAX_REAL_DATA")
+def main(argv) -> None:
+  del argv
+  tracking.quiet_library_logs()   # orbax's and grain's INFO chatter
+  if not _MANUAL_DIR.value:
+    raise app.UsageError("give --manual_dir or set FBJAX_REAL_DATA")
+  args = types.SimpleNamespace(manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value,
+                               size=_SIZE.value, images=_IMAGES.value)
   tfds.disable_progress_bar()
-  names = [n for n in args.datasets.split(",") if n]
-  threads = [int(t) for t in args.read_threads.split(",")]
+  names = [n for n in _DATASETS.value if n]
+  threads = [int(t) for t in _READ_THREADS.value]
   with tempfile.TemporaryDirectory() as tmp:
     data_dir = args.data_dir or tmp
     out = {"cpus": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg()[0],
@@ -134,9 +143,12 @@ def main(argv=None) -> None:
     for kind in ("decoding", "cached"):
       out[f"read_ok_{kind}"] = all(v[f"best_train_{kind}"]["images_per_second"] >= 500
                                    for v in out["read"].values())
-    print(json.dumps(out, indent=1, default=lambda x: None if isinstance(x, float)
-                     and math.isnan(x) else x))
+    text = json.dumps(out, indent=1, default=lambda x: None if isinstance(x, float)
+                      and math.isnan(x) else x)
+    if _OUT.value:
+      pathlib.Path(_OUT.value).write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

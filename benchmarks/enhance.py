@@ -1,4 +1,4 @@
-r"""Enhancement benchmark: agreement with references, quality on the phantom, speed. JSON out.
+r"""Enhancement benchmark: agreement with references, quality on the phantom, speed (JSON).
 
     python -m benchmarks.enhance                          # all sections, CPU
     python -m benchmarks.enhance --sections quality --n_val 16 --n_test 64
@@ -28,7 +28,6 @@ Sections:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,11 +35,13 @@ import pathlib
 import statistics
 import sys
 import time
+import types
 
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
 from fbjax.data import builders, io
 from fbjax.enhance import despeckle, modules
@@ -48,9 +49,32 @@ from fbjax.enhance import filters as F
 from fbjax.enhance import metrics as M
 from fbjax.geometry import preprocess
 from fbjax.phantom import simulator as phantom
+from fbjax.runtime import tracking
 from tests import enhance_reference as ref
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_OPTIONS = (
+    flags.DEFINE_list("sections", ["agreement", "quality", "speed"],
+                      "Sections: agreement, quality, speed, figure."),
+    flags.DEFINE_integer("n_val", 16, "Phantom validation images the parameters are tuned on."),
+    flags.DEFINE_integer("n_test", 64, "Phantom test images the chosen settings are scored on."),
+    flags.DEFINE_integer("size", 128, "Phantom image size for agreement/quality/figure (128: the "
+                         "default `small` config of fetal_brain_synth, whose streams these are)."),
+    flags.DEFINE_integer("speed_size", 256, "Image size of the speed section."),
+    flags.DEFINE_integer("batch", 64, "Batch of the speed section."),
+    flags.DEFINE_integer("reps", 5, "Timed runs per speed measurement (the median is kept)."),
+    flags.DEFINE_integer("numpy_images", 16, "Images the NumPy SRAD is timed on (scaled to the "
+                         "batch); <= 0: all."),
+    flags.DEFINE_string("learned_workdir", None, "A trained despeckler's workdir (added as a "
+                        "method)."),
+    flags.DEFINE_string("figure", "docs/enhance_comparison.png", "PNG of the figure section."),
+    flags.DEFINE_integer("figure_panel", 200, "Panel size of the figure (pixels)."),
+    flags.DEFINE_string("chosen", None, "JSON of chosen parameters (from a quality run) for "
+                        "speed/figure."),
+    flags.DEFINE_bool("device", False, "Accelerator run: speed only, fbjax on the default device."),
+)
+_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 # ---------------------------------------------------------------------------
 # Data
@@ -345,28 +369,11 @@ def figure(args, chosen: dict, path: str) -> dict:
   return {"path": path, "bytes": os.path.getsize(path), "hc18_image": real is not None}
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--sections", default="agreement,quality,speed")
-  p.add_argument("--n_val", type=int, default=16)
-  p.add_argument("--n_test", type=int, default=64)
-  p.add_argument("--size", type=int, default=128,
-                 help="phantom image size for agreement/quality/figure (128: the default "
-                      "`small` config of fetal_brain_synth, whose streams these are)")
-  p.add_argument("--speed_size", type=int, default=256)
-  p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--reps", type=int, default=5)
-  p.add_argument("--numpy_images", type=int, default=16,
-                 help="images the NumPy SRAD is timed on (scaled to the batch); <= 0: all")
-  p.add_argument("--learned_workdir", default=None)
-  p.add_argument("--figure", default="docs/enhance_comparison.png")
-  p.add_argument("--figure_panel", type=int, default=200)
-  p.add_argument("--chosen", default=None,
-                 help="JSON of chosen parameters (from a quality run) for speed/figure")
-  p.add_argument("--device", action="store_true",
-                 help="accelerator run: speed only, fbjax on the default device")
-  args = p.parse_args()
-  sections = args.sections.split(",")
+def main(argv):
+  del argv
+  tracking.quiet_library_logs()   # orbax's and grain's INFO chatter
+  args = types.SimpleNamespace(**{f.name: f.value for f in _OPTIONS})
+  sections = list(args.sections)
   if args.device:
     sections = ["speed"]
     args.numpy_images = min(args.numpy_images, 8) if args.numpy_images > 0 else 8
@@ -381,8 +388,11 @@ def main():
     out["speed"] = speed(args, chosen)
   if "figure" in sections:
     out["figure"] = figure(args, chosen, args.figure)
-  print(json.dumps(out, indent=1, default=float))
+  text = json.dumps(out, indent=1, default=float)
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(text + "\n")
+  print(text)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

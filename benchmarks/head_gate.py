@@ -1,7 +1,7 @@
 r"""The "not a fetal head" gate (`fbjax.geometry.head_gate`): its evidence on heads and non-heads.
 
     python -m benchmarks.head_gate --seg_workdir ~/runs/seg \
-        --hc18 ../shared/data/hc18 --num_train 200 > head_gate.json
+        --hc18 ../shared/data/hc18 --num_train 200 --out head_gate.json
 
 Positives are HC18 images of the `train` split (`fbjax.data.splits.assign`,
 the builder's rule), up to `--num_train`, on which thresholds are proposed,
@@ -13,30 +13,44 @@ random filled shapes, an abdomen-like speckled disc without a skull, and a
 femur-like bright bar. Everything goes through the segmentation model as in
 `launch.predict` (`fbjax.predict.Predictor`).
 
-Prints one JSON object: per feature, the percentiles on train positives and
-the maxima on negatives; the threshold proposed per feature (the 1st
+Prints one JSON object (also to `--out` when given): per feature, the percentiles on
+train positives and the maxima on negatives; the threshold proposed per feature (the 1st
 percentile of train positives, times `--margin`); and, with the gate in use,
 the rejection rate of validation heads and of each negative kind.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import pathlib
 import tempfile
+import types
 
 import cv2
 import numpy as np
+from absl import app, flags
 
 from fbjax import predict
 from fbjax.data import splits
 from fbjax.evaluation import heads
 from fbjax.geometry import head_gate
 from fbjax.phantom.negatives import KINDS, negative
+from fbjax.runtime import tracking
+
+_SEG = flags.DEFINE_string("seg_workdir", None, "Segmentation workdir (the gate's input).")
+_HC18 = flags.DEFINE_string("hc18", os.path.join(os.environ.get("FBJAX_REAL_DATA", ""), "hc18"),
+                            "HC18 manual folder (training_set/, CSVs).")
+_NUM_TRAIN = flags.DEFINE_integer("num_train", 200, "HC18 train-split heads thresholds are "
+                                  "proposed on.")
+_NUM_NEGATIVES = flags.DEFINE_integer("num_negatives", 20, "Synthetic negatives per kind.")
+_MARGIN = flags.DEFINE_float("margin", 0.5, "Proposed threshold = margin x 1st percentile of "
+                             "train heads.")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Predictor batch size.")
+_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
+flags.mark_flag_as_required("seg_workdir")
 
 
 def evidence_of(predictor: predict.Predictor, paths) -> list[dict]:
@@ -61,16 +75,12 @@ def rejected(row: dict, thresholds: dict) -> bool:
           thresholds))
 
 
-def main(argv=None) -> dict:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--seg_workdir", required=True)
-  ap.add_argument("--hc18", default=os.path.join(os.environ.get("FBJAX_REAL_DATA", ""), "hc18"))
-  ap.add_argument("--num_train", type=int, default=200)
-  ap.add_argument("--num_negatives", type=int, default=20, help="per kind")
-  ap.add_argument("--margin", type=float, default=0.5,
-                  help="proposed threshold = margin x 1st percentile of train heads")
-  ap.add_argument("--batch_size", type=int, default=16)
-  args = ap.parse_args(argv)
+def main(argv) -> dict:
+  del argv
+  tracking.quiet_library_logs()   # orbax's and grain's INFO chatter
+  args = types.SimpleNamespace(seg_workdir=_SEG.value, hc18=_HC18.value,
+                               num_train=_NUM_TRAIN.value, num_negatives=_NUM_NEGATIVES.value,
+                               margin=_MARGIN.value, batch_size=_BATCH.value)
   predictor = predict.Predictor(None, args.seg_workdir, batch_size=args.batch_size, gate={})
   by_split = splits.hc18_split(pathlib.Path(args.hc18))
   rng = np.random.default_rng(0)
@@ -124,9 +134,12 @@ def main(argv=None) -> dict:
         "negatives_rejected": float(np.mean([rejected(r, tv) for r in all_neg]))})
   report["segmenter_finds_a_head_on_negatives"] = {
       kind: float(np.mean([r["fitted"] for r in rows])) for kind, rows in neg.items()}
-  print(json.dumps(report, indent=1))
+  text = json.dumps(report, indent=1)
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(text + "\n")
+  print(text)
   return report
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

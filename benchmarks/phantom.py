@@ -15,131 +15,47 @@ Realism (`fbjax.phantom.realism`: grain FWHM in mm, ring / interior intensity,
 grey-level percentiles and EMD), by HC tercile (small / middle / large
 heads), HC18 against the phantom:
   * HC18: the training images of one half of the patients (`--subset`; the
-    halves are fixed by a salted hash of the patient number, `REALISM_SEED`),
+    halves are fixed by a salted hash of the patient number:
+    `fbjax.phantom.realism_table.hc18_subset`),
     at native resolution through their annotated ellipse, and resampled to
     the phantom's 256-px spacing (the same field of view on a 256-px-wide
     grid, low-passed first). Terciles of all 798 HC18 heads;
-  * the phantom: normal trans-thalamic images of seeds `TUNE_SEEDS` (the
+  * the phantom: normal trans-thalamic images of seeds `realism_table.TUNE_SEEDS` (the
     `tune` subset) or `HELD_OUT_SEEDS` (`held_out`), `--native` images at
     800 px (HC18's 0.05-0.3 mm spacing) and `--small` at 256 px, in the same
     HC terciles as HC18 (the phantom's heads span HC18's 11-40 weeks).
 Medians of the per-image statistics and ratios phantom / HC18 per tercile;
-`worst_rel_dev` is the largest |ratio - 1| over `realism.TARGET_STATS`.
+`worst_rel_dev` is the largest |ratio - 1| over `realism.TARGET_STATS`
+(`fbjax.phantom.realism_table`). Prints the JSON (also to `--out` when given).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import multiprocessing
 import os
 import pathlib
 import resource
 import tempfile
 import time
 
-import cv2
-import numpy as np
+from absl import app, flags
 
-from fbjax.data import builder_utils
 from fbjax.phantom import export as phantom_export
-from fbjax.phantom import realism
-from fbjax.phantom import sheet as phantom_sheet
-from fbjax.phantom import simulator as phantom  # noqa: E402,I001
+from fbjax.phantom import realism_table
+from fbjax.phantom import simulator as phantom
 
-REALISM_SEED = 7          # salt of the HC18 tuning / held-out split (by patient)
-TUNE_SEEDS, HELD_OUT_SEEDS = (100,), (101, 102)   # phantom streams
-NATIVE_SIZE = 800         # HC18's image width: the phantom at HC18's native spacing
-
-
-def hc18_group(path: pathlib.Path) -> str:
-  """HC18 patient of an image: `014_2HC.png` -> `014` (later scans of one fetus share it)."""
-  return path.name.split("_")[0]
-
-
-def hc18_subset(real_data: str, subset: str) -> list[tuple]:
-  """HC18 training images of the tuning or held-out half (by patient hash), all sizes."""
-  items = phantom_sheet.hc18_items(real_data, hc_range=(0.0, 1e9))
-  tune = [builder_utils.hash_unit(hc18_group(it[0]), REALISM_SEED) < 0.5 for it in items]
-  return [it for it, t in zip(items, tune, strict=True) if t == (subset == "tune")]
-
-
-def _hc18_rows(item: tuple) -> tuple[dict, dict]:
-  img, mask, _ = phantom_sheet.read_hc18(item)
-  native = realism.measure(img, mask, item[2])
-  # the phantom's 256-px spacing: the same field of view on a 256-px-wide grid
-  s = 256 / img.shape[1]
-  k = 0.5 * math.sqrt(1.0 / (s * s) - 1.0)
-  small = cv2.resize(cv2.GaussianBlur(img, (0, 0), k), None, fx=s, fy=s,
-                     interpolation=cv2.INTER_LINEAR)
-  small_mask = cv2.resize(mask, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
-  return native, realism.measure(small, small_mask, item[2] / s)
-
-
-def _sim_rows(seed: int, index: int, size: int) -> dict:
-  sim = phantom.simulate(seed, index, size=size, plane="TT", condition="normal", overlays=False)
-  row = realism.measure(sim["image"], sim["head_mask"], sim["pixel_spacing_mm"])
-  row["hc_mm"] = sim["hc_mm"]
-  return row
-
-
-def _pool(fn, args, workers):
-  if workers <= 1:
-    return [fn(*a) for a in args]
-  with multiprocessing.get_context("spawn").Pool(workers) as pool:
-    return pool.starmap(fn, args)
-
-
-def realism_table(real_data: str, subset: str, num_native: int, num_256: int,
-                  workers: int = 1, hc18_limit: int | None = None) -> dict:
-  """Realism by HC tercile, HC18 vs phantom, at native spacing and at 256 px."""
-  items = hc18_subset(real_data, subset)
-  if hc18_limit:
-    items = items[:: max(1, len(items) // hc18_limit)]
-  hc18 = _pool(_hc18_rows, [(it,) for it in items], workers)
-  seeds = TUNE_SEEDS if subset == "tune" else HELD_OUT_SEEDS
-  sims = {size: _pool(_sim_rows, [(sd, i, size) for sd in seeds for i in range(num // len(seeds))],
-                      workers)
-          for size, num in ((NATIVE_SIZE, num_native), (256, num_256))}
-  cuts = tuple(float(c) for c in np.quantile(
-      [it[3] for it in phantom_sheet.hc18_items(real_data, hc_range=(0.0, 1e9))], [1 / 3, 2 / 3]))
-  out = {"subset": subset, "hc18_images": len(items), "phantom_seeds": list(seeds)}
-  out.update(tabulate([it[3] for it in items], hc18, sims, cuts))
-  return out
-
-
-def tabulate(hc18_hc: list[float], hc18: list[tuple[dict, dict]], sims: dict[int, list[dict]],
-             cuts: tuple[float, float]) -> dict:
-  """The realism table from per-image rows: HC18 (native, 256-px) and phantom rows by size.
-
-  HC18 and phantom images fall in the terciles of all HC18 training heads (`cuts`).
-  """
-  hc = np.asarray(hc18_hc)
-  out: dict = {"hc18_tercile_cuts_mm": list(cuts)}
-  for name, size, col in (("native", NATIVE_SIZE, 0), ("256", 256, 1)):
-    sim = sims[size]
-    sim_hc = np.array([r["hc_mm"] for r in sim])
-    t_real, t_sim = realism.terciles(hc, cuts), realism.terciles(sim_hc, cuts)
-    rows = {}
-    for t, label in enumerate(("small", "middle", "large", "all")):
-      pick_r = [r[col] for r, k in zip(hc18, t_real, strict=True) if k == t or t == 3]
-      pick_s = [r for r, k in zip(sim, t_sim, strict=True) if k == t or t == 3]
-      real_s, sim_s = realism.summarise(pick_r), realism.summarise(pick_s)
-      rows[label] = {
-          "hc18_hc_mm": _range(hc[(t_real == t) | (t == 3)]),
-          "phantom_hc_mm": _range(sim_hc[(t_sim == t) | (t == 3)]),
-          "hc18": {k: v for k, v in real_s.items() if k != "hist"},
-          "phantom": {k: v for k, v in sim_s.items() if k != "hist"},
-          **realism.compare(real_s, sim_s)}
-    out[name] = {"size": size, "phantom_images": len(sim), "by_tercile": rows,
-                 "worst_rel_dev": max(r["worst_rel_dev"] for r in rows.values())}
-  return out
-
-
-def _range(v: np.ndarray) -> list[float]:
-  return [float(v.min()), float(np.median(v)), float(v.max())] if len(v) else []
-
+_NUM = flags.DEFINE_integer("num", 1000, "Images exported for the timing.")
+_SIZE = flags.DEFINE_integer("size", 256, "Image size of the export.")
+_WORKERS = flags.DEFINE_integer("workers", None, "Export processes (default: every core).")
+_SUBSET = flags.DEFINE_enum("subset", "held_out", ["held_out", "tune"],
+                            "HC18 patients and phantom seeds the realism table is measured on.")
+_NATIVE = flags.DEFINE_integer("native", 90, "Phantom images at 800 px.")
+_SMALL = flags.DEFINE_integer("small", 300, "Phantom images at 256 px.")
+_HC18_LIMIT = flags.DEFINE_integer("hc18_limit", None, "Measure every k-th HC18 image.")
+_SKIP_EXPORT = flags.DEFINE_bool("skip_export", False, "Realism table only.")
+_REAL = flags.DEFINE_string("real_data", os.environ.get("FBJAX_REAL_DATA"),
+                            "Folder holding hc18/ (the realism table; none: no table).")
+_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 def _cpu_s() -> float:
   own = resource.getrusage(resource.RUSAGE_SELF)
@@ -167,29 +83,22 @@ def stages(size: int, num: int) -> dict:
   return {k: 1000 * v / num for k, v in out.items()}
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--num", type=int, default=1000, help="images exported for the timing")
-  ap.add_argument("--size", type=int, default=256)
-  ap.add_argument("--workers", type=int, default=None)
-  ap.add_argument("--subset", default="held_out", choices=("held_out", "tune"),
-                  help="HC18 patients and phantom seeds the realism table is measured on")
-  ap.add_argument("--native", type=int, default=90, help="phantom images at 800 px")
-  ap.add_argument("--small", type=int, default=300, help="phantom images at 256 px")
-  ap.add_argument("--hc18_limit", type=int, default=None, help="measure every k-th HC18 image")
-  ap.add_argument("--skip_export", action="store_true", help="realism table only")
-  ap.add_argument("--real_data", default=os.environ.get("FBJAX_REAL_DATA"))
-  args = ap.parse_args()
-  out: dict = {"size": args.size, "num": args.num, "cpu_count": os.cpu_count()}
-  workers = phantom_export.default_workers() if args.workers is None else args.workers
+def main(argv):
+  del argv
+  out: dict = {"size": _SIZE.value, "num": _NUM.value, "cpu_count": os.cpu_count()}
+  workers = phantom_export.default_workers() if _WORKERS.value is None else _WORKERS.value
   out["workers"] = workers
-  phantom.simulate(0, 0, size=args.size)   # warm caches in this process
-  if not args.skip_export:
-    out.update(export_speed(args.num, args.size, workers))
-  if args.real_data and args.native + args.small > 0:
-    out["realism"] = realism_table(args.real_data, args.subset, args.native, args.small,
-                                   workers=workers, hc18_limit=args.hc18_limit)
-  print(json.dumps(out, indent=1))
+  phantom.simulate(0, 0, size=_SIZE.value)   # warm caches in this process
+  if not _SKIP_EXPORT.value:
+    out.update(export_speed(_NUM.value, _SIZE.value, workers))
+  if _REAL.value and _NATIVE.value + _SMALL.value > 0:
+    out["realism"] = realism_table.realism_table(
+        _REAL.value, _SUBSET.value, _NATIVE.value, _SMALL.value, workers=workers,
+        hc18_limit=_HC18_LIMIT.value)
+  text = json.dumps(out, indent=1)
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(text + "\n")
+  print(text)
 
 
 def export_speed(num: int, size: int, workers: int) -> dict:
@@ -209,4 +118,4 @@ def export_speed(num: int, size: int, workers: int) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

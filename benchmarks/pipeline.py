@@ -71,7 +71,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def make_config(augment_on: str):
-
   c = autoencoder.get_config(f"variant={_VARIANT.value},data={_DATA.value}")
   root = os.environ.get("FBJAX_REAL_DATA") or str(REPO.parent / "shared" / "data")
   common.benchmark_data(c, size=_SIZE.value, read_threads=_READ_THREADS.value,
@@ -96,8 +95,6 @@ class Mode:
   """One augment_on setting: its pipeline iterator, compiled step and train state."""
 
   def __init__(self, augment_on: str, source, mesh):
-
-
     config = make_config(augment_on)
     self.config, self.mesh = config, mesh
     rep = parallel.replicated(mesh)
@@ -136,7 +133,6 @@ class Mode:
     self.runs: dict[str, list[float]] = {}
 
   def next_batch(self):
-
     return parallel.shard_batch(next(self.it), self.mesh)
 
   def _timed(self, fn, n):
@@ -185,7 +181,6 @@ class Mode:
 
 def main(argv):
   del argv
-
 
   tracking.quiet_library_logs()
   t0 = time.perf_counter()

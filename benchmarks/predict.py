@@ -1,10 +1,10 @@
 r"""Predict at scale: images/s of one process vs 2 shards, and the memory of listing 10^6 files.
 
-    python -m benchmarks.predict --num_images 2949 --list_files 1000000 > predict.json
+    python -m benchmarks.predict --num_images 2949 --list_files 1000000 --out predict.json
     python -m benchmarks.predict --workdir ~/runs/cls --seg_workdir ~/runs/seg \
         --input ~/scans --list_files 0
 
-Prints one JSON object on stdout:
+Prints one JSON object on stdout (also to `--out` when given):
 
 - `single` / `sharded`: `python -m launch.predict` over the same folder, once
   as one process and once as 2 shard processes started together on this
@@ -40,7 +40,6 @@ trained one (`--seg_workdir`) on real scans (`--input`).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -50,15 +49,37 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+
+from absl import app, flags
 
 from fbjax import predict
 from fbjax.core import schema
 from fbjax.geometry import align
 from fbjax.phantom import export as phantom_export
 from fbjax.predict import inputs
+from fbjax.runtime import tracking
 from tests import classify_util
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_OPTIONS = (
+    flags.DEFINE_string("input", None, "Folder of images (default: export phantom images)."),
+    flags.DEFINE_integer("num_images", 2949, "Phantom images exported without --input."),
+    flags.DEFINE_string("workdir", None, "Classification workdir (default: random weights)."),
+    flags.DEFINE_string("seg_workdir", None, "Segmentation workdir (default: random U-Net)."),
+    flags.DEFINE_enum("classifier_input", "aligned_head", ["aligned_head", "image"],
+                      "What the default classifier reads."),
+    flags.DEFINE_integer("batch_size", 32, "Prediction batch size."),
+    flags.DEFINE_enum("segmenter_tta", "workdir", ["workdir", "on", "off"],
+                      "launch.predict --segmenter_tta (mirror averaging of the segmenter)."),
+    flags.DEFINE_integer("workers", 2, "Reader workers of the prediction loop."),
+    flags.DEFINE_integer("num_overlays", 0, "Overlays written per run."),
+    flags.DEFINE_integer("list_files", 1_000_000, "Empty files listed by the listing check "
+                         "(0: none)."),
+    flags.DEFINE_string("tmp", None, "Scratch folder (default: a new temporary one)."),
+)
+_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 LISTING = r"""
 import json, resource, sys, time, tracemalloc
@@ -141,7 +162,6 @@ def throughput(args, folder: pathlib.Path, tmp: pathlib.Path) -> dict:
 
 
 def in_process(args, folder: pathlib.Path) -> dict:
-
   p = predict.Predictor(args.workdir, args.seg_workdir, batch_size=args.batch_size,
                         seg_tta=predict.SEG_TTA[args.segmenter_tta])
   p.warmup()
@@ -177,27 +197,14 @@ def listing(n: int, tmp: pathlib.Path) -> dict:
   return out
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--input", help="Folder of images (default: export phantom images).")
-  ap.add_argument("--num_images", type=int, default=2949)
-  ap.add_argument("--workdir", help="Classification workdir (default: random weights).")
-  ap.add_argument("--seg_workdir", help="Segmentation workdir (default: random U-Net).")
-  ap.add_argument("--classifier_input", choices=("aligned_head", "image"),
-                  default="aligned_head", help="What the default classifier reads.")
-  ap.add_argument("--batch_size", type=int, default=32)
-  ap.add_argument("--segmenter_tta", choices=("workdir", "on", "off"), default="workdir",
-                  help="launch.predict --segmenter_tta (mirror averaging of the segmenter).")
-  ap.add_argument("--workers", type=int, default=2)
-  ap.add_argument("--num_overlays", type=int, default=0)
-  ap.add_argument("--list_files", type=int, default=1_000_000)
-  ap.add_argument("--tmp", default=None, help="Scratch folder (default: a new temporary one).")
-  args = ap.parse_args()
+def main(argv):
+  del argv
+  tracking.quiet_library_logs()   # orbax's and grain's INFO chatter
+  args = types.SimpleNamespace(**{f.name: f.value for f in _OPTIONS})
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="fbjax_predict_bench_", dir=args.tmp))
   result: dict = {"cpu_count": os.cpu_count(), "batch_size": args.batch_size,
                   "workers": args.workers, "num_overlays": args.num_overlays}
   try:
-
     if not args.workdir:
 
       if args.classifier_input == "aligned_head":
@@ -213,7 +220,6 @@ def main():
     result["segmenter_tta"] = args.segmenter_tta
     folder = pathlib.Path(args.input) if args.input else None
     if folder is None and args.num_images > 0:
-
       t0 = time.perf_counter()
       phantom_export.export(tmp / "phantom", num=args.num_images, seed=0, size=256, workers=2)
       folder = tmp / "phantom" / "images"
@@ -226,8 +232,11 @@ def main():
       result["listing"] = listing(args.list_files, tmp)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  print(json.dumps(result, indent=1))
+  text = json.dumps(result, indent=1)
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(text + "\n")
+  print(text)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

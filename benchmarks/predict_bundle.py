@@ -1,7 +1,7 @@
 r"""The shipped bundle's `launch.predict` over HC18 scans: speed per setting, and what each costs.
 
     python -m benchmarks.predict_bundle --real_data ../shared/data --num_images 400 \
-        --demo_out demo_out > docs/predict_bundle_cpu.json
+        --demo_out demo_out --out docs/predict_bundle_cpu.json
     python -m benchmarks.predict_bundle --real_data DATA --device    # on an accelerator
 
 Arms, all in one run on the same folder (`--num_images` HC18 training images spread
@@ -24,7 +24,6 @@ the JSON says what a faster setting costs. Ratios to `demo` are of the same run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -32,15 +31,33 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 import jax
 import numpy as np
+from absl import app, flags
 
 from fbjax import predict
 from fbjax.core import bundle
 from fbjax.evaluation import bundle_eval, inference
+from fbjax.runtime import tracking
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_OPTIONS = (
+    flags.DEFINE_string("real_data", os.environ.get("FBJAX_REAL_DATA", "../shared/data"),
+                        "Folder holding hc18/."),
+    flags.DEFINE_integer("num_images", 400, "HC18 training images predicted."),
+    flags.DEFINE_string("demo_out", "", "A `make demo` output folder (its segment/ and "
+                        "classify/ workdirs): the single-stage pipeline arm."),
+    flags.DEFINE_integer("batch_size", 32, "Prediction batch size."),
+    flags.DEFINE_integer("latency_images", 20, "Images of the batch-1 latency."),
+    flags.DEFINE_string("data_dir", "", "tfds data_dir for the validation cost (default: a "
+                        "temporary one)."),
+    flags.DEFINE_bool("device", False, "Require an accelerator backend."),
+    flags.DEFINE_bool("no_validation", False, "No HC18 validation biometry per setting."),
+)
+_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 ARMS = {"bundle": [], "bundle_tta_off": ["--segmenter_tta", "off"],
         "bundle_stage1_tta_off": ["--segmenter_stages", "1", "--segmenter_tta", "off"]}
@@ -82,8 +99,6 @@ def run_arm(args, name: str, extra: list[str], folder, csv, tmp: pathlib.Path) -
 
 
 def latency(workdir, seg_workdir, files, *, tta=None, stages=None) -> dict:
-
-
   p = predict.Predictor(workdir, seg_workdir, batch_size=1, seg_tta=tta, seg_stages=stages)
   p.warmup()
   for f in files[:2]:                     # compile every shape the loop meets
@@ -115,20 +130,10 @@ def validation_cost(real: pathlib.Path, data_dir: str) -> dict:
   return out
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--real_data", default=os.environ.get("FBJAX_REAL_DATA", "../shared/data"))
-  ap.add_argument("--num_images", type=int, default=400)
-  ap.add_argument("--demo_out", default="", help="A `make demo` output folder (its "
-                  "segment/ and classify/ workdirs): the single-stage pipeline arm.")
-  ap.add_argument("--batch_size", type=int, default=32)
-  ap.add_argument("--latency_images", type=int, default=20)
-  ap.add_argument("--data_dir", default="", help="tfds data_dir for the validation cost "
-                  "(default: a temporary one)")
-  ap.add_argument("--device", action="store_true", help="Require an accelerator backend.")
-  ap.add_argument("--no_validation", action="store_true")
-  a = ap.parse_args()
-
+def main(argv):
+  del argv
+  tracking.quiet_library_logs()   # orbax's and grain's INFO chatter
+  a = types.SimpleNamespace(**{f.name: f.value for f in _OPTIONS})
   if a.device and jax.default_backend() == "cpu":
     raise SystemExit("--device: no accelerator backend (jax.default_backend() is 'cpu')")
   real = pathlib.Path(a.real_data).resolve()
@@ -164,8 +169,11 @@ def main():
     if not a.no_validation:
       res["hc18_validation"] = validation_cost(real, a.data_dir or str(tmp / "tfds"))
   res["setup"]["loadavg_after"] = os.getloadavg()
-  print(json.dumps(res, indent=1))
+  text = json.dumps(res, indent=1)
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text(text + "\n")
+  print(text)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

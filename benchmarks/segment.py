@@ -31,8 +31,8 @@ Every HC18 evaluation reports the error by tercile of the reference HC
 (small / middle / large heads) and the number of images above 10 % error.
 `--data hc18` trains both stages on HC18 alone (no phantom in the mix).
 
-Prints one JSON object (also written to `<workdir>/benchmark.json`) and a
-markdown results table (`<workdir>/benchmark.md`). Targets: HC18 validation
+Prints one JSON object (also written to `--out`, default `<workdir>/benchmark.json`)
+and a markdown results table (`<workdir>/benchmark.md`). Targets: HC18 validation
 Dice(head) >= 0.975, mean |HC error| <= 2.0 mm and no image above 10 %
 relative HC error (published learned methods: 1.77-1.95 mm on HC18's test
 set); phantom test Dice >= 0.98 (head, brain) and HC error <= 1 %.
@@ -66,6 +66,8 @@ _HC18 = flags.DEFINE_string(
     "hc18", os.path.join(os.environ.get("FBJAX_REAL_DATA", "../shared/data"), "hc18"),
     "HC18 manual folder (training_set/, CSVs).")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/fbjax_segment_benchmark", "Output folder.")
+_OUT = flags.DEFINE_string("out", "", "JSON path, read first (stages of an earlier run are "
+                           "kept) and written (default: <workdir>/benchmark.json).")
 _DEVICE = flags.DEFINE_bool("device", False, "Accelerator-sized run (variant=device).")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps of the main model "
                               "(default: as many as fit in --train_minutes on CPU).")
@@ -106,7 +108,6 @@ OVERHEAD_S = 150.0
 def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
   """Steps of `c`'s update that fit in `minutes`, timed on a synthetic batch now."""
 
-
   model = segment.make_model(c)
   size, b = schema.size_of(c), c.batch_size
   x = jnp.full((b, *size), 0.5)
@@ -135,7 +136,6 @@ def _fit_steps(c, minutes: float, safety: float = 0.85) -> tuple[int, float]:
 
 
 def _config(data: str, steps: int, stage: int = 1, augment: str = "default"):
-
   arg = (f"data={data}" + (",variant=device" if _DEVICE.value else "") + f",stage={stage}"
          + f",augment={augment}")
   c = segment_config.get_config(arg)
@@ -157,7 +157,6 @@ def _stage2_config(steps: int, work: pathlib.Path):
 
 
 def _train(c, workdir):
-
   t0 = time.perf_counter()
   segment.train_and_evaluate(c, workdir)
   return time.perf_counter() - t0
@@ -185,7 +184,6 @@ def _headline(summary: dict) -> dict:
 def _speed(c, workdir, repeats: int) -> dict:
   """Per-image time of letterbox + network(s) + head ellipse + mm, on decoded images
   (a two-stage workdir: both stages, from the fine grid)."""
-
 
   model = inference.load(workdir, kind="segmenter")
   predict = model.make_predict()
@@ -276,7 +274,7 @@ def main(argv):
   steps = _STEPS.value or steps
   phantom_steps = _PHANTOM_STEPS.value or phantom_steps
   main_c = _config(_DATA.value, steps or 1, augment=_AUGMENT.value)
-  res_path = work / "benchmark.json"
+  res_path = pathlib.Path(_OUT.value) if _OUT.value else work / "benchmark.json"
   res = json.loads(res_path.read_text()) if res_path.exists() else {}
   res["command"] = " ".join(sys.argv)
   res["device"] = _DEVICE.value

@@ -3,8 +3,9 @@ r"""Compact copies of the real data sets, in their own layouts, for machines wit
 An accelerator that cannot reach the data (and takes at most a few tens of MB
 along) runs the benchmarks on these copies through the same builders:
 
-  python -m benchmarks.shrink_real_data hc18 --src ../shared/data/hc18 --dst /tmp/small/hc18
-  python -m benchmarks.shrink_real_data fetal_brain_abnormalities \
+  python -m benchmarks.shrink_real_data --dataset hc18 --src ../shared/data/hc18 \
+      --dst /tmp/small/hc18
+  python -m benchmarks.shrink_real_data --dataset fetal_brain_abnormalities \
       --src ../shared/data/fetal_brain_abnormalities --dst /tmp/small/fetal_brain_abnormalities
 
 - hc18: every training image and annotation at 1/`--factor` of the size
@@ -22,7 +23,6 @@ along) runs the benchmarks on these copies through the same builders:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import pathlib
 import shutil
@@ -30,6 +30,17 @@ import sys
 
 import cv2
 import numpy as np
+from absl import app, flags
+
+_DATASET = flags.DEFINE_enum("dataset", None, ["hc18", "fetal_brain_abnormalities"],
+                             "The data set to copy.")
+_SRC = flags.DEFINE_string("src", None, "Its folder.")
+_DST = flags.DEFINE_string("dst", None, "The compact copy's folder.")
+_FACTOR = flags.DEFINE_integer("factor", 2, "hc18: downscale factor.")
+_TEST_IMAGES = flags.DEFINE_integer("test_images", 16, "hc18: test images kept.")
+_MAX_SIDE = flags.DEFINE_integer("max_side", 224, "abnormalities: longest side.")
+_QUALITY = flags.DEFINE_integer("quality", 95, "abnormalities: JPEG quality.")
+flags.mark_flags_as_required(["dataset", "src", "dst"])
 
 
 def _write(path: pathlib.Path, img: np.ndarray, params=()) -> None:
@@ -96,25 +107,18 @@ def fetal_brain_abnormalities(src: pathlib.Path, dst: pathlib.Path, max_side: in
   return n
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("dataset", choices=("hc18", "fetal_brain_abnormalities"))
-  p.add_argument("--src", required=True, type=pathlib.Path)
-  p.add_argument("--dst", required=True, type=pathlib.Path)
-  p.add_argument("--factor", type=int, default=2, help="hc18: downscale factor")
-  p.add_argument("--test_images", type=int, default=16, help="hc18: test images kept")
-  p.add_argument("--max_side", type=int, default=224, help="abnormalities: longest side")
-  p.add_argument("--quality", type=int, default=95, help="abnormalities: JPEG quality")
-  a = p.parse_args(argv)
-  if a.dst.resolve() == a.src.resolve():
-    p.error("--dst must differ from --src")
-  if a.dataset == "hc18":
-    n = hc18(a.src, a.dst, a.factor, a.test_images)
+def main(argv) -> int:
+  del argv
+  src, dst = pathlib.Path(_SRC.value), pathlib.Path(_DST.value)
+  if dst.resolve() == src.resolve():
+    raise app.UsageError("--dst must differ from --src")
+  if _DATASET.value == "hc18":
+    n = hc18(src, dst, _FACTOR.value, _TEST_IMAGES.value)
   else:
-    n = fetal_brain_abnormalities(a.src, a.dst, a.max_side, a.quality)
-  print(f"wrote {n} images to {a.dst}", file=sys.stderr)
+    n = fetal_brain_abnormalities(src, dst, _MAX_SIDE.value, _QUALITY.value)
+  print(f"wrote {n} images to {dst}", file=sys.stderr)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

@@ -12,14 +12,15 @@ anywhere (must be empty).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
 import time
+import types
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import app, flags
 
 from fbjax.core import labels
 from fbjax.data import builder_testing, builders, splits
@@ -27,6 +28,12 @@ from fbjax.data import builder_testing, builders, splits
 BUILDS = (("hc18", None), ("fetal_planes_db", "brain"), ("fetal_planes_db", "brain_640"),
           ("fetal_planes_db", "brain_combined"), ("fetal_brain_abnormalities", None),
           ("fetal_brain_synth", "tiny"))
+
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", os.environ.get("FBJAX_REAL_DATA", ""),
+                                  "Folder of the real data sets' files (or $FBJAX_REAL_DATA).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir to build in (or reuse).")
+_OUT = flags.DEFINE_string("out", "", "JSON file (default: print).")
+flags.mark_flag_as_required("data_dir")
 
 
 def split_table(b: tfds.core.DatasetBuilder) -> dict[str, dict]:
@@ -47,12 +54,10 @@ def split_table(b: tfds.core.DatasetBuilder) -> dict[str, dict]:
   return out
 
 
-def main() -> None:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--manual_dir", default=os.environ.get("FBJAX_REAL_DATA", ""))
-  ap.add_argument("--data_dir", required=True)
-  ap.add_argument("--out", default="", help="JSON file (default: print)")
-  args = ap.parse_args()
+def main(argv) -> None:
+  del argv
+  args = types.SimpleNamespace(manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value,
+                               out=_OUT.value)
   report, members = {}, {}
   for name, config in BUILDS:
     t0 = time.perf_counter()
@@ -87,4 +92,4 @@ def _aspects(data_dir: str) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,4 +1,4 @@
-"""benchmarks/pipeline.py runs end to end on the toy source (both augment_on modes)."""
+"""`python -m benchmarks.pipeline` runs end to end on the toy source (both augment_on modes)."""
 
 import json
 
@@ -10,7 +10,7 @@ from tests.trainer_util import run
 @pytest.mark.slow  # two compiles of the default autoencoder in a subprocess: ~15-25 s
 def test_pipeline_benchmark_on_toy_data(tmp_path):
   out = tmp_path / "share.json"
-  run(["benchmarks/pipeline.py", "--data", "toy", "--size", "32", "--batch", "8", "--steps",
+  run(["-m", "benchmarks.pipeline", "--data", "toy", "--size", "32", "--batch", "8", "--steps",
        "1", "--rounds", "1", "--pipeline_batches", "2", "--nocache", "--out", str(out)])
   r = json.loads(out.read_text())
   assert set(r["modes"]) == {"host", "device"}

@@ -4,6 +4,7 @@ experiments' configs (`configs/classify_aligned.py`)."""
 import numpy as np
 import pytest
 
+from configs import classify as classify_config
 from configs import classify_aligned as experiments
 from fbjax.core import metrics
 from fbjax.evaluation import source_images
@@ -45,6 +46,21 @@ def test_by_source_image_averages_copies_and_counts_each_image_once():
   assert per_image == pytest.approx(2 / 6)
 
 
+def test_binary_by_source_image_scores_the_mean_of_each_images_copies():
+  # Image "a" (abnormal): copies 0.9 and 0.3 -> 0.6; "b" (normal): 0.2, 0.4, 0.6 -> 0.4;
+  # "c" (normal): 0.7 -> 0.7; "d" (unknown label) is left out.
+  ids = ["x/a_aug_0.jpg", "x/a_aug_1.jpg", "y/b.png", "x/b_aug_3.jpg", "z/b.jpg", "c.png",
+         "d.png"]
+  y = np.array([1, 1, 0, 0, 0, 0, -1])
+  p = np.array([0.9, 0.3, 0.2, 0.4, 0.6, 0.7, 0.99])
+  got = source_images.binary_by_source_image(y, p, ids, 0.5)
+  assert got["n_source_images"] == 3 and got["normals"] == 2
+  # At 0.5: a (0.6) is found, b (0.4) passes, c (0.7) is a false positive.
+  assert got["sensitivity"] == 1.0 and got["specificity"] == 0.5
+  # AUROC by hand: the one abnormal (0.6) above b (0.4), below c (0.7).
+  assert got["auroc"] == pytest.approx(0.5)
+
+
 def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
   kw = dict(real="/real", seg="/seg", data_dir="/tmp/tfds", steps=10)
   plain = experiments.experiment("planes", **kw)
@@ -58,7 +74,6 @@ def test_planes_phantom_run_adds_the_phantoms_planes_at_its_share():
   assert mixed.tasks == ("plane",) and mixed.input.kind == "aligned_head"
   default = experiments.experiment("planes_phantom", **kw)   # the config's share unless given
   w = {n: b.weight for n, b in default.sources.items()}
-  from configs import classify as classify_config
   assert w["phantom"] / sum(w.values()) == pytest.approx(classify_config.PHANTOM_PLANES)
 
 

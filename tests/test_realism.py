@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fbjax.phantom import realism
+from fbjax.phantom import realism, realism_table
 
 
 def _blurred_noise(shape, sigma_r, sigma_c, seed=0):
@@ -87,29 +87,18 @@ def test_empty_mask_is_a_clear_error():
     realism.measure(np.zeros((40, 40), np.uint8), np.zeros((40, 40), np.uint8), 0.2)
 
 
-def _benchmark():
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).parents[1] / "benchmarks" / "phantom.py"
-  spec = importlib.util.spec_from_file_location("phantom_benchmark", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 REAL = os.environ.get("FBJAX_REAL_DATA")
 
 
 @pytest.mark.skipif(not REAL, reason="FBJAX_REAL_DATA not set")
 def test_realism_table_tuning_and_held_out_halves_by_patient():
-  bench = _benchmark()
-  tune, held = bench.hc18_subset(REAL, "tune"), bench.hc18_subset(REAL, "held_out")
+  tune, held = realism_table.hc18_subset(REAL, "tune"), realism_table.hc18_subset(REAL, "held_out")
   assert len(tune) + len(held) == 798
-  groups = lambda items: {bench.hc18_group(it[0]) for it in items}  # noqa: E731
+  groups = lambda items: {realism_table.hc18_group(it[0]) for it in items}  # noqa: E731
   assert not groups(tune) & groups(held)
   assert 0.4 < len(tune) / 798 < 0.6
-  assert not set(bench.TUNE_SEEDS) & set(bench.HELD_OUT_SEEDS)
-  t = bench.realism_table(REAL, "held_out", num_native=2, num_256=4, hc18_limit=6)
+  assert not set(realism_table.TUNE_SEEDS) & set(realism_table.HELD_OUT_SEEDS)
+  t = realism_table.realism_table(REAL, "held_out", num_native=2, num_256=4, hc18_limit=6)
   for name in ("native", "256"):
     rows = t[name]["by_tercile"]
     assert rows["all"]["phantom"]["n"] == (2 if name == "native" else 4)

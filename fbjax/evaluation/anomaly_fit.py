@@ -17,6 +17,7 @@ import numpy as np
 
 from fbjax.core import metrics, schema
 from fbjax.data import sources
+from fbjax.data.mix import Subset
 from fbjax.evaluation import anomaly, evaluators
 from fbjax.runtime import tracking
 
@@ -26,7 +27,7 @@ def scores_over(ae: anomaly.Autoencoder, source, batch_size: int, score_fn,
   """`score_fn`'s features and reconstruction errors over `source` (at most `limit`
   evenly spaced examples), and the examples' abnormal labels."""
   if limit is not None and len(source) > limit:
-    source = sources.Subset(source, np.linspace(0, len(source) - 1, limit).round())
+    source = Subset(source, np.linspace(0, len(source) - 1, limit).round())
   feats, recon, abnormal = [], [], []
   for b in evaluators.host_batches(source, ae.size, batch_size, keys=("image", "abnormal")):
     keep = b["_mask"] > 0

@@ -10,6 +10,8 @@ beside it, trained on the same training images.
     x, y = baselines.thumbnail_features(train_source)
     model = baselines.fit(x, y["plane"])
     p = baselines.probs(model, baselines.thumbnail_features(test_source)[0], 4)
+    # normal vs abnormal, its threshold at 95 % specificity on validation normals
+    model, threshold = baselines.fit_calibrated(x, y["abnormal"], x_val, y_val["abnormal"])
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fbjax.evaluation import evaluators
+from fbjax.core import metrics
+from fbjax.evaluation import evaluators, networks
 
 SIZE = 64
 TASKS = ("plane", "abnormal", "condition")
@@ -77,3 +80,20 @@ def fit_and_predict(train_sources, test_source, task: str, num_classes: int) -> 
   x = np.concatenate([p[0] for p in parts])
   y = np.concatenate([p[1][task] for p in parts])
   return probs(fit(x, y), thumbnail_features(test_source)[0], num_classes)
+
+
+def fit_calibrated(x, y, x_val, y_val, specificity: float = 0.95):
+  """(model, threshold): the normal-vs-abnormal baseline fitted on (`x`, `y`) and the
+  threshold of its abnormal probability at `specificity` on the validation normals
+  (`y_val == 0`), as a model's decision threshold is set."""
+  model = fit(x, y)
+  p_val = probs(model, x_val, 2)[:, 1]
+  return model, metrics.threshold_at_specificity(p_val[np.asarray(y_val) == 0], specificity)
+
+
+def condition_labels(y, condition_classes) -> np.ndarray:
+  """Condition labels (`fbjax.core.labels.CONDITIONS` indices) as indices of a model's
+  `condition_classes` (`networks.condition_lookup`; -1: unknown or not one of them)."""
+  y = np.asarray(y)
+  lookup = networks.condition_lookup(condition_classes)
+  return np.where(y >= 0, lookup[np.maximum(y, 0)], -1)

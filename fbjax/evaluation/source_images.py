@@ -28,7 +28,7 @@ def source_image(ident: str) -> str:
 
 
 def ids_of(src) -> list[str]:
-
+  """The example ids of `src`, in order (`head_tables.example_id`)."""
   return [head_tables.example_id(src[i]) for i in range(len(src))]
 
 
@@ -48,7 +48,6 @@ def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
   crop, brightness), and they sit in one split: per image, a few source images
   weigh many times. Groups are (source image, label).
   """
-
   groups = source_groups(ids, y)
   yy = np.array([lab for _, lab in groups])
   pp = np.stack([np.mean(p[v], axis=0) for v in groups.values()])
@@ -61,3 +60,14 @@ def by_source_image(y, p, ids, num_classes: int, classes=None) -> dict:
   if num_classes == 4:
     out["macro_f1_tt_tc_tv"] = metrics.macro_f1(yy, pp.argmax(1), classes=[0, 1, 2])
   return out
+
+
+def binary_by_source_image(y, p, ids, threshold: float) -> dict:
+  """Normal vs abnormal with each source image counted once: the mean abnormal probability
+  `p` of its copies, AUROC and sensitivity / specificity at `threshold`."""
+  groups = source_groups(ids, y)
+  yg = np.array([lab for _, lab in groups])
+  pg = np.array([np.mean(np.asarray(p)[v]) for v in groups.values()])
+  sens, spec = metrics.sensitivity_specificity(yg, pg, threshold)
+  return {"n_source_images": len(groups), "normals": int(np.sum(yg == 0)),
+          "auroc": metrics.auroc(yg, pg), "sensitivity": sens, "specificity": spec}

@@ -38,6 +38,7 @@ import numpy as np
 from fbjax.core import bundle as bundle_lib
 from fbjax.core import metrics, schema
 from fbjax.data import sources
+from fbjax.data.mix import Subset
 from fbjax.evaluation import (
   anomaly,
   anomaly_fit,
@@ -357,8 +358,7 @@ def _measure(model, config, blocks: dict, summary: dict, *, split, out_dir, meth
     # Labels masked to the block's tasks and heads found by fbjax.evaluation.heads, as in training.
     src = sources.block_source(block, sp, model_input=config.input, head_table=head_tables.table)
     counts = getattr(src, "head_counts", None)   # aligned heads: images without one
-    if limit:
-      src = sources.Subset(src, np.arange(min(limit, len(src))))
+    src = Subset(src, np.arange(min(limit, len(src)))) if limit else src
     tracking.log(f"evaluating {workdir} ({model.kind}) on {name} ({block.name}) {sp}: "
                  f"{len(src)} examples")
     entry = {"data": {"name": block.name, "config": block.get("config", ""), "split": sp,

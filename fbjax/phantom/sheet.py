@@ -4,7 +4,7 @@
 beside its masks: head filled dark grey, brain light grey, skull white).
 `hc18_sheet` puts real HC18 images (with their filled ellipse annotation) next
 to phantom trans-thalamic images at the same pixel spacing, so speckle grain,
-skull and brain can be compared by eye; `benchmarks/phantom.py` measures the
+skull and brain can be compared by eye; `fbjax.phantom.realism_table` measures the
 same comparison.
 """
 

@@ -37,6 +37,7 @@ import optax
 from fbjax.core import metrics, plots, schema
 from fbjax.core import workdir as workdir_lib
 from fbjax.data import device_augment, sources
+from fbjax.data.mix import Subset
 from fbjax.enhance import modules as enhance_lib
 from fbjax.evaluation import (
   anomaly,
@@ -182,7 +183,7 @@ def evaluate(run, eval_fn, params, val_sources: dict, step: int):
     k = min(config.num_images, len(res["label_plane"]))
     if k:
       imgs = list(next(iter(evaluators.host_batches(
-          sources.Subset(src, np.arange(k)), schema.size_of(config), k, keys=("image",))))["image"])
+          Subset(src, np.arange(k)), schema.size_of(config), k, keys=("image",))))["image"])
       texts = [_caption(config, res, i) for i in range(k)]
       run.writer.images(step, {f"val/{name}/examples": plots.label_grid(
           imgs, texts, columns=4, thumb=max(64, imgs[0].shape[0])) / 255.0})

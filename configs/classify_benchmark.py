@@ -84,8 +84,8 @@ def get_config(arg=None):
       f"{CLASSIFY_ARG[arg.stage]},size={s['size']},init_from={arg.init_from}")
   if arg.real:
     c.real_data = arg.real
-  for b in c.sources.values():
-    if arg.data_dir:
+  if arg.data_dir:
+    for b in c.sources.values():
       b.data_dir = arg.data_dir
   c.model.ae = dict(s["ae"])
   c.batch_size, c.total_steps = s["batch"], steps

@@ -2,7 +2,6 @@
 computed another way: block means and a bin count, an explicit threshold, a label table."""
 
 import numpy as np
-import pytest
 
 from fbjax.core import labels
 from fbjax.data import sources
@@ -67,11 +66,3 @@ def test_fit_and_predict_and_fit_calibrated_agree_with_the_steps_by_hand():
   assert np.mean(normals <= thr) >= 0.8 - 1e-9   # 80 % of validation normals pass
   np.testing.assert_allclose(baselines.probs(model, x_te, 2), by_hand)
 
-
-def test_condition_labels_index_the_models_classes():
-  classes = ("normal", labels.CONDITIONS[3], labels.CONDITIONS[1])
-  y = np.array([0, 1, 3, 2, -1])
-  want = np.array([0, 2, 1, -1, -1])   # CONDITIONS[2] is not a class of the model
-  np.testing.assert_array_equal(baselines.condition_labels(y, classes), want)
-  with pytest.raises(KeyError, match="unknown condition"):
-    baselines.condition_labels(y, ("no such condition",))

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from fbjax.core import metrics
-from fbjax.evaluation import evaluators, networks
+from fbjax.evaluation import evaluators
 
 SIZE = 64
 TASKS = ("plane", "abnormal", "condition")
@@ -90,10 +90,3 @@ def fit_calibrated(x, y, x_val, y_val, specificity: float = 0.95):
   p_val = probs(model, x_val, 2)[:, 1]
   return model, metrics.threshold_at_specificity(p_val[np.asarray(y_val) == 0], specificity)
 
-
-def condition_labels(y, condition_classes) -> np.ndarray:
-  """Condition labels (`fbjax.core.labels.CONDITIONS` indices) as indices of a model's
-  `condition_classes` (`networks.condition_lookup`; -1: unknown or not one of them)."""
-  y = np.asarray(y)
-  lookup = networks.condition_lookup(condition_classes)
-  return np.where(y >= 0, lookup[np.maximum(y, 0)], -1)
